@@ -1,0 +1,100 @@
+"""Throughput of the CIFAR-10 input pipeline (batch 128, random crop + flip + normalise).
+
+Reports images/s for the transforms alone, for the DataLoader without prefetching, and with a
+background prefetch thread. A training loop is input-bound when its own consumption rate (images/s of
+forward + backward + update, measured by the training benchmarks) exceeds these numbers.
+
+    python benchmarks/bench_data.py [--batch-size 128] [--epochs 2] [--device cpu]
+
+Uses the CIFAR-10 copy found by ``tinygrad_cnn.data.find_shared_data`` (the partial subset is fine for
+timing), else synthetic uint8 images of the same shape.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+import warnings
+
+import numpy as np
+
+from tinygrad_cnn.data import ArrayDataset, CIFAR10, DataLoader, find_shared_data
+from tinygrad_cnn.data import transforms as T
+
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR_STD = (0.2470, 0.2435, 0.2616)
+
+
+def load_dataset():
+    for name in ("cifar-10-batches-bin", "cifar-10-partial-bin"):
+        folder = find_shared_data(name)
+        if folder is not None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return CIFAR10(folder, train=True, verify=False), str(folder)
+    rng = np.random.default_rng(0)
+    data = rng.integers(0, 256, (10000, 3, 32, 32), dtype=np.uint8)
+    return ArrayDataset(data, rng.integers(0, 10, 10000)), "synthetic (no CIFAR-10 copy found)"
+
+
+def pipeline():
+    return T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToFloat(),
+                      T.Normalize(CIFAR_MEAN, CIFAR_STD)])
+
+
+def time_transforms(dataset, batch_size, epochs):
+    aug = pipeline()
+    rng = np.random.default_rng(0)
+    aug(dataset.data[:batch_size], rng=rng)  # warm-up
+    images = 0
+    start = time.perf_counter()
+    for _ in range(epochs):
+        order = rng.permutation(len(dataset))
+        for b in range(0, len(order) - batch_size + 1, batch_size):
+            aug(dataset.data[order[b:b + batch_size]], rng=rng)
+            images += batch_size
+    return images / (time.perf_counter() - start)
+
+
+def time_loader(dataset, batch_size, epochs, prefetch, device, consume_s=0.0):
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True, seed=0,
+                        transform=pipeline(), prefetch=prefetch, device=device)
+    next(iter(loader))  # warm-up (and the one-time upload for device="cuda")
+    loader.set_epoch(0)
+    images = 0
+    start = time.perf_counter()
+    for _ in range(epochs):
+        for x, _ in loader:
+            images += x.shape[0]
+            if consume_s:
+                time.sleep(consume_s)  # stands in for a training step
+    return images / (time.perf_counter() - start)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--step-ms", type=float, default=20.0,
+                        help="simulated training-step time for the overlap measurement")
+    args = parser.parse_args()
+
+    dataset, source = load_dataset()
+    print(f"dataset: {source}, {len(dataset)} images; batch {args.batch_size}; "
+          f"pipeline: RandomCrop(32, 4) + RandomHorizontalFlip + ToFloat + Normalize; device {args.device}")
+    rows = [("transforms only (no loader)", time_transforms(dataset, args.batch_size, args.epochs))]
+    rows.append(("DataLoader prefetch=0", time_loader(dataset, args.batch_size, args.epochs, 0, args.device)))
+    rows.append(("DataLoader prefetch=2", time_loader(dataset, args.batch_size, args.epochs, 2, args.device)))
+    step = args.step_ms / 1000
+    for prefetch in (0, 2):
+        wall = time_loader(dataset, args.batch_size, args.epochs, prefetch, args.device, consume_s=step)
+        rows.append((f"with a {args.step_ms:.0f} ms step, prefetch={prefetch} (images/s of the loop)", wall))
+    width = max(len(name) for name, _ in rows)
+    for name, rate in rows:
+        print(f"  {name:<{width}}  {rate:10.0f} images/s  ({rate / args.batch_size:7.1f} batches/s)")
+    print(f"  a {args.step_ms:.0f} ms training step alone consumes {args.batch_size / step:.0f} images/s; "
+          f"the training benchmarks report the measured consumption rate of real models")
+
+
+if __name__ == "__main__":
+    main()

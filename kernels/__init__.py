@@ -1,0 +1,1 @@
+"""Hand-written kernels, installed as ``tinygrad_cnn.kernels``."""

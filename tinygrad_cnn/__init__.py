@@ -1,0 +1,17 @@
+"""tinygrad_cnn: a small, readable deep-learning framework for CNNs.
+
+NumPy on the CPU (with hand-written Numba kernels for the hot ops) and CuPy on
+NVIDIA GPUs. The API follows PyTorch's names and semantics.
+"""
+from . import backend, random
+from .autograd import (Function, detect_anomaly, enable_grad, is_anomaly_enabled,
+                       is_grad_enabled, no_grad, set_grad_enabled)
+from .random import get_rng_state, manual_seed, set_rng_state
+from .tensor import (Tensor, abs, arange, bool_, cat, clamp, clip, empty, empty_like, exp, eye,
+                     flatten, float16, float32, float64, from_numpy, full, full_like, int8, int32,
+                     int64, linspace, log, logsumexp, matmul, maximum, mean, minimum, ones,
+                     ones_like, pad, rand, rand_like, randint, randn, randn_like, relu, sigmoid,
+                     sqrt, stack, std, sum, tanh, tensor, uint8, var, where, zeros, zeros_like)
+from .gradcheck import GradcheckError, gradcheck, gradgradcheck
+
+__version__ = "0.1.0"

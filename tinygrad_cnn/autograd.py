@@ -1,0 +1,387 @@
+"""The autograd engine: ``Function`` nodes, grad mode and the backward pass.
+
+How it works, in four sentences:
+
+1. Every differentiable op is a :class:`Function`. ``Op.apply(*tensors)`` runs
+   ``forward`` on the raw arrays and, if any input requires a gradient, links the
+   result to the Function instance (``out._ctx``), which remembers its parents.
+2. ``tensor.backward()`` orders the Function nodes topologically (an iterative
+   depth-first search, so a 20,000-op chain needs no recursion), then walks them
+   from the output back to the leaves.
+3. Each node's ``backward`` receives the *sum* of the gradients of everything that
+   consumed its output (that is the multivariate chain rule), and returns one
+   gradient per input.  Leaves accumulate into ``.grad`` (``+=``, as PyTorch).
+4. ``backward`` methods are written with ordinary Tensor ops. Normally they run
+   under ``no_grad`` (nothing is recorded, nothing costs extra); with
+   ``create_graph=True`` they are recorded like any forward computation, so the
+   gradient is itself differentiable and second derivatives come for free.
+"""
+from __future__ import annotations
+
+import functools
+import threading
+import traceback
+import weakref
+
+__all__ = [
+    "Function", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled",
+    "detect_anomaly", "is_anomaly_enabled", "backward",
+]
+
+
+class _State(threading.local):
+    def __init__(self):
+        self.grad_enabled = True
+        self.anomaly = False
+        self.in_backward = False   # anomaly mode blames the node being differentiated
+
+
+_state = _State()
+
+
+def is_grad_enabled() -> bool:
+    """True when new operations are recorded for backward."""
+    return _state.grad_enabled
+
+
+class set_grad_enabled:
+    """Context manager and decorator that turns recording on or off.
+
+    ``with no_grad():`` is ``set_grad_enabled(False)``. Usable as a decorator:
+    each call of the decorated function runs with the chosen mode.
+    """
+
+    def __init__(self, mode: bool = False):
+        self.mode = bool(mode)
+        self._previous = []
+
+    def __enter__(self):
+        self._previous.append(_state.grad_enabled)
+        _state.grad_enabled = self.mode
+        return self
+
+    def __exit__(self, *exc):
+        _state.grad_enabled = self._previous.pop()
+        return False
+
+    def __call__(self, fn):
+        mode = self.mode
+
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            with set_grad_enabled(mode):
+                return fn(*args, **kwargs)
+
+        return wrapper
+
+
+class no_grad(set_grad_enabled):
+    """Disable graph recording: ``with tinygrad_cnn.no_grad(): ...`` or ``@no_grad()``."""
+
+    def __init__(self):
+        super().__init__(False)
+
+
+class enable_grad(set_grad_enabled):
+    """Re-enable graph recording inside a ``no_grad`` block."""
+
+    def __init__(self):
+        super().__init__(True)
+
+
+# ---------------------------------------------------------------------------
+# Anomaly detection
+# ---------------------------------------------------------------------------
+
+def is_anomaly_enabled() -> bool:
+    return _state.anomaly
+
+
+class detect_anomaly:
+    """Stop at the first op whose forward or backward produces NaN or Inf.
+
+    The error names the op and the line of user code that created it
+    (``file:line``), recorded when the op ran forward. Slow: every output and
+    every gradient is scanned. Use as a context manager or decorator.
+    """
+
+    def __init__(self, check_nan: bool = True):
+        self.check_nan = check_nan
+        self._previous = []
+
+    def __enter__(self):
+        self._previous.append(_state.anomaly)
+        _state.anomaly = self.check_nan
+        return self
+
+    def __exit__(self, *exc):
+        _state.anomaly = self._previous.pop()
+        return False
+
+    def __call__(self, fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            with detect_anomaly(self.check_nan):
+                return fn(*args, **kwargs)
+
+        return wrapper
+
+
+def _user_frame() -> str:
+    """file:line of the innermost stack frame outside this package."""
+    import os
+    package_dir = os.path.dirname(os.path.abspath(__file__))
+    for frame in reversed(traceback.extract_stack()[:-1]):
+        if not os.path.abspath(frame.filename).startswith(package_dir):
+            return f"{frame.filename}:{frame.lineno} ({frame.line})"
+    return "<unknown>"
+
+
+def _has_non_finite(array) -> bool:
+    if array.dtype.kind not in "fc":
+        return False
+    from .backend import get_array_module
+    xp = get_array_module(array)
+    return not bool(xp.isfinite(array).all())
+
+
+# ---------------------------------------------------------------------------
+# Function
+# ---------------------------------------------------------------------------
+
+class Function:
+    """One differentiable operation and, once applied, one node of the graph.
+
+    Subclasses define::
+
+        def forward(self, *arrays, **options) -> array       # raw NumPy/CuPy arrays
+        def backward(self, grad_output: Tensor) -> Tensor | tuple[Tensor | None, ...]
+
+    ``forward`` may call ``self.save_for_backward(...)`` with any of its input
+    arrays or its output array: they come back in ``backward`` as
+    ``self.saved_tensors``, the *Tensors* themselves, so a backward written in
+    Tensor ops is differentiable again. Other state (masks, indices, options)
+    is kept as plain attributes and is treated as constant.
+    """
+
+    # Fields the engine keeps after the graph is released.
+    _engine_fields = ("parents", "needs_input_grad", "output_ref", "out_shape", "out_dtype",
+                      "_released", "created_at")
+
+    def __init__(self):
+        self.parents = ()
+        self.needs_input_grad = ()
+        self.output_ref = None
+        self._released = False
+        self._to_save = ()
+        self._saved = None
+        self.created_at = None
+
+    # -- used by forward ---------------------------------------------------
+    def save_for_backward(self, *items):
+        self._to_save = items
+
+    @property
+    def saved_tensors(self):
+        if self._released:
+            raise RuntimeError(
+                f"{type(self).__name__}: trying to backward through the graph a second time "
+                "(its saved tensors were freed after the first backward). "
+                "Pass retain_graph=True to the first backward() if you need to call it again.")
+        return self._saved
+
+    def forward(self, *arrays, **options):  # pragma: no cover - abstract
+        raise NotImplementedError(f"{type(self).__name__} must define forward")
+
+    def backward(self, grad_output):  # pragma: no cover - abstract
+        raise NotImplementedError(f"{type(self).__name__} must define backward")
+
+    # -- graph construction ------------------------------------------------
+    @classmethod
+    def apply(cls, *inputs, **options):
+        """Run the op on Tensors (``None`` allowed for optional inputs); return a Tensor."""
+        from .tensor import Tensor
+
+        node = cls()
+        device = None
+        arrays = []
+        for i, t in enumerate(inputs):
+            if t is None:
+                arrays.append(None)
+                continue
+            if not isinstance(t, Tensor):
+                raise TypeError(f"{cls.__name__}: input {i} must be a Tensor, got {type(t).__name__}")
+            if device is None:
+                device = t.device
+            elif t.device != device:
+                raise RuntimeError(
+                    f"{cls.__name__}: expected all tensors on the same device, "
+                    f"got {device} and {t.device} (input {i})")
+            arrays.append(t.data)
+        record = _state.grad_enabled and any(t is not None and t.requires_grad for t in inputs)
+        output = node.forward(*arrays, **options)
+        out = Tensor._wrap(output, requires_grad=record)
+        if _state.anomaly and not _state.in_backward and _has_non_finite(output):
+            raise RuntimeError(
+                f"detect_anomaly: {cls.__name__} forward produced NaN or Inf "
+                f"(output shape {tuple(output.shape)}), created at {_user_frame()}")
+        if not record:
+            return out
+        node.needs_input_grad = tuple(t is not None and t.requires_grad for t in inputs)
+        node.parents = tuple(
+            None if (t is None or not t.requires_grad) else (t._ctx if t._ctx is not None else t)
+            for t in inputs)
+        node._saved = tuple(node._resolve(item, inputs, output, out) for item in node._to_save)
+        node._to_save = ()
+        node.output_ref = weakref.ref(out)
+        node.out_shape, node.out_dtype = tuple(output.shape), output.dtype
+        if _state.anomaly:
+            node.created_at = _user_frame()
+        out._ctx = node
+        return out
+
+    @staticmethod
+    def _resolve(item, inputs, output, out):
+        """Map a saved raw array back to the Tensor it belongs to."""
+        from .tensor import Tensor
+        if item is None or isinstance(item, Tensor):
+            return item
+        if item is output:
+            return out
+        for t in inputs:
+            if t is not None and t.data is item:
+                return t
+        return Tensor._wrap(item, requires_grad=False)
+
+    def release(self):
+        """Free everything backward needed; keep only the links of the graph."""
+        for name in list(vars(self)):
+            if name not in self._engine_fields:
+                delattr(self, name)
+        self._saved = None
+        self._released = True
+
+    def __repr__(self):
+        return f"<{type(self).__name__}>"
+
+
+# ---------------------------------------------------------------------------
+# The backward pass
+# ---------------------------------------------------------------------------
+
+def _topological_order(root):
+    """Function nodes reachable from ``root``, every node after all of its inputs."""
+    order, expanded = [], set()
+    stack = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        if children_done:
+            order.append(node)
+            continue
+        if id(node) in expanded:
+            continue
+        expanded.add(id(node))
+        stack.append((node, True))
+        for parent in node.parents:
+            if isinstance(parent, Function) and id(parent) not in expanded:
+                stack.append((parent, False))
+    return order
+
+
+def _apply_hooks(tensor, grad):
+    for hook in tensor._hooks.values():
+        result = hook(grad)
+        if result is not None:
+            if tuple(result.shape) != tuple(grad.shape):
+                raise RuntimeError(
+                    f"hook returned a gradient of shape {tuple(result.shape)} for a tensor of "
+                    f"shape {tuple(grad.shape)}")
+            grad = result
+    return grad
+
+
+def _accumulate_into_grad(tensor, grad, create_graph):
+    if tensor.grad is None:
+        # A fresh array: the same gradient Tensor may flow into several leaves (``a + a``),
+        # and a later ``+=`` into one ``.grad`` must not change another.
+        tensor.grad = grad if create_graph else type(grad)._wrap(grad.data.copy(), False)
+    elif create_graph:
+        tensor.grad = tensor.grad + grad
+    else:
+        tensor.grad.data += grad.data
+
+
+def backward(root, gradient, retain_graph=False, create_graph=False):
+    """Backpropagate ``gradient`` (d loss / d root) to every leaf that requires grad."""
+    from .tensor import Tensor
+
+    leaf_grads = {}   # id(leaf) -> [leaf, summed gradient]
+
+    def send(parent, grad, owner):
+        dtype = parent.dtype if isinstance(parent, Tensor) else parent.out_dtype
+        if grad.dtype != dtype:
+            grad = grad.to(dtype)
+        if isinstance(parent, Tensor):
+            entry = leaf_grads.get(id(parent))
+            if entry is None:
+                leaf_grads[id(parent)] = [parent, grad]
+            else:
+                entry[1] = entry[1] + grad
+        else:
+            existing = node_grads.get(id(parent))
+            node_grads[id(parent)] = grad if existing is None else existing + grad
+
+    with set_grad_enabled(create_graph):
+        if root._ctx is None:
+            leaf_grads[id(root)] = [root, gradient]
+            order = []
+        else:
+            order = _topological_order(root._ctx)
+        node_grads = {} if root._ctx is None else {id(root._ctx): gradient}
+        for node in reversed(order):
+            grad = node_grads.pop(id(node), None)
+            if grad is None:
+                continue
+            name = type(node).__name__
+            if node._released:
+                raise RuntimeError(
+                    f"{name}: trying to backward through the graph a second time (its saved "
+                    "tensors were freed after the first backward). Pass retain_graph=True to the "
+                    "first backward() if you need to call it again.")
+            out = node.output_ref() if node.output_ref is not None else None
+            if out is not None:
+                if out._hooks:
+                    grad = _apply_hooks(out, grad)
+                if out._retains_grad:
+                    _accumulate_into_grad(out, grad, create_graph)
+            previous, _state.in_backward = _state.in_backward, True
+            try:
+                input_grads = node.backward(grad)
+            finally:
+                _state.in_backward = previous
+            if not isinstance(input_grads, tuple):
+                input_grads = (input_grads,)
+            if len(input_grads) != len(node.parents):
+                raise RuntimeError(
+                    f"{name}.backward returned {len(input_grads)} gradients for "
+                    f"{len(node.parents)} inputs")
+            for i, (parent, g) in enumerate(zip(node.parents, input_grads)):
+                if parent is None or g is None:
+                    continue
+                expected = parent.shape if isinstance(parent, Tensor) else parent.out_shape
+                if tuple(g.shape) != tuple(expected):
+                    raise RuntimeError(
+                        f"{name}.backward returned a gradient of shape {tuple(g.shape)} for "
+                        f"input {i} of shape {tuple(expected)}")
+                if _state.anomaly and _has_non_finite(g.data):
+                    raise RuntimeError(
+                        f"detect_anomaly: {name} backward produced NaN or Inf in the gradient "
+                        f"of input {i}; the op was created at {node.created_at or '<unknown>'}")
+                send(parent, g, node)
+            if not retain_graph:
+                node.release()
+        for leaf, grad in leaf_grads.values():
+            if leaf._hooks:
+                grad = _apply_hooks(leaf, grad)
+            _accumulate_into_grad(leaf, grad, create_graph)
+

@@ -1,0 +1,195 @@
+"""The one place that chooses how an array operation is carried out.
+
+Arrays live in NumPy (CPU) or CuPy (NVIDIA GPU). Hot operations (im2col,
+pooling, BatchNorm, ...) exist in up to three implementations:
+
+* ``"numpy"``: the reference, registered by the op file that owns it. It reads
+  like the textbook and is the oracle the fast versions are tested against.
+* ``"numba"``: hand-written CPU kernels in ``tinygrad_cnn.kernels.cpu.<family>``,
+  each module listing its kernels in a ``KERNELS`` dict.
+* ``"cupy"``: GPU kernels in ``tinygrad_cnn.kernels.cuda.<family>``, likewise.
+
+Ops call ``kernel(name, xp)`` and never test for Numba or CuPy themselves.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import warnings
+
+import numpy as np
+
+__all__ = [
+    "get_array_module", "cupy_or_none", "numba_available", "register_reference", "kernel",
+    "set_cpu_backend", "get_cpu_backend", "cpu_backend", "to_device", "device_of",
+    "KERNEL_FAMILIES", "available_implementations",
+]
+
+# Modules under kernels/cpu and kernels/cuda that may define kernels.
+KERNEL_FAMILIES = ("conv", "pooling", "normalization", "activation", "dropout", "loss", "optim")
+
+_references: dict[str, object] = {}
+_compiled: dict[str, dict[str, object]] = {}
+_cpu_backend = os.environ.get("TINYGRAD_CNN_CPU_BACKEND", "numba").lower()
+_cupy = None
+_cupy_checked = False
+_numba_state = None  # None = not checked, True/False afterwards
+
+
+def cupy_or_none():
+    """The ``cupy`` module if it imports and sees a GPU, else None (checked once)."""
+    global _cupy, _cupy_checked
+    if not _cupy_checked:
+        _cupy_checked = True
+        try:
+            import cupy
+            if cupy.cuda.runtime.getDeviceCount() > 0:
+                _cupy = cupy
+        except Exception:  # no cupy, no driver, or no device: the CPU path is used
+            _cupy = None
+    return _cupy
+
+
+def numba_available() -> bool:
+    global _numba_state
+    if _numba_state is None:
+        try:
+            import numba  # noqa: F401
+            _numba_state = True
+        except Exception:
+            _numba_state = False
+            warnings.warn("Numba is not installed: tinygrad_cnn falls back to its (slower) NumPy "
+                          "reference kernels. Install it with `pip install numba`.", RuntimeWarning)
+    return _numba_state
+
+
+def get_array_module(x):
+    """``numpy`` or ``cupy``, whichever owns ``x`` (an array or a Tensor)."""
+    data = getattr(x, "data", x) if not isinstance(x, np.ndarray) else x
+    if isinstance(data, np.ndarray) or np.isscalar(data):
+        return np
+    module = type(data).__module__
+    if module.startswith("cupy"):
+        import cupy
+        return cupy
+    return np
+
+
+def device_of(array) -> str:
+    return "cuda" if get_array_module(array) is not np else "cpu"
+
+
+def to_device(array, device: str):
+    """Copy ``array`` to ``"cpu"`` or ``"cuda"`` (no copy if it is already there)."""
+    device = normalize_device(device)
+    if device == "cpu":
+        if isinstance(array, np.ndarray):
+            return array
+        if hasattr(array, "get"):
+            return array.get()
+        return np.asarray(array)
+    cupy = cupy_or_none()
+    if cupy is None:
+        raise RuntimeError(
+            "device 'cuda' was requested but CuPy or a CUDA GPU is not available. Install the "
+            "GPU extra with `pip install tinygrad_cnn[cuda]` (a CuPy wheel matching your CUDA "
+            "version, e.g. cupy-cuda12x) on a machine with an NVIDIA GPU.")
+    return cupy.asarray(array)
+
+
+def normalize_device(device) -> str:
+    name = str(device).lower()
+    if name.startswith("cuda"):
+        return "cuda"
+    if name == "cpu":
+        return "cpu"
+    raise ValueError(f"unknown device {device!r}: expected 'cpu' or 'cuda'")
+
+
+def register_reference(name: str, fn=None):
+    """Register the NumPy reference implementation of kernel ``name`` (usable as decorator)."""
+    if fn is None:
+        return lambda f: register_reference(name, f)
+    _references[name] = fn
+    return fn
+
+
+def _load_family_kernels(kind: str) -> dict:
+    if kind not in _compiled:
+        table = {}
+        for family in KERNEL_FAMILIES:
+            try:
+                module = importlib.import_module(f"tinygrad_cnn.kernels.{kind}.{family}")
+            except ModuleNotFoundError as error:
+                if error.name and error.name.startswith("tinygrad_cnn.kernels"):
+                    continue
+                if kind == "cpu" and error.name == "numba":
+                    continue
+                raise
+            table.update(getattr(module, "KERNELS", {}))
+        _compiled[kind] = table
+    return _compiled[kind]
+
+
+def kernel(name: str, xp=np, impl: str | None = None):
+    """The implementation of kernel ``name`` for arrays of module ``xp``.
+
+    ``impl`` forces ``"numpy"`` (the reference), ``"numba"`` or ``"cupy"``.
+    """
+    if impl is None:
+        if xp is not np:
+            impl = "cupy"
+        elif _cpu_backend == "numba" and numba_available():
+            impl = "numba"
+        else:
+            impl = "numpy"
+    if impl == "cupy":
+        table = _load_family_kernels("cuda")
+        if name in table:
+            return table[name]
+        impl = "numpy"  # a reference written with the array module works on CuPy arrays too
+    if impl == "numba":
+        table = _load_family_kernels("cpu")
+        if name in table:
+            return table[name]
+        impl = "numpy"
+    if impl == "numpy":
+        if name not in _references:
+            raise KeyError(f"no reference implementation registered for kernel {name!r}")
+        return _references[name]
+    raise ValueError(f"unknown kernel implementation {impl!r}: expected 'numpy', 'numba' or 'cupy'")
+
+
+def available_implementations(name: str) -> list[str]:
+    """Which implementations of kernel ``name`` exist here (for ``python -m tinygrad_cnn.info``)."""
+    found = ["numpy"] if name in _references else []
+    if numba_available() and name in _load_family_kernels("cpu"):
+        found.append("numba")
+    if cupy_or_none() is not None and name in _load_family_kernels("cuda"):
+        found.append("cupy")
+    return found
+
+
+def set_cpu_backend(name: str) -> None:
+    """Choose the CPU kernels: ``"numba"`` (default, fast) or ``"numpy"`` (the reference)."""
+    global _cpu_backend
+    name = name.lower()
+    if name not in ("numba", "numpy"):
+        raise ValueError(f"set_cpu_backend: expected 'numba' or 'numpy', got {name!r}")
+    _cpu_backend = name
+
+
+def get_cpu_backend() -> str:
+    return _cpu_backend
+
+
+@contextlib.contextmanager
+def cpu_backend(name: str):
+    """``with cpu_backend("numpy"): ...`` runs the block on the reference kernels."""
+    previous = _cpu_backend
+    set_cpu_backend(name)
+    try:
+        yield
+    finally:
+        set_cpu_backend(previous)

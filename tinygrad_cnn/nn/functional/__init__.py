@@ -1,0 +1,13 @@
+"""Functional interface: every operator as a plain function (PyTorch's ``torch.nn.functional``)."""
+import importlib as _importlib
+
+# Each op family lives in its own file; everything public in it is re-exported here.
+for _family in ("conv", "pooling", "normalization", "activation", "dropout", "loss", "linear"):
+    try:
+        _module = _importlib.import_module(f"{__name__}.{_family}")
+    except ModuleNotFoundError as _error:  # family not written yet
+        if _error.name != f"{__name__}.{_family}":
+            raise
+        continue
+    for _name in getattr(_module, "__all__", ()):
+        globals()[_name] = getattr(_module, _name)
