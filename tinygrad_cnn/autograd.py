@@ -38,6 +38,10 @@ class _State(threading.local):
 
 _state = _State()
 
+# Callables ``observer(node, grad_output, input_grads)`` run after each node's backward
+# (before its saved tensors are freed). The backprop tracer in ``tinygrad_cnn.viz`` uses it.
+backward_observers = []
+
 
 def is_grad_enabled() -> bool:
     """True when new operations are recorded for backward."""
@@ -378,6 +382,8 @@ def backward(root, gradient, retain_graph=False, create_graph=False):
                         f"detect_anomaly: {name} backward produced NaN or Inf in the gradient "
                         f"of input {i}; the op was created at {node.created_at or '<unknown>'}")
                 send(parent, g, node)
+            for observer in backward_observers:
+                observer(node, grad, input_grads)
             if not retain_graph:
                 node.release()
         for leaf, grad in leaf_grads.values():

@@ -1,0 +1,15 @@
+"""CUDA kernels (CuPy ``RawModule`` sources), one module per op family.
+
+Each family module (``conv``, ``pooling``, ``normalization``, ``dropout``, ``loss``, ``optim``)
+lists its kernels in a ``KERNELS`` dict of Python wrappers whose signatures equal the NumPy
+references'. Importing them never imports CuPy: sources are compiled on first launch (see
+``_runtime``). ``_emulator`` runs the same sources on the CPU for the tests.
+"""
+
+# Kernel names whose NumPy reference is used on GPU arrays as well (it is written with the
+# array module, so it runs on CuPy as a few fused CuPy ufunc calls), with the reason.
+REFERENCE_ONLY = {
+    "erf": "a polynomial of elementwise CuPy ufuncs; a hand-written kernel would not be faster",
+    "relu_forward": "ReLU is one CuPy ufunc call",
+    "relu_backward": "the ReLU mask product is one CuPy ufunc call",
+}

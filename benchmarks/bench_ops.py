@@ -1,0 +1,246 @@
+"""Per-op speed: conv2d (ResNet-20 and AlexNet layer shapes), max pooling, BatchNorm, ReLU and
+cross-entropy, forward and backward, next to the machine's measured GEMM peak and PyTorch.
+
+    python benchmarks/bench_ops.py                 # all ops
+    python benchmarks/bench_ops.py --only conv     # one family
+    python benchmarks/bench_ops.py --backend numpy # the NumPy reference kernels
+
+Convolutions are reported in GFLOP/s (2 * multiply-accumulates; backward = input and weight
+gradients, twice the forward work) and as a fraction of the GEMM peak (NumPy float32
+matmul of 2048x2048 measured in this run). Memory-bound ops are reported in GB/s (bytes read
+plus written, counted once). Times are medians after warm-up; torch runs in the same process
+with the same thread count.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+import numpy as np
+
+
+def _median_time(fn, repeat, warmup=2):
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def gemm_peak(repeat=5):
+    a = np.random.default_rng(0).standard_normal((2048, 2048), dtype=np.float32)
+    t = _median_time(lambda: a @ a, repeat)
+    return 2 * 2048 ** 3 / t / 1e9
+
+
+CONV_SHAPES = [
+    # name, input shape, weight shape, stride, padding
+    ("resnet20 stage1 3x3", (128, 16, 32, 32), (16, 16, 3, 3), 1, 1),
+    ("resnet20 stage2 3x3", (128, 32, 16, 16), (32, 32, 3, 3), 1, 1),
+    ("resnet20 stage3 3x3", (128, 64, 8, 8), (64, 64, 3, 3), 1, 1),
+    ("resnet20 down 16->32 s2", (128, 16, 32, 32), (32, 16, 3, 3), 2, 1),
+    ("resnet20 stem 3->16", (128, 3, 32, 32), (16, 3, 3, 3), 1, 1),
+    ("alexnet conv1 11x11 s4", (16, 3, 227, 227), (96, 3, 11, 11), 4, 0),
+    ("alexnet conv2 5x5", (16, 96, 27, 27), (256, 96, 5, 5), 1, 2),
+    ("alexnet conv3 3x3", (16, 256, 13, 13), (384, 256, 3, 3), 1, 1),
+]
+
+
+def _torch():
+    try:
+        import torch
+        return torch
+    except ImportError:
+        return None
+
+
+def bench_conv(repeat, torch):
+    import tinygrad_cnn as tg
+    from tinygrad_cnn.nn import functional as F
+    rng = np.random.default_rng(0)
+    rows = []
+    for name, xs, ws, stride, pad in CONV_SHAPES:
+        x = rng.standard_normal(xs, dtype=np.float32)
+        w = rng.standard_normal(ws, dtype=np.float32) * 0.1
+        n, c, h, wd = xs
+        oh = (h + 2 * pad - ws[2]) // stride + 1
+        ow = (wd + 2 * pad - ws[3]) // stride + 1
+        flops = 2 * n * ws[0] * oh * ow * ws[1] * ws[2] * ws[3]
+        xt, wt = tg.Tensor(x, requires_grad=True), tg.Tensor(w, requires_grad=True)
+        fwd = _median_time(lambda: F.conv2d(xt.detach(), wt.detach(), stride=stride, padding=pad),
+                           repeat)
+
+        def fwd_bwd():
+            xt.grad = wt.grad = None
+            out = F.conv2d(xt, wt, stride=stride, padding=pad)
+            out.backward(tg.Tensor(np.ones(out.shape, np.float32)))
+
+        total = _median_time(fwd_bwd, repeat)
+        row = dict(op=f"conv2d {name}", fwd_ms=fwd * 1e3, bwd_ms=(total - fwd) * 1e3,
+                   fwd_rate=flops / fwd / 1e9, bwd_rate=2 * flops / max(total - fwd, 1e-9) / 1e9,
+                   unit="GFLOP/s")
+        if torch is not None:
+            tx, tw = torch.from_numpy(x).requires_grad_(), torch.from_numpy(w).requires_grad_()
+            with torch.no_grad():
+                tf = _median_time(lambda: torch.nn.functional.conv2d(tx, tw, stride=stride, padding=pad),
+                                  repeat)
+
+            def t_fwd_bwd():
+                tx.grad = tw.grad = None
+                torch.nn.functional.conv2d(tx, tw, stride=stride, padding=pad).sum().backward()
+
+            tt = _median_time(t_fwd_bwd, repeat)
+            row.update(torch_fwd_ms=tf * 1e3, torch_bwd_ms=(tt - tf) * 1e3)
+        rows.append(row)
+    return rows
+
+
+def _memory_op(name, make, torch_make, nbytes, repeat, torch):
+    """Time forward and forward+backward of a memory-bound op built by ``make()``."""
+    import tinygrad_cnn as tg
+    fwd_fn, fwd_bwd_fn = make()
+    fwd = _median_time(fwd_fn, repeat)
+    total = _median_time(fwd_bwd_fn, repeat)
+    row = dict(op=name, fwd_ms=fwd * 1e3, bwd_ms=(total - fwd) * 1e3, fwd_rate=nbytes / fwd / 1e9,
+               bwd_rate=2 * nbytes / max(total - fwd, 1e-9) / 1e9, unit="GB/s")
+    if torch is not None and torch_make is not None:
+        tf_fn, tfb_fn = torch_make()
+        tf = _median_time(tf_fn, repeat)
+        tt = _median_time(tfb_fn, repeat)
+        row.update(torch_fwd_ms=tf * 1e3, torch_bwd_ms=(tt - tf) * 1e3)
+    del tg
+    return row
+
+
+def bench_memory_bound(repeat, torch, only):
+    import tinygrad_cnn as tg
+    from tinygrad_cnn.nn import functional as F
+    rng = np.random.default_rng(0)
+    shape = (128, 16, 32, 32)
+    x = rng.standard_normal(shape, dtype=np.float32)
+    nbytes = 2 * x.nbytes
+    rows = []
+
+    def ours(fn):
+        def make():
+            xt = tg.Tensor(x, requires_grad=True)
+
+            def fwd():
+                with tg.no_grad():
+                    fn(xt)
+
+            def fwd_bwd():
+                xt.grad = None
+                out = fn(xt)
+                out.backward(tg.Tensor(np.ones(out.shape, np.float32)))
+            return fwd, fwd_bwd
+        return make
+
+    def theirs(fn):
+        def make():
+            tx = torch.from_numpy(x).requires_grad_()
+
+            def fwd():
+                with torch.no_grad():
+                    fn(tx)
+
+            def fwd_bwd():
+                tx.grad = None
+                fn(tx).sum().backward()
+            return fwd, fwd_bwd
+        return make if torch is not None else None
+
+    gamma, beta = np.ones(16, np.float32), np.zeros(16, np.float32)
+    cases = {
+        "relu": (lambda t: F.relu(t), (lambda t: torch.relu(t)) if torch else None),
+        "max_pool2d 3x3 s2": (lambda t: F.max_pool2d(t, 3, 2),
+                              (lambda t: torch.nn.functional.max_pool2d(t, 3, 2)) if torch else None),
+        "batch_norm train": (
+            lambda t: F.batch_norm(t, tg.Tensor(np.zeros(16, np.float32)), tg.Tensor(np.ones(16, np.float32)),
+                                   tg.Tensor(gamma, requires_grad=True), tg.Tensor(beta, requires_grad=True),
+                                   training=True),
+            (lambda t: torch.nn.functional.batch_norm(t, torch.zeros(16), torch.ones(16),
+                                                      torch.ones(16, requires_grad=True),
+                                                      torch.zeros(16, requires_grad=True), training=True))
+            if torch else None),
+    }
+    for name, (fn, tfn) in cases.items():
+        if only and only not in name.replace("_", " ") and only not in name:
+            continue
+        rows.append(_memory_op(name + " (128,16,32,32)", ours(fn), theirs(tfn) if tfn else None,
+                               nbytes, repeat, torch))
+    if not only or only in "cross_entropy":
+        logits = rng.standard_normal((128, 1000), dtype=np.float32)
+        labels = rng.integers(0, 1000, 128)
+
+        def make():
+            lt = tg.Tensor(logits, requires_grad=True)
+            yt = tg.Tensor(labels)
+
+            def fwd():
+                with tg.no_grad():
+                    F.cross_entropy(lt, yt)
+
+            def fwd_bwd():
+                lt.grad = None
+                F.cross_entropy(lt, yt).backward()
+            return fwd, fwd_bwd
+
+        def tmake():
+            lt = torch.from_numpy(logits).requires_grad_()
+            yt = torch.from_numpy(labels)
+
+            def fwd():
+                with torch.no_grad():
+                    torch.nn.functional.cross_entropy(lt, yt)
+
+            def fwd_bwd():
+                lt.grad = None
+                torch.nn.functional.cross_entropy(lt, yt).backward()
+            return fwd, fwd_bwd
+
+        rows.append(_memory_op("cross_entropy (128,1000)", make, tmake if torch else None,
+                               2 * logits.nbytes, repeat, torch))
+    return rows
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--only", default="", help="conv, relu, pool, batch_norm, cross_entropy")
+    p.add_argument("--backend", choices=["numba", "numpy"], default="numba")
+    p.add_argument("--threads", type=int, default=os.cpu_count())
+    p.add_argument("--no-torch", action="store_true")
+    args = p.parse_args(argv)
+    from tinygrad_cnn import backend
+    backend.set_cpu_backend(args.backend)
+    torch = None if args.no_torch else _torch()
+    if torch is not None:
+        torch.set_num_threads(args.threads)
+    peak = gemm_peak()
+    print(f"GEMM peak (NumPy float32 2048^3 matmul): {peak:.1f} GFLOP/s; backend {args.backend}; "
+          f"torch {'%s' % torch.__version__ if torch else 'absent'}")
+    rows = []
+    if not args.only or args.only == "conv":
+        rows += bench_conv(args.repeat, torch)
+    if args.only != "conv":
+        rows += bench_memory_bound(args.repeat, torch, args.only)
+    head = (f"{'op':<38}{'fwd ms':>9}{'bwd ms':>9}{'fwd rate':>11}{'bwd rate':>11}{'unit':>9}"
+            f"{'%peak f/b':>12}{'torch fwd/bwd ms':>19}")
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        frac = (f"{r['fwd_rate'] / peak:>5.0%}/{r['bwd_rate'] / peak:<5.0%}"
+                if r["unit"] == "GFLOP/s" else "")
+        ref = (f"{r['torch_fwd_ms']:8.2f}/{r['torch_bwd_ms']:<8.2f}" if "torch_fwd_ms" in r else "")
+        print(f"{r['op']:<38}{r['fwd_ms']:>9.2f}{r['bwd_ms']:>9.2f}{r['fwd_rate']:>11.1f}"
+              f"{r['bwd_rate']:>11.1f}{r['unit']:>9}{frac:>12}{ref:>19}")
+
+
+if __name__ == "__main__":
+    main()

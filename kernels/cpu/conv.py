@@ -1,0 +1,164 @@
+"""Numba kernels for convolution: im2col and col2im.
+
+Both kernels use the column layout documented in ``docs/ops/conv.md`` and in
+the NumPy references in ``tinygrad_cnn/nn/functional/conv.py``:
+
+    cols[(c * kh + i) * kw + j, n * L + oh * OW + ow] = x_padded[n, c, oh*sh + i*dh, ow*sw + j*dw]
+
+with ``L = OH * OW``. One row per (channel, kernel offset), one column per
+(image, output pixel). A row is a run of ``N * L`` floats, so im2col writes
+long contiguous runs and the GEMM ``weight (C_out, C*kh*kw) @ cols`` is one
+plain row-major BLAS call.
+
+The loops first compute, per kernel offset, the range of output columns whose
+input column is inside the image; the inner loops then run without bounds
+tests (and vectorise), and the padding is written as zeros separately.
+"""
+import numpy as np
+from numba import njit, prange
+
+__all__ = ["im2col", "col2im", "KERNELS"]
+
+
+@njit(cache=True, inline="always")
+def _valid_range(offset, stride, size, n_out):
+    """Output positions ``o`` in ``[lo, hi)`` with ``0 <= o*stride + offset < size``."""
+    # o*stride + offset >= 0  <=>  o >= ceil(-offset / stride)
+    lo = 0
+    if offset < 0:
+        lo = (-offset + stride - 1) // stride
+    # o*stride + offset <= size - 1  <=>  o <= floor((size - 1 - offset) / stride)
+    last = size - 1 - offset
+    if last < 0:
+        hi = 0
+    else:
+        hi = last // stride + 1
+    if hi > n_out:
+        hi = n_out
+    if lo > hi:
+        lo = hi
+    return lo, hi
+
+
+@njit(cache=True)
+def _im2col_task(x, cols, task, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dil_h,
+                 dil_w, out_h, out_w):
+    """Fill one (row, image) run of out_h*out_w columns."""
+    n_batch, _, height, width = x.shape
+    plane = out_h * out_w
+    row = task // n_batch
+    n = task - row * n_batch
+    c = row // (kernel_h * kernel_w)
+    ki = (row // kernel_w) % kernel_h
+    kj = row % kernel_w
+    row_off = ki * dil_h - pad_h
+    col_off = kj * dil_w - pad_w
+    i_lo, i_hi = _valid_range(row_off, stride_h, height, out_h)
+    j_lo, j_hi = _valid_range(col_off, stride_w, width, out_w)
+    dst = cols[row, n * plane:(n + 1) * plane]
+    src = x[n, c]
+    for oi in range(out_h):
+        base = oi * out_w
+        if oi < i_lo or oi >= i_hi:
+            for oj in range(out_w):
+                dst[base + oj] = 0
+            continue
+        src_row = src[oi * stride_h + row_off]
+        for oj in range(j_lo):
+            dst[base + oj] = 0
+        for oj in range(j_lo, j_hi):
+            dst[base + oj] = src_row[oj * stride_w + col_off]
+        for oj in range(j_hi, out_w):
+            dst[base + oj] = 0
+
+
+@njit(cache=True, parallel=True)
+def _im2col_parallel(x, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
+                     out_h, out_w):
+    n_batch, channels = x.shape[0], x.shape[1]
+    rows = channels * kernel_h * kernel_w
+    cols = np.empty((rows, n_batch * out_h * out_w), dtype=x.dtype)
+    for task in prange(rows * n_batch):
+        _im2col_task(x, cols, task, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dil_h,
+                     dil_w, out_h, out_w)
+    return cols
+
+
+@njit(cache=True)
+def _im2col_serial(x, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
+                   out_h, out_w):
+    n_batch, channels = x.shape[0], x.shape[1]
+    rows = channels * kernel_h * kernel_w
+    cols = np.empty((rows, n_batch * out_h * out_w), dtype=x.dtype)
+    for task in range(rows * n_batch):
+        _im2col_task(x, cols, task, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dil_h,
+                     dil_w, out_h, out_w)
+    return cols
+
+
+@njit(cache=True)
+def _col2im_task(cols, x, task, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dil_h,
+                 dil_w, out_h, out_w):
+    """Sum every column entry of one (image, channel) into its output plane."""
+    channels, height, width = x.shape[1], x.shape[2], x.shape[3]
+    plane = out_h * out_w
+    n = task // channels
+    c = task - n * channels
+    dst = x[n, c]
+    dst[:, :] = 0
+    for ki in range(kernel_h):
+        row_off = ki * dil_h - pad_h
+        i_lo, i_hi = _valid_range(row_off, stride_h, height, out_h)
+        for kj in range(kernel_w):
+            col_off = kj * dil_w - pad_w
+            j_lo, j_hi = _valid_range(col_off, stride_w, width, out_w)
+            src = cols[(c * kernel_h + ki) * kernel_w + kj, n * plane:(n + 1) * plane]
+            for oi in range(i_lo, i_hi):
+                dst_row = dst[oi * stride_h + row_off]
+                base = oi * out_w
+                for oj in range(j_lo, j_hi):
+                    dst_row[oj * stride_w + col_off] += src[base + oj]
+
+
+@njit(cache=True, parallel=True)
+def _col2im_parallel(cols, n_batch, channels, height, width, kernel_h, kernel_w, stride_h,
+                     stride_w, pad_h, pad_w, dil_h, dil_w, out_h, out_w):
+    x = np.empty((n_batch, channels, height, width), dtype=cols.dtype)
+    # One task per (image, channel): it owns its output plane, so no two threads
+    # ever add into the same element.
+    for task in prange(n_batch * channels):
+        _col2im_task(cols, x, task, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dil_h,
+                     dil_w, out_h, out_w)
+    return x
+
+
+@njit(cache=True)
+def _col2im_serial(cols, n_batch, channels, height, width, kernel_h, kernel_w, stride_h,
+                   stride_w, pad_h, pad_w, dil_h, dil_w, out_h, out_w):
+    x = np.empty((n_batch, channels, height, width), dtype=cols.dtype)
+    for task in range(n_batch * channels):
+        _col2im_task(cols, x, task, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dil_h,
+                     dil_w, out_h, out_w)
+    return x
+
+
+# Below this many column entries, starting the worker threads costs more than it saves.
+PARALLEL_MIN_ELEMENTS = 1 << 16
+
+
+def im2col(x, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, out_h, out_w):
+    """x: (N, C, H, W) -> cols: (C*kh*kw, N*out_h*out_w); same contract as the reference."""
+    size = x.shape[0] * x.shape[1] * kernel_h * kernel_w * out_h * out_w
+    run = _im2col_parallel if size >= PARALLEL_MIN_ELEMENTS else _im2col_serial
+    return run(x, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, out_h, out_w)
+
+
+def col2im(cols, n_batch, channels, height, width, kernel_h, kernel_w, stride_h, stride_w,
+           pad_h, pad_w, dil_h, dil_w, out_h, out_w):
+    """cols: (C*kh*kw, N*out_h*out_w) -> x: (N, C, H, W), summing overlapping windows."""
+    run = _col2im_parallel if cols.size >= PARALLEL_MIN_ELEMENTS else _col2im_serial
+    return run(cols, n_batch, channels, height, width, kernel_h, kernel_w, stride_h, stride_w,
+               pad_h, pad_w, dil_h, dil_w, out_h, out_w)
+
+
+KERNELS = {"im2col": im2col, "col2im": col2im}

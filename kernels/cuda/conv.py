@@ -1,0 +1,114 @@
+"""im2col and col2im on the GPU; the convolution's GEMM itself is CuPy's matmul (cuBLAS).
+
+Column layout (the same as the NumPy reference in ``tinygrad_cnn/nn/functional/conv.py`` and
+the Numba kernels)::
+
+    cols[(c * kh + i) * kw + j, n * L + oh * OW + ow] = x_padded[n, c, oh*sh + i*dh, ow*sw + j*dw]
+
+with ``L = OH * OW``. im2col runs one thread per element of ``cols`` (consecutive threads write
+consecutive columns, so stores coalesce). col2im is the adjoint: one thread per input pixel
+gathers every column entry that reads it, in the order of kernel offsets, so there are no
+atomics and the sum order is that of the CPU kernels.
+"""
+from __future__ import annotations
+
+from ._runtime import CudaSource, i64, reference, supported_dtype
+
+__all__ = ["KERNELS", "SOURCE"]
+
+SOURCE = CudaSource("conv", r"""
+extern "C" __global__ void im2col(const T* x, T* cols, long long batch, long long channels,
+                                  long long height, long long width, long long kernel_h,
+                                  long long kernel_w, long long stride_h, long long stride_w,
+                                  long long pad_h, long long pad_w, long long dilation_h,
+                                  long long dilation_w, long long out_h, long long out_w) {
+    long long plane = out_h * out_w;
+    long long columns = batch * plane;
+    GRID_STRIDE_LOOP(index, channels * kernel_h * kernel_w * columns) {
+        long long row = index / columns;
+        long long column = index % columns;
+        long long n = column / plane;
+        long long oh = (column % plane) / out_w;
+        long long ow = column % out_w;
+        long long c = row / (kernel_h * kernel_w);
+        long long i = (row / kernel_w) % kernel_h;
+        long long j = row % kernel_w;
+        long long h = oh * stride_h - pad_h + i * dilation_h;
+        long long w = ow * stride_w - pad_w + j * dilation_w;
+        T value = (T)0;
+        if (h >= 0 && h < height && w >= 0 && w < width) value = x[((n * channels + c) * height + h) * width + w];
+        cols[index] = value;
+    }
+}
+
+extern "C" __global__ void col2im(const T* cols, T* x, long long batch, long long channels,
+                                  long long height, long long width, long long kernel_h,
+                                  long long kernel_w, long long stride_h, long long stride_w,
+                                  long long pad_h, long long pad_w, long long dilation_h,
+                                  long long dilation_w, long long out_h, long long out_w) {
+    long long plane = out_h * out_w;
+    long long columns = batch * plane;
+    GRID_STRIDE_LOOP(index, batch * channels * height * width) {
+        long long w = index % width;
+        long long h = (index / width) % height;
+        long long c = (index / (width * height)) % channels;
+        long long n = index / (width * height * channels);
+        T total = (T)0;
+        for (long long i = 0; i < kernel_h; ++i) {
+            long long row_offset = h + pad_h - i * dilation_h;
+            if (row_offset < 0 || row_offset % stride_h != 0) continue;
+            long long oh = row_offset / stride_h;
+            if (oh >= out_h) continue;
+            for (long long j = 0; j < kernel_w; ++j) {
+                long long col_offset = w + pad_w - j * dilation_w;
+                if (col_offset < 0 || col_offset % stride_w != 0) continue;
+                long long ow = col_offset / stride_w;
+                if (ow >= out_w) continue;
+                long long row = (c * kernel_h + i) * kernel_w + j;
+                total += cols[row * columns + n * plane + oh * out_w + ow];
+            }
+        }
+        x[index] = total;
+    }
+}
+""", ["im2col", "col2im"])
+
+
+def _xp(array):
+    from tinygrad_cnn.backend import get_array_module
+    return get_array_module(array)
+
+
+def im2col(x, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, out_h, out_w):
+    """Same contract as the reference: x (N, C, H, W) -> cols (C*kh*kw, N*out_h*out_w)."""
+    if not supported_dtype(x.dtype):
+        return reference("im2col")(x, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
+                                   out_h, out_w)
+    xp = _xp(x)
+    x = xp.ascontiguousarray(x)
+    n, c, height, width = x.shape
+    cols = xp.empty((c * kernel_h * kernel_w, n * out_h * out_w), dtype=x.dtype)
+    SOURCE.launch("im2col", x.dtype, cols.size, (
+        x, cols, i64(n), i64(c), i64(height), i64(width), i64(kernel_h), i64(kernel_w), i64(stride_h),
+        i64(stride_w), i64(pad_h), i64(pad_w), i64(dil_h), i64(dil_w), i64(out_h), i64(out_w)))
+    return cols
+
+
+def col2im(cols, n_batch, channels, height, width, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w,
+           dil_h, dil_w, out_h, out_w):
+    """Same contract as the reference: cols (C*kh*kw, N*out_h*out_w) -> x (N, C, H, W), summing
+    the entries of overlapping windows."""
+    if not supported_dtype(cols.dtype):
+        return reference("col2im")(cols, n_batch, channels, height, width, kernel_h, kernel_w, stride_h,
+                                   stride_w, pad_h, pad_w, dil_h, dil_w, out_h, out_w)
+    xp = _xp(cols)
+    cols = xp.ascontiguousarray(cols)
+    x = xp.empty((n_batch, channels, height, width), dtype=cols.dtype)
+    SOURCE.launch("col2im", cols.dtype, x.size, (
+        cols, x, i64(n_batch), i64(channels), i64(height), i64(width), i64(kernel_h), i64(kernel_w),
+        i64(stride_h), i64(stride_w), i64(pad_h), i64(pad_w), i64(dil_h), i64(dil_w), i64(out_h),
+        i64(out_w)))
+    return x
+
+
+KERNELS = {"im2col": im2col, "col2im": col2im}

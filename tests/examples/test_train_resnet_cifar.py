@@ -1,0 +1,242 @@
+"""examples/train_resnet_cifar.py run in-process on tiny synthetic CIFAR files (ResNet-8, a few batches).
+
+The central property: a run interrupted (Ctrl-C) after its first epoch, or in the middle of an epoch, and
+then resumed ends with weights, optimizer and scheduler state identical to an uninterrupted run.
+"""
+import importlib.util
+import json
+import os
+import pathlib
+import signal
+import warnings
+
+import numpy as np
+import pytest
+
+from tinygrad_cnn.checkpoint import load_checkpoint
+from tinygrad_cnn.data import find_shared_data
+
+EXAMPLE = pathlib.Path(__file__).resolve().parents[2] / "examples" / "train_resnet_cifar.py"
+TINY = ["--depth", "8", "--batch-size", "16", "--eval-batch-size", "32", "--no-progress", "--no-plot",
+        "--no-verify", "--lr", "0.05"]
+
+
+@pytest.fixture(scope="module")
+def script():
+    spec = importlib.util.spec_from_file_location("train_resnet_cifar_example", EXAMPLE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def cifar_dir(tmp_path_factory):
+    """Binary-format CIFAR files with 32 train records per batch file and 32 test records.
+
+    Each class has its own mean colour, so a network can learn something in two epochs.
+    """
+    root = tmp_path_factory.mktemp("cifar") / "cifar-10-batches-bin"
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    colours = rng.integers(40, 215, size=(10, 3))
+
+    def write(name, n):
+        labels = rng.integers(0, 10, size=n).astype(np.uint8)
+        pixels = np.clip(colours[labels][:, :, None] + rng.normal(0, 40, (n, 3, 1024)), 0, 255).astype(np.uint8)
+        records = np.concatenate([labels[:, None], pixels.reshape(n, 3072)], axis=1)
+        records.tofile(root / name)
+
+    for i in range(1, 6):
+        write(f"data_batch_{i}.bin", 32)
+    write("test_batch.bin", 32)
+    return root.parent  # a folder containing cifar-10-batches-bin/, like the cache layout
+
+
+def run(script, argv, hooks=None):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "not the official copy" (--no-verify)
+        return script.main(argv, hooks=hooks)
+
+
+def final_state(out):
+    state = load_checkpoint(out / "checkpoint.npz")
+    return state["model"], state["optimizer"], state["scheduler"], state["loader"], state["metrics"]
+
+
+def assert_same_state(a, b):
+    model_a, opt_a, sched_a, loader_a, metrics_a = a
+    model_b, opt_b, sched_b, loader_b, metrics_b = b
+    assert list(model_a) == list(model_b)
+    for name in model_a:
+        np.testing.assert_array_equal(model_a[name], model_b[name], err_msg=name)
+    for index, buffers in opt_a["state"].items():
+        for key, value in buffers.items():
+            np.testing.assert_array_equal(value, opt_b["state"][index][key], err_msg=f"optimizer {index}/{key}")
+    assert opt_a["param_groups"] == opt_b["param_groups"]
+    assert sched_a == sched_b and loader_a == loader_b
+    strip = [{k: v for k, v in r.items() if k not in ("seconds", "img_per_s")} for r in metrics_a]
+    assert strip == [{k: v for k, v in r.items() if k not in ("seconds", "img_per_s")} for r in metrics_b]
+
+
+def sigint_after(condition):
+    """Hook that delivers a real SIGINT (as Ctrl-C does) once ``condition(...)`` holds."""
+    def hook(*args):
+        if condition(*args):
+            os.kill(os.getpid(), signal.SIGINT)
+    return hook
+
+
+@pytest.fixture(scope="module")
+def reference_runs(script, cifar_dir, tmp_path_factory):
+    """Uninterrupted 2-epoch runs with the step and the one-cycle schedule."""
+    outs = {}
+    for schedule in ("step", "onecycle"):
+        out = tmp_path_factory.mktemp(f"ref_{schedule}")
+        result = run(script, TINY + ["--data-dir", str(cifar_dir), "--epochs", "2", "--schedule", schedule,
+                                     "--out", str(out)])
+        assert not result["interrupted"] and result["epochs_done"] == 2
+        outs[schedule] = (out, result)
+    return outs
+
+
+def test_outputs_of_a_complete_run(reference_runs, capsys):
+    out, result = reference_runs["step"]
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert [r["epoch"] for r in records] == [1, 2]
+    assert set(records[0]) >= {"train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds", "img_per_s"}
+    assert records[0]["lr"] == pytest.approx(0.05) and records[1]["lr"] == pytest.approx(0.005)  # /10 at 50%
+    assert 0 <= result["test_acc"] <= 1 and 0 <= result["test_acc_tta"] <= 1
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["test_acc"] == result["test_acc"] and summary["config"]["depth"] == 8
+    with np.load(out / "model_final.npz", allow_pickle=False) as f:
+        names = set(f.files)
+    assert "model/conv1.weight" in names and "model/fc.bias" in names
+    assert any(n.endswith("running_mean") for n in names)
+    with np.load(out / "checkpoint.npz", allow_pickle=False) as f:
+        assert int(f["epoch"]) == 2 and "optimizer/state/0/momentum_buffer" in f.files
+    # a two-epoch run on separable synthetic colours learns something
+    assert records[-1]["train_loss"] < records[0]["train_loss"] or records[-1]["test_acc"] > 0.2
+
+
+@pytest.mark.parametrize("schedule", ["step", "onecycle"])
+def test_resume_after_first_epoch_is_exact(script, cifar_dir, reference_runs, tmp_path, schedule, capsys):
+    out = tmp_path / "run"
+    argv = TINY + ["--data-dir", str(cifar_dir), "--epochs", "2", "--schedule", schedule, "--out", str(out)]
+    first = run(script, argv, hooks={"on_epoch_end": sigint_after(lambda epoch, record: epoch == 1)})
+    assert first["interrupted"] and first["epochs_done"] == 1
+    assert "stopped after epoch 1" in capsys.readouterr().out
+    # what a SIGKILL in the middle of a later save leaves behind: a partial temp file; it is ignored
+    (out / ".checkpoint.npz.tmp-999999-dead").write_bytes(b"PK\x03\x04 partial write")
+    second = run(script, ["--out", str(out), "--resume", "--no-progress", "--no-plot", "--no-verify",
+                          "--data-dir", str(cifar_dir)])
+    assert not second["interrupted"] and second["epochs_done"] == 2
+    assert "resuming from" in capsys.readouterr().out
+    ref_out, ref = reference_runs[schedule]
+    assert_same_state(final_state(ref_out), final_state(out))
+    assert second["test_acc"] == ref["test_acc"] and second["test_acc_tta"] == ref["test_acc_tta"]
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+def test_ctrl_c_mid_epoch_saves_and_resumes_exactly(script, cifar_dir, reference_runs, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = TINY + ["--data-dir", str(cifar_dir), "--epochs", "2", "--schedule", "onecycle", "--out", str(out)]
+    # 160 images / 16 = 10 batches per epoch: stop after batch 4 of the second epoch
+    first = run(script, argv, hooks={"on_batch_end": sigint_after(
+        lambda loader: loader.epoch == 1 and loader.state_dict()["position"] == 4)})
+    assert first["interrupted"] and first["epochs_done"] == 1
+    state = load_checkpoint(out / "checkpoint.npz")
+    assert state["epoch"] == 1 and state["loader"]["position"] == 4 and state["partial"]["seen"] == 64
+    assert "stopped in epoch 2" in capsys.readouterr().out
+    run(script, ["--out", str(out), "--resume", str(out / "checkpoint.npz"), "--no-progress", "--no-plot",
+                 "--no-verify", "--data-dir", str(cifar_dir)])
+    assert_same_state(final_state(reference_runs["onecycle"][0]), final_state(out))
+
+
+def test_resume_refuses_a_different_recipe(script, reference_runs):
+    out, _ = reference_runs["step"]
+    with pytest.raises(SystemExit, match="--depth 20"):
+        run(script, ["--out", str(out), "--resume", "--depth", "20"])
+
+
+def test_resume_without_checkpoint_and_missing_data(script, tmp_path):
+    with pytest.raises(SystemExit, match="no loadable checkpoint"):
+        run(script, ["--out", str(tmp_path / "empty"), "--resume"])
+    with pytest.raises(SystemExit, match="looked in"):
+        run(script, TINY + ["--data-dir", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")])
+
+
+def test_defaults_are_the_papers_recipe(script):
+    args = script.build_parser().parse_args([])
+    assert (args.depth, args.shortcut, args.plain) == (20, "A", False)
+    assert (args.optimizer, args.lr, args.momentum, args.weight_decay, args.batch_size) == ("sgd", 0.1, 0.9, 1e-4, 128)
+    assert (args.schedule, args.augment, args.verify, args.device) == ("step", True, True, "auto")
+    assert script.step_milestones(args.epochs) == [91, 136]  # the paper's 32k and 48k of 64k iterations
+    for bad in (["--depth", "21"], ["--depth", "2"], ["--shortcut", "C"], ["--batch-size", "0"]):
+        with pytest.raises(SystemExit):
+            script.build_parser().parse_args(bad)
+    assert script.explicit_options(script.build_parser(), ["--lr", "0.2", "--plain"]) == {"lr", "plain"}
+
+
+def test_validation_split_and_subset_data_dir(script, cifar_dir):
+    config = {"limit_train": 100, "limit_test": None, "val_split": 0.2, "seed": 0}
+    runtime = {"data_dir": str(cifar_dir), "download": False, "verify": False}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        train, val, test = script.load_cifar(config, runtime)
+    assert (len(train), len(val), len(test)) == (80, 20, 32)
+    assert not set(map(bytes, train.data)) & set(map(bytes, val.data))
+
+
+def test_shared_subset_needs_no_verify(script):
+    shared = find_shared_data("cifar-10-partial-bin")
+    if shared is None:
+        pytest.skip("the CIFAR-10 subset (shared/data/cifar-10-partial-bin) is not present")
+    config = {"limit_train": None, "limit_test": None, "val_split": 0, "seed": 0}
+    for data_dir in (shared, shared.parent):  # the subset folder itself, or the data folder holding it
+        with pytest.raises(SystemExit, match="--no-verify"):
+            script.load_cifar(config, {"data_dir": str(data_dir), "download": False, "verify": True})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        train, _, test = script.load_cifar(config, {"data_dir": str(shared.parent), "download": False, "verify": False})
+    assert (len(train), len(test)) == (5000, 1000)
+
+
+@pytest.mark.parametrize("schedule, warmup, expected", [
+    ("step", 0, [0.1, 0.1, 0.01, 0.001]),
+    ("step", 1, [0.01, 0.1, 0.01, 0.001]),
+    ("cosine", 0, [0.1, 0.0853553, 0.05, 0.0146447]),
+    ("cosine", 1, [0.01, 0.0853553, 0.05, 0.0146447]),
+    ("constant", 0, [0.1] * 4),
+])
+def test_epoch_schedules(script, schedule, warmup, expected):
+    from tinygrad_cnn import Tensor
+    config = {"schedule": schedule, "epochs": 4, "warmup_epochs": warmup, "lr": 0.1, "momentum": 0.9,
+              "weight_decay": 0.0, "nesterov": False, "optimizer": "sgd"}
+    opt = script.build_optimizer(config, [Tensor(np.zeros(2, np.float32), requires_grad=True)])
+    sched, per_batch = script.build_scheduler(config, opt, steps_per_epoch=3)
+    assert not per_batch
+    lrs = []
+    for _ in range(4):
+        lrs.append(opt.param_groups[0]["lr"])
+        sched.step()
+    np.testing.assert_allclose(lrs, expected, rtol=1e-5)
+    assert script.step_milestones(4) == [2, 3]
+
+
+def test_lenet_mnist_smoke(tmp_path, capsys):
+    """examples/train_lenet_mnist.py on 512 real MNIST images for one epoch."""
+    mnist = find_shared_data("mnist")
+    if mnist is None:
+        pytest.skip("MNIST (shared/data/mnist) is not present")
+    path = EXAMPLE.with_name("train_lenet_mnist.py")
+    spec = importlib.util.spec_from_file_location("train_lenet_mnist_example", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    result = module.main(["--data-dir", str(mnist), "--limit-train", "512", "--limit-test", "256", "--epochs", "1",
+                          "--no-progress", "--no-plot", "--out", str(tmp_path)])
+    assert len(result["history"]) == 1 and 0 <= result["test_acc"] <= 1
+    assert "final test accuracy" in capsys.readouterr().out
+    with np.load(tmp_path / "model_final.npz", allow_pickle=False) as f:
+        assert "model/features.c1.weight" in f.files
+    assert json.loads((tmp_path / "summary.json").read_text())["epochs_done"] == 1

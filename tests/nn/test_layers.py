@@ -1,0 +1,415 @@
+"""Layers of tinygrad_cnn.nn: signatures, defaults, initialisation, semantics, gradients, parity."""
+import math
+import warnings
+from collections import OrderedDict
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import tinygrad_cnn
+from tinygrad_cnn import backend, nn, optim
+from tinygrad_cnn.nn import functional as F
+from tinygrad_cnn.testing import assert_allclose, tensor64
+
+Tensor = tinygrad_cnn.Tensor
+
+
+def randn(*shape, seed=0, dtype=np.float32):
+    return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+
+
+# ---------------------------------------------------------------------------- Linear / Conv2d
+
+def test_linear_shapes_init_and_formula():
+    tinygrad_cnn.manual_seed(0)
+    layer = nn.Linear(20, 7)
+    assert layer.weight.shape == (7, 20) and layer.bias.shape == (7,)
+    assert layer.weight.dtype == np.float32 and layer.weight.requires_grad
+    bound = 1 / math.sqrt(20)
+    assert np.abs(layer.weight.numpy()).max() <= bound and np.abs(layer.bias.numpy()).max() <= bound
+    x = randn(3, 5, 20)
+    expected = x @ layer.weight.numpy().T + layer.bias.numpy()
+    assert_allclose(layer(Tensor(x)), expected, rtol=1e-5, atol=1e-6)
+    no_bias = nn.Linear(4, 2, bias=False)
+    assert no_bias.bias is None and [n for n, _ in no_bias.named_parameters()] == ["weight"]
+    assert repr(no_bias) == "Linear(in_features=4, out_features=2, bias=False)"
+    with pytest.raises(ValueError, match="in_features"):
+        layer(Tensor(randn(2, 3)))
+    assert nn.Linear(2, 3, dtype=np.float64).weight.dtype == np.float64
+
+
+def test_default_init_statistics_of_conv_and_linear():
+    """kaiming_uniform_(a=sqrt(5)) + U(+-1/sqrt(fan_in)) bias: both uniform with bound 1/sqrt(fan_in)."""
+    tinygrad_cnn.manual_seed(0)
+    conv = nn.Conv2d(64, 128, 3, groups=2)          # fan_in = 32 * 9
+    bound = 1 / math.sqrt(32 * 9)
+    w = conv.weight.numpy()
+    assert w.shape == (128, 32, 3, 3)
+    assert np.abs(w).max() <= bound and np.abs(w).max() > 0.99 * bound
+    assert w.std() == pytest.approx(bound / math.sqrt(3), rel=0.03)
+    assert np.abs(conv.bias.numpy()).max() <= bound
+    linear = nn.Linear(1000, 300)
+    assert linear.weight.numpy().std() == pytest.approx(1 / math.sqrt(1000) / math.sqrt(3), rel=0.03)
+
+
+def test_init_is_reproducible_under_manual_seed():
+    tinygrad_cnn.manual_seed(42)
+    a = nn.Conv2d(3, 4, 3).weight.numpy().copy()
+    tinygrad_cnn.manual_seed(42)
+    b = nn.Conv2d(3, 4, 3).weight.numpy().copy()
+    assert np.array_equal(a, b)
+
+
+def test_conv2d_matches_functional_and_validates_arguments():
+    tinygrad_cnn.manual_seed(1)
+    conv = nn.Conv2d(4, 6, (3, 2), stride=(2, 1), padding=1, dilation=(1, 2), groups=2)
+    assert conv.kernel_size == (3, 2) and conv.stride == (2, 1) and conv.padding == (1, 1)
+    x = Tensor(randn(2, 4, 7, 6))
+    expected = F.conv2d(x, conv.weight, conv.bias, stride=(2, 1), padding=1, dilation=(1, 2), groups=2)
+    assert_allclose(conv(x), expected)
+    with pytest.raises(ValueError, match=r"in_channels \(5\) must be divisible by groups \(2\)"):
+        nn.Conv2d(5, 4, 3, groups=2)
+    with pytest.raises(ValueError, match="padding_mode"):
+        nn.Conv2d(1, 1, 3, padding_mode="mirror")
+    with pytest.raises(ValueError, match="4 channels"):
+        conv(Tensor(randn(1, 3, 5, 5)))
+    with pytest.raises(ValueError, match="4-D input"):
+        conv(Tensor(randn(4, 5, 5)))
+    with pytest.raises(ValueError, match="strided"):
+        nn.Conv2d(1, 1, 3, stride=2, padding="same")
+
+
+NP_PAD_MODE = {"reflect": "reflect", "replicate": "edge", "circular": "wrap", "zeros": "constant"}
+
+
+@settings(max_examples=12, deadline=None)
+@given(st.sampled_from(["zeros", "reflect", "replicate", "circular"]), st.integers(1, 3),
+       st.integers(1, 2), st.integers(0, 2), st.integers(3, 6), st.integers(3, 6),
+       st.integers(0, 1000))
+def test_conv2d_padding_modes_match_explicit_numpy_padding(mode, kernel, dilation, pad, h, w, seed):
+    tinygrad_cnn.manual_seed(seed)
+    conv = nn.Conv2d(2, 3, kernel, padding=pad, dilation=dilation, padding_mode=mode)
+    x = randn(1, 2, h, w, seed=seed)
+    padded = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)), mode=NP_PAD_MODE[mode])
+    if padded.shape[2] < dilation * (kernel - 1) + 1 or padded.shape[3] < dilation * (kernel - 1) + 1:
+        return
+    expected = F.conv2d(Tensor(padded), conv.weight, conv.bias, dilation=dilation)
+    assert_allclose(conv(Tensor(x)), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kernel, dilation", [(3, 1), (4, 1), (2, 3), (5, 2)])
+def test_conv2d_same_padding_keeps_the_size(kernel, dilation):
+    conv = nn.Conv2d(2, 2, kernel, padding="same", dilation=dilation)
+    x = Tensor(randn(1, 2, 9, 8))
+    assert conv(x).shape == (1, 2, 9, 8)
+    total = dilation * (kernel - 1)
+    padded = np.pad(x.numpy(), ((0, 0), (0, 0), (total // 2, total - total // 2),
+                                (total // 2, total - total // 2)))
+    expected = F.conv2d(Tensor(padded), conv.weight, conv.bias, dilation=dilation)
+    assert_allclose(conv(x), expected, rtol=1e-5, atol=1e-6)
+    assert nn.Conv2d(2, 2, 3, padding="valid")(x).shape == (1, 2, 7, 6)
+
+
+def test_conv2d_reflect_padding_gradient():
+    conv = nn.Conv2d(2, 2, 3, padding=2, padding_mode="reflect").double()
+    x = tensor64(randn(1, 2, 4, 5, dtype=np.float64))
+    with backend.cpu_backend("numpy"):
+        assert tinygrad_cnn.gradcheck(lambda x, w, b: conv(x), (x, conv.weight, conv.bias))
+
+
+# ---------------------------------------------------------------------------- BatchNorm
+
+def test_batchnorm_parameters_buffers_and_state_dict_keys():
+    bn = nn.BatchNorm2d(3)
+    assert [n for n, _ in bn.named_parameters()] == ["weight", "bias"]
+    assert list(bn.state_dict()) == ["weight", "bias", "running_mean", "running_var", "num_batches_tracked"]
+    assert np.all(bn.weight.numpy() == 1) and np.all(bn.bias.numpy() == 0)
+    assert np.all(bn.running_mean.numpy() == 0) and np.all(bn.running_var.numpy() == 1)
+    assert bn.num_batches_tracked.dtype == np.int64 and bn.num_batches_tracked.shape == ()
+    bare = nn.BatchNorm1d(3, affine=False, track_running_stats=False)
+    assert list(bare.state_dict()) == [] and bare.running_mean is None and bare.weight is None
+
+
+@pytest.mark.parametrize("momentum", [0.1, 0.5, None])
+def test_batchnorm_running_statistics_follow_the_closed_form(momentum):
+    bn = nn.BatchNorm2d(3, momentum=momentum)
+    rng = np.random.default_rng(0)
+    mean, var = np.zeros(3), np.ones(3)
+    batches = [rng.standard_normal((4, 3, 2, 3)) * (k + 1) + k for k in range(4)]
+    for k, x in enumerate(batches, start=1):
+        bn(Tensor(x.astype(np.float32)))
+        factor = 1 / k if momentum is None else momentum
+        mean = (1 - factor) * mean + factor * x.mean(axis=(0, 2, 3))
+        var = (1 - factor) * var + factor * x.var(axis=(0, 2, 3), ddof=1)
+        assert bn.num_batches_tracked.item() == k
+    assert_allclose(bn.running_mean, mean, rtol=1e-5, atol=1e-6)
+    assert_allclose(bn.running_var, var, rtol=1e-5, atol=1e-6)
+
+
+def test_batchnorm_eval_uses_and_keeps_running_statistics():
+    bn = nn.BatchNorm1d(2)
+    bn.running_mean.data[...] = [1.0, -1.0]
+    bn.running_var.data[...] = [4.0, 0.25]
+    bn.weight.data[...] = [2.0, 1.0]
+    bn.eval()
+    x = randn(5, 2)
+    out = bn(Tensor(x))
+    expected = (x - [1.0, -1.0]) / np.sqrt(np.array([4.0, 0.25]) + 1e-5) * [2.0, 1.0]
+    assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+    assert_allclose(bn.running_mean, [1.0, -1.0]) and bn.num_batches_tracked.item() == 0
+    # training mode normalises with the batch statistics
+    out = bn.train()(Tensor(x)).numpy()
+    assert_allclose(out.mean(0), [0.0, 0.0], atol=1e-5)
+    # without running statistics the batch statistics are used in eval too
+    free = nn.BatchNorm1d(2, track_running_stats=False).eval()
+    assert_allclose(free(Tensor(x)).numpy().mean(0), [0.0, 0.0], atol=1e-5)
+
+
+def test_batchnorm_input_checks_and_old_checkpoints_without_counter():
+    with pytest.raises(ValueError, match=r"expected 4D input \(got 2D input"):
+        nn.BatchNorm2d(3)(Tensor(randn(2, 3)))
+    with pytest.raises(ValueError, match="expected 3 channels"):
+        nn.BatchNorm1d(3)(Tensor(randn(2, 4)))
+    bn = nn.BatchNorm1d(3)
+    bn.num_batches_tracked.data[...] = 5
+    state = {k: v.numpy() for k, v in bn.state_dict().items() if k != "num_batches_tracked"}
+    assert bn.load_state_dict(state).missing_keys == []
+    assert bn.num_batches_tracked.item() == 0
+
+
+# ---------------------------------------------------------------------------- other layers
+
+def test_activation_layers_match_formulas():
+    x = randn(3, 4)
+    t = Tensor(x)
+    assert_allclose(nn.ReLU()(t), np.maximum(x, 0))
+    assert_allclose(nn.LeakyReLU(0.2)(t), np.where(x > 0, x, 0.2 * x), rtol=1e-6)
+    assert_allclose(nn.Sigmoid()(t), 1 / (1 + np.exp(-x)), rtol=1e-5)
+    assert_allclose(nn.Tanh()(t), np.tanh(x), rtol=1e-5)
+    assert_allclose(nn.GELU()(t), F.gelu(t))
+    assert_allclose(nn.GELU("tanh")(t), F.gelu(t, approximate="tanh"))
+    soft = np.exp(x) / np.exp(x).sum(1, keepdims=True)
+    assert_allclose(nn.Softmax(dim=1)(t), soft, rtol=1e-5)
+    assert_allclose(nn.LogSoftmax(dim=1)(t), np.log(soft), rtol=1e-5, atol=1e-6)
+    with pytest.warns(UserWarning, match="Implicit dimension"):
+        assert_allclose(nn.Softmax()(t), soft, rtol=1e-5)
+    with pytest.raises(ValueError, match="approximate"):
+        nn.GELU("fast")
+
+
+def test_dropout_layer_follows_training_flag():
+    drop = nn.Dropout(0.5)
+    x = Tensor(np.ones((200, 50), np.float32))
+    tinygrad_cnn.manual_seed(3)
+    out = drop(x).numpy()
+    assert set(np.unique(out)) <= {0.0, 2.0}
+    assert 0.45 < (out == 0).mean() < 0.55
+    drop.eval()
+    assert_allclose(drop(x), x)
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        nn.Dropout(1.5)
+
+
+def test_pooling_layers_match_functional():
+    x = Tensor(randn(2, 3, 9, 9))
+    pool = nn.MaxPool2d(3, stride=2)
+    assert_allclose(pool(x), F.max_pool2d(x, 3, 2))
+    assert pool(x).shape == (2, 3, 4, 4)
+    assert nn.MaxPool2d(2).stride == 2
+    out, idx = nn.MaxPool2d(2, return_indices=True)(x)
+    assert out.shape == idx.shape == (2, 3, 4, 4)
+    assert_allclose(nn.AvgPool2d(3, 2, 1, ceil_mode=True, count_include_pad=False)(x),
+                    F.avg_pool2d(x, 3, 2, 1, True, False))
+    gap = nn.AdaptiveAvgPool2d((1, 1))(x)
+    assert_allclose(gap, x.numpy().mean(axis=(2, 3), keepdims=True), rtol=1e-5, atol=1e-6)
+    assert nn.AdaptiveAvgPool2d(3)(x).shape == (2, 3, 3, 3)
+
+
+def test_normalisation_layers_match_functional():
+    x = Tensor(randn(2, 6, 3, 3))
+    lrn = nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=2.0)
+    assert_allclose(lrn(x), F.local_response_norm(x, 5, 1e-4, 0.75, 2.0))
+    ln = nn.LayerNorm([3, 3])
+    assert ln.weight.shape == (3, 3) and ln.normalized_shape == (3, 3)
+    out = ln(x).numpy()
+    assert_allclose(out.mean(axis=(2, 3)), np.zeros((2, 6)), atol=1e-5)
+    assert nn.LayerNorm(3, elementwise_affine=False).weight is None
+    with pytest.raises(ValueError, match="normalized_shape"):
+        nn.LayerNorm(4)(x)
+
+
+def test_group_norm_dropout2d_and_adaptive_max_pool():
+    x = Tensor(randn(2, 4, 5, 5))
+    gn = nn.GroupNorm(2, 4)
+    assert [n for n, _ in gn.named_parameters()] == ["weight", "bias"] and gn.weight.shape == (4,)
+    out = gn(x).numpy().reshape(2, 2, -1)
+    assert_allclose(out.mean(-1), np.zeros((2, 2)), atol=1e-5)
+    with pytest.raises(ValueError, match="divisible"):
+        nn.GroupNorm(3, 4)
+    tinygrad_cnn.manual_seed(0)
+    dropped = nn.Dropout2d(0.5)(Tensor(np.ones((8, 16, 3, 3), np.float32))).numpy()
+    per_channel = dropped.reshape(8, 16, 9)
+    assert np.all(per_channel.min(-1) == per_channel.max(-1))       # whole maps kept or dropped
+    assert set(np.unique(dropped)) == {0.0, 2.0}
+    assert_allclose(nn.Dropout2d().eval()(x), x)
+    assert_allclose(nn.AdaptiveMaxPool2d(1)(x), x.numpy().max(axis=(2, 3), keepdims=True))
+
+
+def test_flatten_and_unflatten():
+    x = Tensor(randn(2, 3, 4, 5))
+    assert nn.Flatten()(x).shape == (2, 60)
+    assert nn.Flatten(0, 2)(x).shape == (24, 5)
+    assert tinygrad_cnn.flatten(x, 1).shape == (2, 60)
+    assert nn.Unflatten(1, (3, 20))(nn.Flatten()(x)).shape == (2, 3, 20)
+    assert nn.Unflatten(1, (-1, 4, 5))(nn.Flatten()(x)).shape == (2, 3, 4, 5)
+    with pytest.raises(ValueError, match="cannot split"):
+        nn.Unflatten(1, (7, 9))(nn.Flatten()(x))
+
+
+def test_loss_modules_match_functional_and_weights_are_buffers():
+    logits = Tensor(randn(6, 4))
+    target = Tensor(np.array([0, 1, 3, 2, 1, 0]), dtype=np.int64)
+    weight = np.array([1.0, 2.0, 0.5, 1.0], np.float32)
+    loss = nn.CrossEntropyLoss(weight=Tensor(weight), label_smoothing=0.1)
+    assert [n for n, _ in loss.named_buffers()] == ["weight"]
+    assert_allclose(loss(logits, target),
+                    F.cross_entropy(logits, target, weight=Tensor(weight), label_smoothing=0.1))
+    assert nn.CrossEntropyLoss(reduction="none")(logits, target).shape == (6,)
+    logp = F.log_softmax(logits, dim=1)
+    assert_allclose(nn.NLLLoss()(logp, target), nn.CrossEntropyLoss()(logits, target), rtol=1e-6)
+    assert_allclose(nn.MSELoss(reduction="sum")(logits, Tensor(np.zeros((6, 4), np.float32))),
+                    (logits.numpy() ** 2).sum(), rtol=1e-5)
+    with pytest.raises(ValueError, match="reduction"):
+        nn.MSELoss(reduction="avg")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert nn.MSELoss(size_average=False).reduction == "sum"
+
+
+# ---------------------------------------------------------------------------- gradients
+
+def test_gradcheck_through_a_small_float64_sequential():
+    tinygrad_cnn.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(1, 2, 2), nn.BatchNorm2d(2), nn.Tanh(), nn.AvgPool2d(2),
+        nn.Flatten(), nn.Linear(2, 3), nn.LayerNorm(3), nn.Sigmoid(),
+    ).double()
+    x = tensor64(randn(2, 1, 3, 3, dtype=np.float64))
+    params = tuple(model.parameters())
+    assert all(p.dtype == np.float64 for p in params)
+    # The reference kernels: on tiny inputs they are faster than launching parallel Numba kernels
+    # (kernel == reference is tested with the ops).
+    with backend.cpu_backend("numpy"):
+        assert tinygrad_cnn.gradcheck(lambda x, *ps: model(x), (x, *params))
+        model.eval()
+        assert tinygrad_cnn.gradcheck(lambda x, *ps: model(x), (x, *params))
+
+
+def test_training_step_changes_every_parameter():
+    tinygrad_cnn.manual_seed(0)
+    # no conv bias: BatchNorm right after it cancels it, so its gradient is exactly zero
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, bias=False), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.Flatten(), nn.Dropout(0.1), nn.Linear(16, 3))
+    before = {k: v.numpy().copy() for k, v in model.state_dict().items()}
+    opt = optim.SGD(model.parameters(), lr=0.1)
+    loss = nn.CrossEntropyLoss()(model(Tensor(randn(4, 1, 6, 6))), Tensor(np.array([0, 1, 2, 1])))
+    loss.backward()
+    opt.step()
+    for name, value in model.state_dict().items():
+        assert not np.array_equal(value.numpy(), before[name]), name
+
+
+# ---------------------------------------------------------------------------- lecture-style code
+
+def lecture_network(nn, flatten):
+    """Code as written for PyTorch: only the import differs."""
+
+    class ResBlock(nn.Module):
+        def __init__(self, channels):
+            super().__init__()
+            self.body = nn.Sequential(
+                nn.Conv2d(channels, channels, kernel_size=3, padding=1, bias=False),
+                nn.BatchNorm2d(channels),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(channels, channels, kernel_size=3, padding=1, bias=False),
+                nn.BatchNorm2d(channels),
+            )
+
+        def forward(self, x):
+            return nn.ReLU()(self.body(x) + x)
+
+    class Net(nn.Module):
+        def __init__(self, num_classes=10):
+            super().__init__()
+            self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                                      nn.MaxPool2d(2))
+            self.blocks = nn.Sequential(OrderedDict([("res1", ResBlock(8)), ("res2", ResBlock(8))]))
+            self.pool = nn.AdaptiveAvgPool2d((1, 1))
+            self.fc = nn.Linear(8, num_classes)
+
+        def forward(self, x):
+            x = self.blocks(self.stem(x))
+            x = flatten(self.pool(x), 1)
+            return self.fc(x)
+
+    return Net()
+
+
+def test_lecture_style_resblock_runs_unchanged_and_trains():
+    tinygrad_cnn.manual_seed(0)
+    model = lecture_network(nn, tinygrad_cnn.flatten)
+    x = Tensor(randn(2, 3, 8, 8))
+    out = model(x)
+    assert out.shape == (2, 10)
+    nn.CrossEntropyLoss()(out, Tensor(np.array([1, 7]))).backward()
+    assert all(p.grad is not None and p.grad.shape == p.shape for p in model.parameters())
+    assert "blocks.res1.body.1.running_mean" in model.state_dict()
+    model.eval()
+    assert model(x).shape == (2, 10)
+
+
+def test_lecture_network_matches_torch_with_the_same_weights():
+    torch = pytest.importorskip("torch")
+    theirs = lecture_network(torch.nn, torch.flatten)
+    ours = lecture_network(nn, tinygrad_cnn.flatten)
+    their_state = theirs.state_dict()
+    assert list(ours.state_dict()) == list(their_state)
+    ours.load_state_dict({k: v.numpy() for k, v in their_state.items()})
+    x = randn(2, 3, 8, 8, seed=5)
+    for mode in ("train", "eval"):
+        getattr(ours, mode)()
+        getattr(theirs, mode)()
+        expected = theirs(torch.from_numpy(x)).detach().numpy()
+        assert_allclose(ours(Tensor(x)), expected, rtol=1e-4, atol=1e-5, err_msg=mode)
+    for (name, a), (_, b) in zip(ours.state_dict().items(), theirs.state_dict().items()):
+        assert_allclose(a, b.numpy(), rtol=1e-5, atol=1e-6, err_msg=name)   # running stats too
+
+
+LAYER_EXPRESSIONS = [
+    "nn.Conv2d(3, 16, 3)", "nn.Conv2d(3, 96, 11, stride=4)",
+    "nn.Conv2d(16, 32, (3, 5), stride=2, padding=(1, 2), dilation=2, groups=4, bias=False)",
+    "nn.Conv2d(4, 4, 3, padding='same', padding_mode='reflect')",
+    "nn.Linear(8, 4)", "nn.BatchNorm2d(16)", "nn.BatchNorm1d(4, momentum=None, affine=False)",
+    "nn.ReLU()", "nn.ReLU(inplace=True)", "nn.LeakyReLU(0.2)", "nn.Sigmoid()", "nn.Tanh()",
+    "nn.GELU()", "nn.Dropout(0.5)", "nn.MaxPool2d(3, stride=2)", "nn.MaxPool2d(2)",
+    "nn.AvgPool2d(2)", "nn.AdaptiveAvgPool2d((1, 1))", "nn.AdaptiveAvgPool2d(1)",
+    "nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=2.0)", "nn.LayerNorm(10)",
+    "nn.LayerNorm([4, 4], bias=False)", "nn.GroupNorm(2, 8)", "nn.BatchNorm2d(3, bias=False)",
+    "nn.Dropout2d(0.2)", "nn.AdaptiveMaxPool2d((2, 2))",
+    "nn.AvgPool2d(3, stride=2, padding=1, ceil_mode=True, count_include_pad=False)",
+    "nn.CrossEntropyLoss()", "nn.MSELoss()", "nn.Flatten()", "nn.Identity()", "nn.Softmax(dim=1)",
+    "nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU())",
+]
+
+
+@pytest.mark.parametrize("expression", LAYER_EXPRESSIONS)
+def test_repr_and_state_dict_keys_match_torch(expression):
+    torch = pytest.importorskip("torch")
+    ours = eval(expression, {"nn": nn})
+    theirs = eval(expression, {"nn": torch.nn})
+    assert repr(ours) == repr(theirs)
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+    for name, value in theirs.state_dict().items():
+        assert ours.state_dict()[name].shape == tuple(value.shape), name

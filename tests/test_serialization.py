@@ -1,0 +1,158 @@
+"""tinygrad_cnn.serialization: .npz save/load, atomic writes, no pickle."""
+import os
+import pickle
+import zipfile
+
+import numpy as np
+import pytest
+
+import tinygrad_cnn
+from tinygrad_cnn import nn
+from tinygrad_cnn import serialization
+from tinygrad_cnn.serialization import load, save, unflatten
+from tinygrad_cnn.testing import assert_allclose
+
+Tensor = tinygrad_cnn.Tensor
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(3, 2)
+        self.bn = nn.BatchNorm1d(2)
+
+    def forward(self, x):
+        return self.bn(self.fc(x))
+
+
+def test_state_dict_round_trip_keeps_names_values_and_dtypes(tmp_path):
+    model = Net()
+    model.bn.num_batches_tracked.data[...] = 4
+    path = tmp_path / "weights.npz"
+    save(model.state_dict(), path)
+    loaded = load(path)
+    assert list(loaded) == list(model.state_dict())
+    for name, tensor in model.state_dict().items():
+        assert isinstance(loaded[name], np.ndarray)
+        assert loaded[name].dtype == tensor.dtype and loaded[name].shape == tensor.shape, name
+        assert_allclose(loaded[name], tensor, err_msg=name)
+    assert loaded["bn.num_batches_tracked"].shape == () and loaded["bn.num_batches_tracked"] == 4
+    other = Net()
+    other.load_state_dict(loaded)
+    x = Tensor(np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32))
+    assert_allclose(other.eval()(x), model.eval()(x))
+    # the file is a plain npz that NumPy reads on its own
+    with np.load(path, allow_pickle=False) as archive:
+        assert sorted(archive.files) == sorted(loaded)
+
+
+def test_path_is_used_as_given_and_compression_round_trips(tmp_path):
+    path = str(tmp_path / "model.weights")
+    save({"a": np.arange(1000.0)}, path, compress=True)
+    assert os.listdir(tmp_path) == ["model.weights"]
+    assert np.array_equal(load(path)["a"], np.arange(1000.0))
+    with zipfile.ZipFile(path) as archive:
+        assert archive.getinfo("a.npy").compress_type == zipfile.ZIP_DEFLATED
+
+
+def test_saved_file_gets_the_usual_permissions(tmp_path):
+    old_mask = os.umask(0o022)
+    try:
+        save({"a": np.zeros(1)}, tmp_path / "w.npz")
+    finally:
+        os.umask(old_mask)
+    assert (tmp_path / "w.npz").stat().st_mode & 0o777 == 0o644
+
+
+def test_nested_dicts_are_flattened_with_slash_and_unflatten_restores_them(tmp_path):
+    model = Net()
+    checkpoint = {"model": model.state_dict(), "epoch": 3, "lr": 0.1, "name": "resnet20",
+                  "history": {"loss": [1.0, 0.5]}, "flag": True}
+    save(checkpoint, tmp_path / "ckpt.npz")
+    flat = load(tmp_path / "ckpt.npz")
+    assert "model/fc.weight" in flat and "history/loss" in flat
+    assert flat["epoch"].dtype.kind == "i" and flat["epoch"] == 3
+    assert str(flat["name"]) == "resnet20" and bool(flat["flag"]) is True
+    nested = unflatten(flat)
+    assert set(nested) == {"model", "epoch", "lr", "name", "history", "flag"}
+    assert list(nested["model"]) == list(model.state_dict())
+    Net().load_state_dict(nested["model"])
+    with pytest.raises(ValueError, match="same key 'a/b'"):
+        save({"a/b": 1, "a": {"b": 2}}, tmp_path / "clash.npz")
+
+
+def test_unsupported_values_are_refused_before_anything_is_written(tmp_path):
+    path = tmp_path / "x.npz"
+    with pytest.raises(TypeError, match="key 'bad' would need pickle"):
+        save({"bad": np.array([{"a": 1}], dtype=object)}, path)
+    with pytest.raises(TypeError, match="key 'obj' of type object"):
+        save({"obj": object()}, path)
+    with pytest.raises(TypeError, match="keys must be strings"):
+        save({1: np.zeros(1)}, path)
+    with pytest.raises(TypeError, match=r"pass model.state_dict\(\), not the Module"):
+        save(Net(), path)
+    assert not os.listdir(tmp_path)
+
+
+def test_crash_during_write_keeps_the_old_file_and_leaves_no_temp_file(tmp_path, monkeypatch):
+    path = tmp_path / "weights.npz"
+    save({"w": np.ones(3)}, path)
+    original = path.read_bytes()
+    calls = []
+    real_write = np.lib.format.write_array
+
+    def write_then_crash(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:            # the second array: the archive is half written
+            raise OSError("disk full (simulated)")
+        return real_write(*args, **kwargs)
+
+    monkeypatch.setattr(np.lib.format, "write_array", write_then_crash)
+    with pytest.raises(OSError, match="simulated"):
+        save({"w": np.zeros(3), "v": np.zeros(2)}, path)
+    assert len(calls) == 2
+    assert path.read_bytes() == original
+    assert os.listdir(tmp_path) == ["weights.npz"]
+    monkeypatch.undo()
+    assert np.array_equal(load(path)["w"], np.ones(3))
+
+
+def test_interrupt_before_rename_keeps_the_old_file(tmp_path, monkeypatch):
+    path = tmp_path / "weights.npz"
+    save({"w": np.ones(3)}, path)
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(serialization.os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        save({"w": np.zeros(3)}, path)
+    monkeypatch.undo()
+    assert os.listdir(tmp_path) == ["weights.npz"]
+    assert np.array_equal(load(path)["w"], np.ones(3))
+
+
+def test_files_needing_pickle_are_refused(tmp_path):
+    with_objects = tmp_path / "objects.npz"
+    np.savez(with_objects, fine=np.ones(2), evil=np.array([{"x": 1}], dtype=object))
+    with pytest.raises(ValueError, match="entry 'evil' .* pickled object array"):
+        load(with_objects)
+    pickled = tmp_path / "model.pt"
+    pickled.write_bytes(pickle.dumps({"w": [1.0, 2.0]}))
+    with pytest.raises(ValueError, match="not an .npz archive: NumPy would have to unpickle it"):
+        load(pickled)
+    single = tmp_path / "array.npy"
+    np.save(single, np.ones(2))
+    with pytest.raises(ValueError, match="single array"):
+        load(single)
+
+
+def test_tensors_on_device_are_saved_from_host_memory(tmp_path, device):
+    model = Net().to(device)
+    save(model.state_dict(), tmp_path / "w.npz")
+    loaded = load(tmp_path / "w.npz")
+    assert_allclose(loaded["fc.weight"], model.fc.weight.numpy())
+    fresh = Net().to(device)
+    fresh.load_state_dict(loaded)
+    assert fresh.fc.weight.device == device
+    assert_allclose(fresh.fc.weight, model.fc.weight)

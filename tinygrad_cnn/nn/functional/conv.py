@@ -1,0 +1,442 @@
+"""2-D convolution as im2col + one matrix product, and the im2col/col2im pair itself.
+
+Shapes (PyTorch's conventions)::
+
+    input  x: (N, C_in, H, W)             weight w: (C_out, C_in / groups, kh, kw)
+    bias   b: (C_out,)                    output y: (N, C_out, OH, OW)
+    OH = floor((H + 2*padding - dilation*(kh - 1) - 1) / stride) + 1      (same for OW)
+
+The column matrix (see ``docs/ops/conv.md`` for the picture) has one row per
+(input channel, kernel row, kernel column) and one column per (image, output
+pixel)::
+
+    cols: (C_in*kh*kw, N*OH*OW)
+    cols[(c*kh + i)*kw + j, n*OH*OW + oh*OW + ow] = x_padded[n, c, oh*sh + i*dh, ow*sw + j*dw]
+
+so the whole batch is ONE row-major GEMM ``w.reshape(C_out, C_in*kh*kw) @ cols``
+(per group: the rows of group g are a contiguous block). Gradients, with
+``G = dL/dy`` laid out the same way as ``(C_out, N*OH*OW)``::
+
+    dL/dcols = W^T G        ->  dL/dx = col2im(W^T G)      (col2im is the adjoint of im2col)
+    dL/dW    = G cols^T     (cols recomputed from x: a column buffer is 9x the input for 3x3)
+    dL/db    = G summed over its columns
+
+The backward is written with Tensor ops and the :class:`Im2col`/:class:`Col2im`
+Functions, which are each other's backward, so ``create_graph=True`` gives
+second derivatives of convolution.
+
+The hot loops are the kernels ``"im2col"`` and ``"col2im"`` chosen by
+:mod:`tinygrad_cnn.backend`; the NumPy references below define their contracts
+and the Numba versions live in ``tinygrad_cnn/kernels/cpu/conv.py``.
+"""
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass
+
+import numpy as np
+
+from ... import backend
+from ...autograd import Function
+from ...backend import get_array_module
+from ...tensor import Tensor, pad as _pad
+
+__all__ = ["conv2d", "im2col", "col2im", "unfold", "fold"]
+
+
+# ---------------------------------------------------------------------------
+# NumPy references (the kernel contracts)
+# ---------------------------------------------------------------------------
+
+def _window_slices(offset_h, offset_w, stride_h, stride_w, out_h, out_w):
+    """Slices of the padded input read by one kernel offset, for every output pixel."""
+    return (slice(offset_h, offset_h + stride_h * (out_h - 1) + 1, stride_h),
+            slice(offset_w, offset_w + stride_w * (out_w - 1) + 1, stride_w))
+
+
+@backend.register_reference("im2col")
+def _im2col_reference(x, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
+                      out_h, out_w):
+    """Unfold every receptive field of ``x`` into a column.
+
+    x: (N, C, H, W) -> cols: (C*kernel_h*kernel_w, N*out_h*out_w), a new C-contiguous array
+    with ``cols[(c*kh + i)*kw + j, n*out_h*out_w + oh*out_w + ow]
+    = x_padded[n, c, oh*stride_h + i*dil_h, ow*stride_w + j*dil_w]``
+    where ``x_padded`` has ``pad_h`` zero rows above and below, ``pad_w`` zero columns
+    left and right.
+    """
+    xp = get_array_module(x)
+    n_batch, channels = x.shape[:2]
+    x_padded = xp.pad(x, ((0, 0), (0, 0), (pad_h, pad_h), (pad_w, pad_w)))
+    cols = xp.empty((channels, kernel_h, kernel_w, n_batch, out_h, out_w), dtype=x.dtype)
+    for i in range(kernel_h):
+        for j in range(kernel_w):
+            rows, columns = _window_slices(i * dil_h, j * dil_w, stride_h, stride_w, out_h, out_w)
+            # (N, C, OH, OW) values seen by kernel tap (i, j), stored channel-first.
+            cols[:, i, j] = x_padded[:, :, rows, columns].transpose(1, 0, 2, 3)
+    return cols.reshape(channels * kernel_h * kernel_w, n_batch * out_h * out_w)
+
+
+@backend.register_reference("col2im")
+def _col2im_reference(cols, n_batch, channels, height, width, kernel_h, kernel_w, stride_h,
+                      stride_w, pad_h, pad_w, dil_h, dil_w, out_h, out_w):
+    """Fold columns back into an image, summing where receptive fields overlap.
+
+    cols: (C*kernel_h*kernel_w, N*out_h*out_w) in the layout of the im2col reference
+    -> x: (N, C, height, width). This is the adjoint (transpose) of im2col:
+    ``<im2col(x), cols> == <x, col2im(cols)>``; padding positions are dropped.
+    """
+    xp = get_array_module(cols)
+    cols = cols.reshape(channels, kernel_h, kernel_w, n_batch, out_h, out_w)
+    x_padded = xp.zeros((n_batch, channels, height + 2 * pad_h, width + 2 * pad_w),
+                        dtype=cols.dtype)
+    for i in range(kernel_h):
+        for j in range(kernel_w):
+            rows, columns = _window_slices(i * dil_h, j * dil_w, stride_h, stride_w, out_h, out_w)
+            # With stride >= 1 a single tap never hits one pixel twice, so += is safe here.
+            x_padded[:, :, rows, columns] += cols[:, i, j].transpose(1, 0, 2, 3)
+    return x_padded[:, :, pad_h:pad_h + height, pad_w:pad_w + width].copy()
+
+
+# ---------------------------------------------------------------------------
+# Argument handling
+# ---------------------------------------------------------------------------
+
+def _pair(value, op, name, minimum):
+    """An int or a pair of ints -> (a, b), each >= ``minimum``."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        pair = (int(value), int(value))
+    else:
+        try:
+            pair = tuple(value)
+        except TypeError:
+            raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {value!r}") \
+                from None
+        if len(pair) != 2 or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool)
+                                     for v in pair):
+            raise ValueError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
+        pair = (int(pair[0]), int(pair[1]))
+    if min(pair) < minimum:
+        raise ValueError(f"{op}: {name} must be >= {minimum}, got {value!r}")
+    return pair
+
+
+def conv2d_output_size(size, kernel_size, stride=1, padding=0, dilation=1):
+    """(OH, OW) of a convolution (or im2col) of an input with spatial ``size`` (H, W)."""
+    size = _pair(size, "conv2d_output_size", "size", 0)
+    kernel = _pair(kernel_size, "conv2d_output_size", "kernel_size", 1)
+    stride = _pair(stride, "conv2d_output_size", "stride", 1)
+    padding = _pair(padding, "conv2d_output_size", "padding", 0)
+    dilation = _pair(dilation, "conv2d_output_size", "dilation", 1)
+    return tuple((s + 2 * p - d * (k - 1) - 1) // st + 1
+                 for s, k, st, p, d in zip(size, kernel, stride, padding, dilation))
+
+
+@dataclass(frozen=True)
+class _Geometry:
+    """Everything the kernels need to map an (N, C, H, W) image to its column matrix."""
+
+    n_batch: int
+    channels: int
+    height: int
+    width: int
+    kernel: tuple
+    stride: tuple
+    padding: tuple
+    dilation: tuple
+    out: tuple
+
+    @classmethod
+    def build(cls, op, input_shape, kernel_size, stride, padding, dilation):
+        n_batch, channels, height, width = (int(s) for s in input_shape)
+        kernel = _pair(kernel_size, op, "kernel_size", 1)
+        stride = _pair(stride, op, "stride", 1)
+        padding = _pair(padding, op, "padding", 0)
+        dilation = _pair(dilation, op, "dilation", 1)
+        out = tuple((s + 2 * p - d * (k - 1) - 1) // st + 1 for s, k, st, p, d in
+                    zip((height, width), kernel, stride, padding, dilation))
+        if min(out) <= 0:
+            raise ValueError(
+                f"{op}: output size {out} is not positive: input spatial size {(height, width)} "
+                f"with padding {padding} is smaller than the dilated kernel "
+                f"{tuple(d * (k - 1) + 1 for d, k in zip(dilation, kernel))} "
+                f"(kernel_size {kernel}, dilation {dilation})")
+        return cls(n_batch, channels, height, width, kernel, stride, padding, dilation, out)
+
+    @property
+    def rows(self):
+        return self.channels * self.kernel[0] * self.kernel[1]
+
+    @property
+    def columns(self):
+        return self.n_batch * self.out[0] * self.out[1]
+
+    @property
+    def input_shape(self):
+        return (self.n_batch, self.channels, self.height, self.width)
+
+    def kernel_args(self):
+        """The trailing arguments shared by the im2col and col2im kernels."""
+        return (self.kernel[0], self.kernel[1], self.stride[0], self.stride[1], self.padding[0],
+                self.padding[1], self.dilation[0], self.dilation[1], self.out[0], self.out[1])
+
+
+def _run_im2col(x, geometry):
+    xp = get_array_module(x)
+    return backend.kernel("im2col", xp)(xp.ascontiguousarray(x), *geometry.kernel_args())
+
+
+def _run_col2im(cols, geometry):
+    xp = get_array_module(cols)
+    return backend.kernel("col2im", xp)(xp.ascontiguousarray(cols), geometry.n_batch,
+                                        geometry.channels, geometry.height, geometry.width,
+                                        *geometry.kernel_args())
+
+
+# ---------------------------------------------------------------------------
+# Functions
+# ---------------------------------------------------------------------------
+
+class Im2col(Function):
+    """cols = im2col(x): (N, C, H, W) -> (C*kh*kw, N*OH*OW), the GEMM layout.
+
+    Linear, so ``dx = im2col^T(g) = col2im(g)``: every column entry came from one
+    pixel (or from padding, which has no gradient) and sends its gradient back there.
+    """
+
+    def forward(self, x, *, geometry):
+        self.geometry = geometry
+        return _run_im2col(x, geometry)
+
+    def backward(self, grad_cols):
+        return Col2im.apply(grad_cols, geometry=self.geometry)
+
+
+class Col2im(Function):
+    """x = col2im(cols): (C*kh*kw, N*OH*OW) -> (N, C, H, W), summing overlaps.
+
+    The adjoint of im2col, so its backward is im2col: ``dcols = im2col(g)``.
+    """
+
+    def forward(self, cols, *, geometry):
+        expected = (geometry.rows, geometry.columns)
+        if tuple(cols.shape) != expected:
+            raise ValueError(f"col2im: columns of shape {tuple(cols.shape)} do not match the "
+                             f"geometry, expected {expected}")
+        self.geometry = geometry
+        return _run_col2im(cols, geometry)
+
+    def backward(self, grad_x):
+        return Im2col.apply(grad_x, geometry=self.geometry)
+
+
+class Conv2d(Function):
+    """y = conv2d(x, w, b). Forward: one im2col and one GEMM per group.
+
+    ``y[n, o] = sum_{c,i,j} w[o, c, i, j] x_pad[n, c, oh*s + i*d, ow*s + j*d] + b[o]``
+    i.e. ``Y = W cols + b`` with Y: (C_out, N*OH*OW). Backward (``G = dL/dY``):
+    ``dx = col2im(W^T G)``, ``dW = G cols^T``, ``db = G 1``. Only x and w are
+    saved; cols is rebuilt in backward, trading one im2col for 9x less memory.
+    """
+
+    def forward(self, x, weight, bias, *, geometry, groups):
+        xp = get_array_module(x)
+        self.geometry, self.groups = geometry, groups
+        self.save_for_backward(x, weight)
+        n_batch, c_out, plane = x.shape[0], weight.shape[0], geometry.out[0] * geometry.out[1]
+        cols = _run_im2col(x, geometry)
+        products = _group_matmul(weight.reshape(c_out, -1), cols, groups)   # (C_out, N*L)
+        del cols
+        out = xp.empty((n_batch, c_out) + geometry.out, dtype=products.dtype)
+        # (C_out, N, L) -> (N, C_out, L), adding the bias in the same pass.
+        products = products.reshape(c_out, n_batch, plane).transpose(1, 0, 2)
+        if bias is None:
+            out.reshape(n_batch, c_out, plane)[...] = products
+        else:
+            xp.add(products, bias.reshape(1, c_out, 1), out=out.reshape(n_batch, c_out, plane))
+        return out
+
+    def backward(self, grad_output):
+        x, weight = self.saved_tensors
+        geometry, groups = self.geometry, self.groups
+        n_batch, c_out = grad_output.shape[:2]
+        plane = geometry.out[0] * geometry.out[1]
+        # G in the GEMM layout: (groups, C_out/groups, N*L); one copy of the output size.
+        lead = (groups,) if groups > 1 else ()
+        grad_y = (grad_output.reshape(n_batch, c_out, plane).permute(1, 0, 2)
+                  .reshape(lead + (c_out // groups, n_batch * plane)))
+        w = weight.reshape(lead + (c_out // groups, -1))
+        grad_x = grad_w = grad_b = None
+        if self.needs_input_grad[0]:
+            grad_cols = (w.transpose(-1, -2) @ grad_y).reshape(geometry.rows, geometry.columns)
+            grad_x = Col2im.apply(grad_cols, geometry=geometry)
+            del grad_cols
+        if self.needs_input_grad[1]:
+            cols = Im2col.apply(x, geometry=geometry).reshape(lead + (geometry.rows // groups, -1))
+            grad_w = (grad_y @ cols.transpose(-1, -2)).reshape(weight.shape)
+        if self.needs_input_grad[2]:
+            grad_b = grad_y.sum(-1).reshape(c_out)
+        return grad_x, grad_w, grad_b
+
+
+def _group_matmul(weight_2d, cols, groups):
+    """(C_out, K) @ (K, M) with the block-diagonal structure of grouped convolution."""
+    if groups == 1:
+        return weight_2d @ cols
+    c_out, k_per_group = weight_2d.shape
+    xp = get_array_module(cols)
+    w = weight_2d.reshape(groups, c_out // groups, k_per_group)
+    out = xp.matmul(w, cols.reshape(groups, k_per_group, cols.shape[1]))
+    return out.reshape(c_out, cols.shape[1])
+
+
+# ---------------------------------------------------------------------------
+# Public functions
+# ---------------------------------------------------------------------------
+
+def _check_tensor(op, name, value):
+    if not isinstance(value, Tensor):
+        raise TypeError(f"{op}: {name} must be a Tensor, got {type(value).__name__}")
+    if value.dtype.kind != "f":
+        raise TypeError(f"{op}: {name} must have a floating dtype, got {value.dtype}")
+
+
+def _same_padding(op, kernel, dilation, stride):
+    """((top, bottom), (left, right)) for padding='same' (extra row/column at the end)."""
+    if stride != (1, 1):
+        raise ValueError(f"{op}: padding='same' is not supported for strided convolutions "
+                         f"(stride {stride})")
+    totals = [d * (k - 1) for k, d in zip(kernel, dilation)]
+    return tuple((t // 2, t - t // 2) for t in totals)
+
+
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """2-D cross-correlation, as ``torch.nn.functional.conv2d``.
+
+    input: (N, C_in, H, W) or unbatched (C_in, H, W); weight: (C_out, C_in/groups, kh, kw);
+    bias: (C_out,) or None; stride, padding, dilation: int or (h, w) pair, and padding may
+    also be ``"valid"`` (0) or ``"same"`` (stride 1 only; an odd total padding puts the
+    extra row/column at the bottom/right, as PyTorch). groups: C_in and C_out must both
+    be divisible by it (``groups == C_in`` is a depthwise convolution).
+    Returns (N, C_out, OH, OW) (or (C_out, OH, OW)).
+
+    Backward (``G = dL/dy`` as a (C_out, N*OH*OW) matrix): ``dx = col2im(W^T G)``,
+    ``dW = G im2col(x)^T``, ``db = sum of G over N, OH, OW``.
+    """
+    op = "conv2d"
+    _check_tensor(op, "input", input)
+    _check_tensor(op, "weight", weight)
+    if weight.ndim != 4:
+        raise ValueError(f"{op}: weight must be 4-D (C_out, C_in/groups, kh, kw), got shape "
+                         f"{tuple(weight.shape)}")
+    if input.ndim == 3:
+        out = conv2d(input.unsqueeze(0), weight, bias, stride, padding, dilation, groups)
+        return out.squeeze(0)
+    if input.ndim != 4:
+        raise ValueError(f"{op}: input must be 4-D (N, C, H, W) or 3-D (C, H, W), got shape "
+                         f"{tuple(input.shape)}")
+    if not isinstance(groups, numbers.Integral) or isinstance(groups, bool) or groups < 1:
+        raise ValueError(f"{op}: groups must be a positive int, got {groups!r}")
+    groups = int(groups)
+    c_in, c_out = input.shape[1], weight.shape[0]
+    if c_in % groups or c_out % groups:
+        raise ValueError(f"{op}: groups ({groups}) must divide both the input channels ({c_in}, "
+                         f"input shape {tuple(input.shape)}) and the output channels ({c_out}, "
+                         f"weight shape {tuple(weight.shape)})")
+    if weight.shape[1] * groups != c_in:
+        raise ValueError(f"{op}: input has {c_in} channels (shape {tuple(input.shape)}) but weight "
+                         f"of shape {tuple(weight.shape)} with groups={groups} expects "
+                         f"{weight.shape[1] * groups} channels")
+    if input.dtype != weight.dtype:
+        raise TypeError(f"{op}: input dtype {input.dtype} and weight dtype {weight.dtype} differ")
+    if bias is not None:
+        _check_tensor(op, "bias", bias)
+        if tuple(bias.shape) != (c_out,):
+            raise ValueError(f"{op}: bias must have shape ({c_out},) to match weight of shape "
+                             f"{tuple(weight.shape)}, got {tuple(bias.shape)}")
+        if bias.dtype != input.dtype:
+            raise TypeError(f"{op}: bias dtype {bias.dtype} differs from input dtype {input.dtype}")
+    kernel = tuple(weight.shape[2:])
+    if isinstance(padding, str):
+        stride_pair = _pair(stride, op, "stride", 1)
+        dilation_pair = _pair(dilation, op, "dilation", 1)
+        if padding == "valid":
+            padding = 0
+        elif padding == "same":
+            (top, bottom), (left, right) = _same_padding(op, kernel, dilation_pair, stride_pair)
+            if (top, left) != (bottom, right):
+                # The kernels pad symmetrically; the odd extra row/column is padded explicitly.
+                input = _pad(input, (0, right - left, 0, bottom - top))
+            padding = (top, left)
+        else:
+            raise ValueError(f"{op}: padding must be an int, a pair, 'valid' or 'same', "
+                             f"got {padding!r}")
+    geometry = _Geometry.build(op, input.shape, kernel, stride, padding, dilation)
+    return Conv2d.apply(input, weight, bias, geometry=geometry, groups=groups)
+
+
+def _unbatched(op, input, expected_batched_dims):
+    if input.ndim == expected_batched_dims - 1:
+        return input.unsqueeze(0), True
+    if input.ndim != expected_batched_dims:
+        raise ValueError(f"{op}: input must be {expected_batched_dims}-D (batched) or "
+                         f"{expected_batched_dims - 1}-D (unbatched), got shape "
+                         f"{tuple(input.shape)}")
+    return input, False
+
+
+def im2col(input, kernel_size, dilation=1, padding=0, stride=1):
+    """Extract sliding windows: (N, C, H, W) -> (N, C*kh*kw, L) with L = OH*OW.
+
+    Same as ``torch.nn.functional.unfold`` (an unbatched (C, H, W) input gives
+    (C*kh*kw, L)). Row ``(c*kh + i)*kw + j`` holds channel c at kernel offset (i, j).
+    The result is a view of the (C*kh*kw, N, L) GEMM layout the kernels produce.
+    Backward: ``col2im`` of the gradient (im2col is linear and col2im is its adjoint).
+    """
+    op = "im2col"
+    _check_tensor(op, "input", input)
+    input, unbatched = _unbatched(op, input, 4)
+    geometry = _Geometry.build(op, input.shape, kernel_size, stride, padding, dilation)
+    cols = Im2col.apply(input, geometry=geometry)
+    out = cols.reshape(geometry.rows, geometry.n_batch, -1).permute(1, 0, 2)
+    return out.squeeze(0) if unbatched else out
+
+
+def col2im(input, output_size, kernel_size, dilation=1, padding=0, stride=1):
+    """Sum sliding windows back into an image: (N, C*kh*kw, L) -> (N, C, H, W).
+
+    Same as ``torch.nn.functional.fold``; ``output_size`` is (H, W). Overlapping
+    windows add up, so ``col2im(im2col(x))`` is ``x`` times how many windows cover
+    each pixel. It is the adjoint of im2col, whose backward it is, and vice versa.
+    """
+    op = "col2im"
+    _check_tensor(op, "input", input)
+    input, unbatched = _unbatched(op, input, 3)
+    height, width = _pair(output_size, op, "output_size", 1)
+    kernel = _pair(kernel_size, op, "kernel_size", 1)
+    n_batch, rows, length = input.shape
+    if rows % (kernel[0] * kernel[1]):
+        raise ValueError(f"{op}: input of shape {tuple(input.shape)}: dimension 1 ({rows}) must be "
+                         f"divisible by kh*kw = {kernel[0] * kernel[1]} (kernel_size {kernel})")
+    channels = rows // (kernel[0] * kernel[1])
+    geometry = _Geometry.build(op, (n_batch, channels, height, width), kernel, stride, padding,
+                               dilation)
+    if length != geometry.out[0] * geometry.out[1]:
+        raise ValueError(f"{op}: input of shape {tuple(input.shape)} has {length} windows per image "
+                         f"but output_size {(height, width)}, kernel_size {kernel}, stride "
+                         f"{geometry.stride}, padding {geometry.padding} and dilation "
+                         f"{geometry.dilation} give {geometry.out[0]}x{geometry.out[1]} = "
+                         f"{geometry.out[0] * geometry.out[1]}")
+    cols = input.permute(1, 0, 2).reshape(geometry.rows, geometry.columns)
+    out = Col2im.apply(cols, geometry=geometry)
+    return out.squeeze(0) if unbatched else out
+
+
+def unfold(input, kernel_size, dilation=1, padding=0, stride=1):
+    """PyTorch's name for :func:`im2col`: (N, C, H, W) -> (N, C*kh*kw, L)."""
+    return im2col(input, kernel_size, dilation, padding, stride)
+
+
+def fold(input, output_size, kernel_size, dilation=1, padding=0, stride=1):
+    """PyTorch's name for :func:`col2im`: (N, C*kh*kw, L) -> (N, C, H, W)."""
+    return col2im(input, output_size, kernel_size, dilation, padding, stride)

@@ -1,0 +1,19 @@
+"""All layer classes of ``tinygrad_cnn.nn``."""
+from .module import Module, RemovableHandle
+from .container import ModuleDict, ModuleList, Sequential
+from .linear import Identity, Linear
+from .conv import Conv2d
+from .pooling import AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d, MaxPool2d
+from .normalization import BatchNorm1d, BatchNorm2d, GroupNorm, LayerNorm, LocalResponseNorm
+from .activation import GELU, LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
+from .dropout import Dropout, Dropout2d
+from .loss import CrossEntropyLoss, MSELoss, NLLLoss
+from .flatten import Flatten, Unflatten
+
+__all__ = [
+    "Module", "RemovableHandle", "Sequential", "ModuleList", "ModuleDict", "Identity", "Linear",
+    "Conv2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "AdaptiveMaxPool2d", "BatchNorm1d",
+    "BatchNorm2d", "LayerNorm", "GroupNorm", "LocalResponseNorm", "ReLU", "LeakyReLU", "Sigmoid",
+    "Tanh", "GELU", "Softmax", "LogSoftmax", "Dropout", "Dropout2d", "CrossEntropyLoss", "NLLLoss",
+    "MSELoss", "Flatten", "Unflatten",
+]
