@@ -78,7 +78,7 @@ def _torch_resnet(depth, num_classes=10):
     return nn.Sequential(*layers)
 
 
-def _child(framework, depth, batch_size, steps, warmup, threads, mode):
+def _child(framework, depth, batch_size, steps, warmup, threads, mode, clock="wall"):
     import numpy as np
     rng = np.random.default_rng(0)
     images = rng.standard_normal((batch_size, 3, 32, 32)).astype(np.float32)
@@ -126,12 +126,16 @@ def _child(framework, depth, batch_size, steps, warmup, threads, mode):
             def step():
                 with tg.no_grad():
                     model(x)
+    # "cpu" counts the CPU time this process used (all its threads): on a machine shared
+    # with other work it is far steadier than wall time; with --threads 1 it is the cost
+    # of a step on one core.
+    timer = time.process_time if clock == "cpu" else time.perf_counter
     before = _current_rss_mib()
     for i in range(warmup + steps):
-        start = time.perf_counter()
+        start = timer()
         step()
         if i >= warmup:
-            times.append(time.perf_counter() - start)
+            times.append(timer() - start)
     return {"framework": framework, "images_per_s": [batch_size / t for t in times],
             "peak_rss_mib": _peak_rss_mib(), "step_mib": _peak_rss_mib() - before}
 
@@ -140,11 +144,12 @@ def _child(framework, depth, batch_size, steps, warmup, threads, mode):
 # profile: time per op of one training step
 # ---------------------------------------------------------------------------
 
-def profile(depth, batch_size, threads, steps=3):
+def profile(depth, batch_size, threads, steps=3, clock="wall"):
     """Forward time per Function class (wrapping ``apply``) and backward time per class
     (time between consecutive backward-observer calls, i.e. the node's backward plus the
     accumulation of its gradients)."""
     import numpy as np
+    timer = time.process_time if clock == "cpu" else time.perf_counter
     import tinygrad_cnn as tg
     from tinygrad_cnn import autograd, models, nn, optim
 
@@ -152,18 +157,18 @@ def profile(depth, batch_size, threads, steps=3):
     original_apply = autograd.Function.apply.__func__
 
     def timed_apply(cls, *args, **kwargs):
-        start = time.perf_counter()
+        start = timer()
         out = original_apply(cls, *args, **kwargs)
         if tg.is_grad_enabled() and not autograd._state.in_backward:
             forward_time[cls.__name__] = forward_time.get(cls.__name__, 0.0) + \
-                time.perf_counter() - start
+                timer() - start
             counts[cls.__name__] = counts.get(cls.__name__, 0) + 1
         return out
 
     last = [0.0]
 
     def observer(node, grad_output, input_grads):
-        now = time.perf_counter()
+        now = timer()
         name = type(node).__name__
         backward_time[name] = backward_time.get(name, 0.0) + now - last[0]
         last[0] = now
@@ -177,12 +182,12 @@ def profile(depth, batch_size, threads, steps=3):
     def step():
         opt.zero_grad()
         loss = nn.functional.cross_entropy(model(x), y)
-        t0 = time.perf_counter()
+        t0 = timer()
         last[0] = t0
         loss.backward()
-        t1 = time.perf_counter()
+        t1 = timer()
         opt.step()
-        return t1 - t0, time.perf_counter() - t1
+        return t1 - t0, timer() - t1
 
     step()   # warm-up (Numba compilation, allocator)
     autograd.Function.apply = classmethod(timed_apply)
@@ -191,16 +196,16 @@ def profile(depth, batch_size, threads, steps=3):
     update_time = 0.0
     try:
         for _ in range(steps):
-            start = time.perf_counter()
+            start = timer()
             _, t_update = step()
-            total_step += time.perf_counter() - start
+            total_step += timer() - start
             update_time += t_update
     finally:
         autograd.Function.apply = classmethod(original_apply)
         autograd.backward_observers.remove(observer)
     names = sorted(set(forward_time) | set(backward_time),
                    key=lambda n: -(forward_time.get(n, 0) + backward_time.get(n, 0)))
-    print(f"profile of resnet{depth}, batch {batch_size}, {steps} steps "
+    print(f"profile of resnet{depth}, batch {batch_size}, {steps} steps, {clock} clock "
           f"({total_step / steps * 1000:.1f} ms/step, {batch_size * steps / total_step:.1f} img/s)")
     print(f"{'op':<28}{'calls/step':>10}{'forward ms':>12}{'backward ms':>13}{'share':>8}")
     for n in names:
@@ -217,7 +222,7 @@ def profile(depth, batch_size, threads, steps=3):
 def _run_child(args, framework, mode):
     cmd = [sys.executable, __file__, "--child", framework, "--mode", mode, "--depth", str(args.depth),
            "--batch-size", str(args.batch_size), "--steps", str(args.steps), "--warmup",
-           str(args.warmup), "--threads", str(args.threads)]
+           str(args.warmup), "--threads", str(args.threads), "--clock", args.clock]
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads),
                OPENBLAS_NUM_THREADS=str(args.threads), NUMBA_NUM_THREADS=str(args.threads))
     out = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -240,14 +245,18 @@ def main(argv=None):
     p.add_argument("--child", choices=["ours", "torch"], help=argparse.SUPPRESS)
     p.add_argument("--mode", default="train", help=argparse.SUPPRESS)
     p.add_argument("--json", help="also write the results to this JSON file")
+    p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                   help="wall: images per wall-clock second (the real throughput, needs a quiet "
+                        "machine); cpu: images per second of CPU time used by the process, "
+                        "steadier on a shared machine (use with --threads 1)")
     args = p.parse_args(argv)
 
     if args.child:
         print(json.dumps(_child(args.child, args.depth, args.batch_size, args.steps, args.warmup,
-                                args.threads, args.mode)))
+                                args.threads, args.mode, args.clock)))
         return
     if args.profile:
-        profile(args.depth, args.batch_size, args.threads)
+        profile(args.depth, args.batch_size, args.threads, clock=args.clock)
         return
 
     try:

@@ -13,5 +13,8 @@ from .tensor import (Tensor, abs, arange, bool_, cat, clamp, clip, empty, empty_
                      ones_like, pad, rand, rand_like, randint, randn, randn_like, relu, sigmoid,
                      sqrt, stack, std, sum, tanh, tensor, uint8, var, where, zeros, zeros_like)
 from .gradcheck import GradcheckError, gradcheck, gradgradcheck
+from . import cuda, nn, optim
+from .serialization import load, save
+from .summary import summary
 
 __version__ = "0.1.0"

@@ -23,11 +23,19 @@ import numpy as np
 __all__ = [
     "get_array_module", "cupy_or_none", "numba_available", "register_reference", "kernel",
     "set_cpu_backend", "get_cpu_backend", "cpu_backend", "to_device", "device_of",
-    "KERNEL_FAMILIES", "available_implementations",
+    "KERNEL_FAMILIES", "available_implementations", "chunk_bytes",
 ]
 
 # Modules under kernels/cpu and kernels/cuda that may define kernels.
-KERNEL_FAMILIES = ("conv", "pooling", "normalization", "activation", "dropout", "loss", "optim")
+KERNEL_FAMILIES = ("conv", "pooling", "normalization", "activation", "dropout", "loss", "optim",
+                   "elementwise")
+
+# Ops whose backward builds a large temporary (the im2col column matrix) process the batch
+# in slices of about this many bytes of temporary on the CPU: a slice stays in the cache
+# between being written and being read by the GEMM, and its buffer is recycled by the
+# allocator instead of being mapped fresh (and page-faulted) at every call. A GPU has
+# the memory bandwidth and wants the largest launches, so it takes the whole batch.
+CPU_CHUNK_BYTES = 4 << 20
 
 _references: dict[str, object] = {}
 _compiled: dict[str, dict[str, object]] = {}
@@ -169,6 +177,11 @@ def available_implementations(name: str) -> list[str]:
     if cupy_or_none() is not None and name in _load_family_kernels("cuda"):
         found.append("cupy")
     return found
+
+
+def chunk_bytes(xp) -> int | None:
+    """Target size of a per-slice temporary for array module ``xp``; None = no slicing."""
+    return CPU_CHUNK_BYTES if xp is np else None
 
 
 def set_cpu_backend(name: str) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from .autograd import enable_grad, no_grad
+from .backend import to_device
 from .tensor import Tensor
 
 __all__ = ["gradcheck", "gradgradcheck", "GradcheckError", "GradcheckReport"]
@@ -119,7 +120,8 @@ def _vjp(fn, inputs, vs, create_graph=False):
     for o, v in zip(outs, vs):
         if not o.requires_grad:
             continue
-        term = (o * Tensor._wrap(v)).sum()
+        # v is a host array; the output may live on the GPU.
+        term = (o * Tensor._wrap(to_device(v, o.device))).sum()
         total = term if total is None else total + term
     if total is None:
         return [None] * len(inputs)
@@ -191,9 +193,10 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, fast_mode=False,
         try:
             if fast_mode:
                 u = rng.standard_normal(x.shape)
-                data[...] = original + eps * u
+                u_here = to_device(u, x.device)
+                data[...] = original + eps * u_here
                 plus = _scalar(fn, inputs, vs)
-                data[...] = original - eps * u
+                data[...] = original - eps * u_here
                 minus = _scalar(fn, inputs, vs)
                 numeric = (plus - minus) / (2 * eps)
                 value = float(np.sum(grad * u))
@@ -265,7 +268,8 @@ def gradgradcheck(fn, inputs, grad_outputs=None, eps=1e-6, atol=1e-5, rtol=1e-3,
     if grad_outputs is None:
         grad_outputs = tuple(Tensor(rng.uniform(0.5, 1.5, size=o.shape)
                                     * rng.choice([-1.0, 1.0], size=o.shape),
-                                    dtype=np.float64, requires_grad=True) for o in outs)
+                                    dtype=np.float64, device=o.device, requires_grad=True)
+                              for o in outs)
     grad_outputs = _as_tuple(grad_outputs)
     checked = [i for i, x in enumerate(inputs) if x.requires_grad]
 

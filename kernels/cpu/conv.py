@@ -17,7 +17,7 @@ tests (and vectorise), and the padding is written as zeros separately.
 import numpy as np
 from numba import njit, prange
 
-__all__ = ["im2col", "col2im", "KERNELS"]
+__all__ = ["im2col", "col2im", "im2col_wide", "KERNELS"]
 
 
 @njit(cache=True, inline="always")
@@ -43,8 +43,12 @@ def _valid_range(offset, stride, size, n_out):
 @njit(cache=True)
 def _im2col_task(x, cols, task, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dil_h,
                  dil_w, out_h, out_w):
-    """Fill one (row, image) run of out_h*out_w columns."""
-    n_batch, _, height, width = x.shape
+    """Fill one (row, image) run of out_h*out_w columns.
+
+    Works on flat 1-D views with explicit index arithmetic: slicing a Numba array costs
+    a view construction per output row, which at 32 elements per row was most of the time.
+    """
+    n_batch, channels, height, width = x.shape
     plane = out_h * out_w
     row = task // n_batch
     n = task - row * n_batch
@@ -55,21 +59,27 @@ def _im2col_task(x, cols, task, kernel_h, kernel_w, stride_h, stride_w, pad_h, p
     col_off = kj * dil_w - pad_w
     i_lo, i_hi = _valid_range(row_off, stride_h, height, out_h)
     j_lo, j_hi = _valid_range(col_off, stride_w, width, out_w)
-    dst = cols[row, n * plane:(n + 1) * plane]
-    src = x[n, c]
+    flat_x = x.reshape(-1)
+    flat_cols = cols.reshape(-1)
+    dst0 = row * (n_batch * plane) + n * plane
+    src0 = (n * channels + c) * (height * width)
     for oi in range(out_h):
-        base = oi * out_w
+        base = dst0 + oi * out_w
         if oi < i_lo or oi >= i_hi:
             for oj in range(out_w):
-                dst[base + oj] = 0
+                flat_cols[base + oj] = 0
             continue
-        src_row = src[oi * stride_h + row_off]
+        src_base = src0 + (oi * stride_h + row_off) * width + col_off
         for oj in range(j_lo):
-            dst[base + oj] = 0
-        for oj in range(j_lo, j_hi):
-            dst[base + oj] = src_row[oj * stride_w + col_off]
+            flat_cols[base + oj] = 0
+        if stride_w == 1:
+            # A contiguous run: a slice copy, which Numba lowers to a vectorised loop.
+            flat_cols[base + j_lo:base + j_hi] = flat_x[src_base + j_lo:src_base + j_hi]
+        else:
+            for oj in range(j_lo, j_hi):
+                flat_cols[base + oj] = flat_x[src_base + oj * stride_w]
         for oj in range(j_hi, out_w):
-            dst[base + oj] = 0
+            flat_cols[base + oj] = 0
 
 
 @njit(cache=True, parallel=True)
@@ -100,24 +110,31 @@ def _im2col_serial(x, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dil_
 def _col2im_task(cols, x, task, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dil_h,
                  dil_w, out_h, out_w):
     """Sum every column entry of one (image, channel) into its output plane."""
-    channels, height, width = x.shape[1], x.shape[2], x.shape[3]
+    n_batch, channels, height, width = x.shape
     plane = out_h * out_w
     n = task // channels
     c = task - n * channels
-    dst = x[n, c]
-    dst[:, :] = 0
+    flat_x = x.reshape(-1)
+    flat_cols = cols.reshape(-1)
+    dst0 = task * (height * width)
+    for p in range(height * width):
+        flat_x[dst0 + p] = 0
     for ki in range(kernel_h):
         row_off = ki * dil_h - pad_h
         i_lo, i_hi = _valid_range(row_off, stride_h, height, out_h)
         for kj in range(kernel_w):
             col_off = kj * dil_w - pad_w
             j_lo, j_hi = _valid_range(col_off, stride_w, width, out_w)
-            src = cols[(c * kernel_h + ki) * kernel_w + kj, n * plane:(n + 1) * plane]
+            src0 = ((c * kernel_h + ki) * kernel_w + kj) * (n_batch * plane) + n * plane
             for oi in range(i_lo, i_hi):
-                dst_row = dst[oi * stride_h + row_off]
-                base = oi * out_w
-                for oj in range(j_lo, j_hi):
-                    dst_row[oj * stride_w + col_off] += src[base + oj]
+                dst_base = dst0 + (oi * stride_h + row_off) * width + col_off
+                src_base = src0 + oi * out_w
+                if stride_w == 1:
+                    for oj in range(j_lo, j_hi):
+                        flat_x[dst_base + oj] += flat_cols[src_base + oj]
+                else:
+                    for oj in range(j_lo, j_hi):
+                        flat_x[dst_base + oj * stride_w] += flat_cols[src_base + oj]
 
 
 @njit(cache=True, parallel=True)
@@ -142,6 +159,62 @@ def _col2im_serial(cols, n_batch, channels, height, width, kernel_h, kernel_w, s
     return x
 
 
+@njit(cache=True)
+def _im2col_wide_task(x, cols, task, kernel_h, kernel_w, pad_h, pad_w, dil_h, dil_w, out_h,
+                      grid_w):
+    """Fill the run of one (row, image) pair: out_h grid rows of grid_w columns."""
+    n_batch, channels, height, width = x.shape
+    run = out_h * grid_w
+    out_w = grid_w - dil_w * (kernel_w - 1)
+    row = task // n_batch
+    n = task - row * n_batch
+    c = row // (kernel_h * kernel_w)
+    ki = (row // kernel_w) % kernel_h
+    kj = row % kernel_w
+    col_off = kj * dil_w - pad_w
+    # Output columns whose input column is inside the image; the rest read padding.
+    j_lo = min(max(-col_off, 0), out_w)
+    j_hi = max(min(width - col_off, out_w), j_lo)
+    flat_x = x.reshape(-1)
+    flat_cols = cols.reshape(-1)
+    dst0 = row * (n_batch * run) + n * run
+    src0 = (n * channels + c) * (height * width)
+    for oi in range(out_h):
+        base = dst0 + oi * grid_w
+        src_row = oi + ki * dil_h - pad_h
+        if src_row < 0 or src_row >= height:
+            for t in range(grid_w):
+                flat_cols[base + t] = 0
+            continue
+        src_base = src0 + src_row * width + col_off
+        for t in range(j_lo):
+            flat_cols[base + t] = 0
+        flat_cols[base + j_lo:base + j_hi] = flat_x[src_base + j_lo:src_base + j_hi]
+        # Right padding and the columns past OW (dropped by the caller) are zeros.
+        for t in range(j_hi, grid_w):
+            flat_cols[base + t] = 0
+
+
+@njit(cache=True, parallel=True)
+def _im2col_wide_parallel(x, kernel_h, kernel_w, pad_h, pad_w, dil_h, dil_w):
+    n_batch, channels, height, width = x.shape
+    grid_w = width + 2 * pad_w
+    out_h = height + 2 * pad_h - dil_h * (kernel_h - 1)
+    rows = channels * kernel_h * kernel_w
+    cols = np.empty((rows, n_batch * out_h * grid_w), dtype=x.dtype)
+    for task in prange(rows * n_batch):
+        _im2col_wide_task(x, cols, task, kernel_h, kernel_w, pad_h, pad_w, dil_h, dil_w, out_h,
+                          grid_w)
+    return cols
+
+
+def im2col_wide(x, kernel_h, kernel_w, pad_h, pad_w, dil_h, dil_w):
+    """x: (B, C, H, W) -> (C*kh*kw, B*OH*Wp); the contract of the NumPy reference, except
+    that the columns past OW in each grid row are zeros (the reference leaves whatever the
+    straddling window reads; callers drop or zero-weight them either way)."""
+    return _im2col_wide_parallel(x, kernel_h, kernel_w, pad_h, pad_w, dil_h, dil_w)
+
+
 # Below this many column entries, starting the worker threads costs more than it saves.
 PARALLEL_MIN_ELEMENTS = 1 << 16
 
@@ -161,4 +234,4 @@ def col2im(cols, n_batch, channels, height, width, kernel_h, kernel_w, stride_h,
                pad_h, pad_w, dil_h, dil_w, out_h, out_w)
 
 
-KERNELS = {"im2col": im2col, "col2im": col2im}
+KERNELS = {"im2col": im2col, "col2im": col2im, "im2col_wide": im2col_wide}

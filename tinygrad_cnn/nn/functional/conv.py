@@ -32,12 +32,12 @@ and the Numba versions live in ``tinygrad_cnn/kernels/cpu/conv.py``.
 from __future__ import annotations
 
 import numbers
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from ... import backend
-from ...autograd import Function
+from ...autograd import Function, is_grad_enabled
 from ...backend import get_array_module
 from ...tensor import Tensor, pad as _pad
 
@@ -237,26 +237,45 @@ class Conv2d(Function):
     i.e. ``Y = W cols + b`` with Y: (C_out, N*OH*OW). Backward (``G = dL/dY``):
     ``dx = col2im(W^T G)``, ``dW = G cols^T``, ``db = G 1``. Only x and w are
     saved; cols is rebuilt in backward, trading one im2col for 9x less memory.
+
+    How the fast path computes the same sums (see docs/ops/conv.md, "Speed"):
+
+    * The batch is processed in slices of images (``backend.chunk_bytes``): the
+      column matrix of a slice is a few MiB, so it is still in the cache when the
+      GEMM reads it, and its buffer is recycled from slice to slice.
+    * Unit stride uses *wide* columns (:func:`_im2col_wide_reference`): windows on
+      the padded-width grid, so every row of the column matrix is one contiguous run
+      and building it is a plain copy; the few columns that straddle the right edge
+      are computed and dropped.
+    * Unit stride also gets ``dx`` as a convolution of ``G`` with the flipped,
+      transposed kernel (``dx = corr(pad(G), rot180(W)^T)``), a gather plus a GEMM
+      instead of a GEMM plus the scatter-add of col2im.
+    * With ``create_graph=True`` the backward is built from differentiable Tensor
+      operations and the :class:`Im2col`/:class:`Col2im` pair instead.
     """
 
     def forward(self, x, weight, bias, *, geometry, groups):
         xp = get_array_module(x)
         self.geometry, self.groups = geometry, groups
         self.save_for_backward(x, weight)
-        n_batch, c_out, plane = x.shape[0], weight.shape[0], geometry.out[0] * geometry.out[1]
-        cols = _run_im2col(x, geometry)
-        products = _group_matmul(weight.reshape(c_out, -1), cols, groups)   # (C_out, N*L)
-        del cols
-        out = xp.empty((n_batch, c_out) + geometry.out, dtype=products.dtype)
-        # (C_out, N, L) -> (N, C_out, L), adding the bias in the same pass.
-        products = products.reshape(c_out, n_batch, plane).transpose(1, 0, 2)
-        if bias is None:
-            out.reshape(n_batch, c_out, plane)[...] = products
-        else:
-            xp.add(products, bias.reshape(1, c_out, 1), out=out.reshape(n_batch, c_out, plane))
+        n_batch, c_out = x.shape[0], weight.shape[0]
+        weight_2d = weight.reshape(c_out, -1)
+        out = xp.empty((n_batch, c_out) + geometry.out, dtype=x.dtype)
+        for start, stop in _image_chunks(n_batch, _column_bytes(geometry, x.dtype), xp):
+            products = _conv_products(x[start:stop], weight_2d, groups, geometry)
+            if bias is None:
+                out[start:stop] = products
+            else:
+                xp.add(products, bias.reshape(1, c_out, 1, 1), out=out[start:stop])
         return out
 
     def backward(self, grad_output):
+        if is_grad_enabled():
+            # create_graph=True: build the gradients from differentiable pieces.
+            return self._differentiable_backward(grad_output)
+        return self._fast_backward(grad_output)
+
+    def _differentiable_backward(self, grad_output):
         x, weight = self.saved_tensors
         geometry, groups = self.geometry, self.groups
         n_batch, c_out = grad_output.shape[:2]
@@ -277,6 +296,166 @@ class Conv2d(Function):
         if self.needs_input_grad[2]:
             grad_b = grad_y.sum(-1).reshape(c_out)
         return grad_x, grad_w, grad_b
+
+    def _fast_backward(self, grad_output):
+        """The same formulas on raw arrays, slice by slice; dW sums over the slices."""
+        x_tensor, weight_tensor = self.saved_tensors
+        x, weight, g = x_tensor.data, weight_tensor.data, grad_output.data
+        xp = get_array_module(x)
+        geometry, groups = self.geometry, self.groups
+        c_out = g.shape[1]
+        need_x, need_w, need_b = self.needs_input_grad
+        grad_x = grad_w = grad_b = None
+        transposed = _transposed_geometry(geometry, c_out) if need_x else None
+        if need_x:
+            grad_x = xp.empty(x.shape, dtype=x.dtype)
+            if transposed is not None:
+                weight_t = _flipped_transposed_weight(weight, groups)
+        if need_w:
+            grad_w = xp.zeros((groups, c_out // groups, geometry.rows // groups), dtype=x.dtype)
+        per_image = max(_column_bytes(geometry, x.dtype),
+                        _column_bytes(transposed, x.dtype) if transposed else 0)
+        for start, stop in _image_chunks(geometry.n_batch, per_image, xp):
+            g_slice = g[start:stop]
+            if need_x and transposed is not None:
+                grad_x[start:stop] = _conv_products(g_slice, weight_t, groups, transposed)
+            elif need_x:
+                grad_x[start:stop] = _col2im_of_products(g_slice, weight, groups, geometry)
+            if need_w:
+                grad_w += _weight_products(x[start:stop], g_slice, groups, geometry)
+        if need_b:
+            grad_b = g.sum(axis=(0, 2, 3))
+        if grad_w is not None:
+            grad_w = grad_w.reshape(weight.shape)
+        # _wrap keeps the arrays where they are (no copy, same device).
+        return tuple(None if array is None else Tensor._wrap(array)
+                     for array in (grad_x, grad_w, grad_b))
+
+
+# ---------------------------------------------------------------------------
+# Raw-array pieces of the fast path
+# ---------------------------------------------------------------------------
+
+def _unit_stride(geometry):
+    return geometry.stride == (1, 1)
+
+
+def _wide_width(geometry):
+    """Row length Wp of the padded-width grid used by the wide columns."""
+    return geometry.width + 2 * geometry.padding[1]
+
+
+def _column_bytes(geometry, dtype):
+    """Bytes of column matrix per image, for sizing the slices."""
+    width = _wide_width(geometry) if _unit_stride(geometry) else geometry.out[1]
+    return geometry.rows * geometry.out[0] * width * np.dtype(dtype).itemsize
+
+
+def _image_chunks(n_batch, per_image_bytes, xp):
+    """(start, stop) slices covering the batch, each with about ``chunk_bytes`` of columns."""
+    budget = backend.chunk_bytes(xp)
+    size = n_batch if budget is None else max(1, min(n_batch, budget // max(per_image_bytes, 1)))
+    return [(start, min(start + size, n_batch)) for start in range(0, n_batch, size)]
+
+
+def _columns(x, geometry):
+    """Column matrix of a slice of images and the row length of its output grid."""
+    xp = get_array_module(x)
+    size = x.shape[0]
+    if _unit_stride(geometry):
+        cols = backend.kernel("im2col_wide", xp)(
+            xp.ascontiguousarray(x), geometry.kernel[0], geometry.kernel[1], geometry.padding[0],
+            geometry.padding[1], geometry.dilation[0], geometry.dilation[1])
+        return cols, _wide_width(geometry)
+    return _run_im2col(x, replace(geometry, n_batch=size)), geometry.out[1]
+
+
+def _conv_products(x, weight_2d, groups, geometry):
+    """conv of a slice x: (B, C, H, W) with weight_2d: (C_out, C/groups*kh*kw), no bias.
+
+    Returns a (B, C_out, OH, OW) view of the GEMM result."""
+    size, c_out = x.shape[0], weight_2d.shape[0]
+    cols, grid_width = _columns(x, geometry)
+    products = _group_matmul(weight_2d, cols, groups)              # (C_out, B*OH*grid_width)
+    products = products.reshape(c_out, size, geometry.out[0], grid_width)
+    return products[..., :geometry.out[1]].transpose(1, 0, 2, 3)
+
+
+def _weight_products(x, g, groups, geometry):
+    """sum over the slice of G cols^T: (groups, C_out/groups, C/groups*kh*kw)."""
+    xp = get_array_module(x)
+    size, c_out = g.shape[:2]
+    cols, grid_width = _columns(x, geometry)
+    # G on the same grid as the columns; the dropped edge columns get zero gradient.
+    grad_y = xp.zeros((c_out, size, geometry.out[0], grid_width), dtype=g.dtype)
+    grad_y[..., :geometry.out[1]] = g.transpose(1, 0, 2, 3)
+    grad_y = grad_y.reshape(groups, c_out // groups, -1)
+    return xp.matmul(grad_y, cols.reshape(groups, geometry.rows // groups, -1).transpose(0, 2, 1))
+
+
+def _col2im_of_products(g, weight, groups, geometry):
+    """dx of a slice as col2im(W^T G) (any stride)."""
+    xp = get_array_module(g)
+    size, c_out = g.shape[:2]
+    chunk = replace(geometry, n_batch=size)
+    grad_y = xp.ascontiguousarray(g.transpose(1, 0, 2, 3)).reshape(groups, c_out // groups, -1)
+    w = weight.reshape(groups, c_out // groups, -1)
+    grad_cols = xp.matmul(w.transpose(0, 2, 1), grad_y).reshape(geometry.rows, -1)
+    return _run_col2im(grad_cols, chunk)
+
+
+def _transposed_geometry(geometry, c_out):
+    """Geometry of dx = corr(pad(G), rot180(W)^T) for a unit-stride conv, or None.
+
+    Padding G by ``d*(k-1) - p`` on each side makes the correlation's output exactly
+    H x W; when the forward padding exceeds the dilated kernel (negative padding) the
+    col2im route is used instead."""
+    if not _unit_stride(geometry):
+        return None
+    pads = tuple(d * (k - 1) - p for k, d, p in
+                 zip(geometry.kernel, geometry.dilation, geometry.padding))
+    if min(pads) < 0:
+        return None
+    return _Geometry(geometry.n_batch, c_out, geometry.out[0], geometry.out[1], geometry.kernel,
+                     (1, 1), pads, geometry.dilation, (geometry.height, geometry.width))
+
+
+def _flipped_transposed_weight(weight, groups):
+    """(C_out, C/g, kh, kw) -> the (C, C_out/g*kh*kw) matrix of rot180(W)^T, per group."""
+    xp = get_array_module(weight)
+    c_out, c_per_group, kh, kw = weight.shape
+    w = weight.reshape(groups, c_out // groups, c_per_group, kh, kw)[..., ::-1, ::-1]
+    w = w.transpose(0, 2, 1, 3, 4)                  # (groups, C/g, C_out/g, kh, kw)
+    return xp.ascontiguousarray(w).reshape(groups * c_per_group, (c_out // groups) * kh * kw)
+
+
+@backend.register_reference("im2col_wide")
+def _im2col_wide_reference(x, kernel_h, kernel_w, pad_h, pad_w, dil_h, dil_w):
+    """Columns of a unit-stride convolution on the padded-width grid.
+
+    x: (B, C, H, W) -> cols: (C*kernel_h*kernel_w, B*OH*Wp) with Wp = W + 2*pad_w,
+    OH = H + 2*pad_h - dil_h*(kernel_h - 1), and
+    ``cols[(c*kh + i)*kw + j, b*OH*Wp + r] = x_pad[b, c].flat[i*dil_h*Wp + j*dil_w + r]``.
+    Column ``r = oh*Wp + ow`` is the window at (oh, ow) when ``ow < OW``; the last
+    ``dil_w*(kernel_w - 1)`` columns of each grid row straddle the right edge and are
+    dropped by the caller. Each matrix row is then ONE contiguous run of the padded
+    plane, so the "im2col" is a strided copy. x_pad gets one extra zero row at the
+    bottom so that the straddling reads of the last row stay inside its plane.
+    """
+    xp = get_array_module(x)
+    n_batch, channels, height, width = x.shape
+    padded_h, padded_w = height + 2 * pad_h, width + 2 * pad_w
+    out_h = padded_h - dil_h * (kernel_h - 1)
+    padded = xp.zeros((n_batch, channels, padded_h + 1, padded_w), dtype=x.dtype)
+    padded[:, :, pad_h:pad_h + height, pad_w:pad_w + width] = x
+    plane = (padded_h + 1) * padded_w
+    item = x.dtype.itemsize
+    run = out_h * padded_w
+    view = xp.lib.stride_tricks.as_strided(
+        padded, shape=(channels, kernel_h, kernel_w, n_batch, run),
+        strides=(plane * item, dil_h * padded_w * item, dil_w * item, channels * plane * item,
+                 item))
+    return xp.ascontiguousarray(view).reshape(channels * kernel_h * kernel_w, n_batch * run)
 
 
 def _group_matmul(weight_2d, cols, groups):

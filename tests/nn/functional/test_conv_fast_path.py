@@ -1,0 +1,113 @@
+"""The fast convolution path (batch slices, wide columns, dx as a convolution) equals the
+textbook path it replaces: the differentiable backward built from Im2col/Col2im and the
+whole-batch reference kernels."""
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+import tinygrad_cnn as tc
+from tinygrad_cnn import backend
+from tinygrad_cnn.nn import functional as F
+from tinygrad_cnn.nn.functional import conv as conv_module
+from tinygrad_cnn.testing import assert_allclose
+
+
+def _grads(x, w, b, g, slow, **kw):
+    X = tc.Tensor(x, requires_grad=True)
+    W = tc.Tensor(w, requires_grad=True)
+    B = tc.Tensor(b, requires_grad=True)
+    y = F.conv2d(X, W, B, **kw)
+    if slow:
+        # create_graph=True takes the differentiable (textbook) backward.
+        y.backward(tc.Tensor(g), create_graph=True)
+    else:
+        y.backward(tc.Tensor(g))
+    return y.numpy(), X.grad.numpy(), W.grad.numpy(), B.grad.numpy()
+
+
+@st.composite
+def conv_cases(draw):
+    groups = draw(st.sampled_from([1, 2]))
+    c_in = groups * draw(st.integers(1, 3))
+    c_out = groups * draw(st.integers(1, 3))
+    kh, kw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    stride = draw(st.sampled_from([1, 1, 2]))
+    dilation = draw(st.integers(1, 2))
+    # Padding up to kernel + 1 also covers the case where dx falls back to col2im.
+    padding = (draw(st.integers(0, kh + 1)), draw(st.integers(0, kw + 1)))
+    h = draw(st.integers(dilation * (kh - 1) + 1, 7))
+    w = draw(st.integers(dilation * (kw - 1) + 1, 7))
+    n = draw(st.integers(1, 5))
+    return dict(n=n, c_in=c_in, c_out=c_out, kernel=(kh, kw), stride=stride, padding=padding,
+                dilation=dilation, groups=groups, size=(h, w))
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 1 << 30])
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])   # the patch is constant
+@given(case=conv_cases(), seed=st.integers(0, 2**16))
+def test_fast_backward_equals_textbook_backward(monkeypatch, cpu_backend, chunk_bytes, case, seed):
+    # chunk_bytes=1 processes one image per slice; 2**30 takes the whole batch at once.
+    monkeypatch.setattr(backend, "CPU_CHUNK_BYTES", chunk_bytes)
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((case["n"], case["c_in"]) + case["size"])
+    w = rng.standard_normal((case["c_out"], case["c_in"] // case["groups"]) + case["kernel"])
+    b = rng.standard_normal(case["c_out"])
+    kw = dict(stride=case["stride"], padding=case["padding"], dilation=case["dilation"],
+              groups=case["groups"])
+    y_ref = F.conv2d(tc.Tensor(x), tc.Tensor(w), tc.Tensor(b), **kw).numpy()
+    g = rng.standard_normal(y_ref.shape)
+    fast = _grads(x, w, b, g, slow=False, **kw)
+    slow = _grads(x, w, b, g, slow=True, **kw)
+    for a, c, name in zip(fast, slow, ["y", "dx", "dw", "db"]):
+        assert_allclose(a, c, rtol=1e-10, atol=1e-10, err_msg=name)
+
+
+def test_forward_matches_the_reference_kernels_whole_batch():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 4, 9, 8))
+    w = rng.standard_normal((6, 4, 3, 3))
+    y = F.conv2d(tc.Tensor(x), tc.Tensor(w), padding=1).numpy()
+    # Direct sum, no im2col at all.
+    xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    expected = np.zeros_like(y)
+    for i in range(3):
+        for j in range(3):
+            expected += np.einsum("oc,nchw->nohw", w[:, :, i, j], xp[:, :, i:i + 9, j:j + 8])
+    assert_allclose(y, expected, rtol=1e-12, atol=1e-12)
+
+
+@settings(max_examples=20, deadline=None)
+@given(n=st.integers(1, 3), c=st.integers(1, 3), h=st.integers(1, 6), w=st.integers(1, 6),
+       kh=st.integers(1, 3), kw=st.integers(1, 3), ph=st.integers(0, 2), pw=st.integers(0, 2),
+       dh=st.integers(1, 2), dw=st.integers(1, 2))
+def test_wide_columns_numba_equals_reference(n, c, h, w, kh, kw, ph, pw, dh, dw):
+    if h + 2 * ph < dh * (kh - 1) + 1 or w + 2 * pw < dw * (kw - 1) + 1:
+        return
+    pytest.importorskip("numba")
+    x = np.random.default_rng(1).standard_normal((n, c, h, w)).astype(np.float32)
+    fast = backend.kernel("im2col_wide", np, impl="numba")(x, kh, kw, ph, pw, dh, dw)
+    ref = backend.kernel("im2col_wide", np, impl="numpy")(x, kh, kw, ph, pw, dh, dw)
+    assert fast.shape == ref.shape
+    grid_w = w + 2 * pw
+    out_w = grid_w - dw * (kw - 1)
+    keep = np.tile(np.arange(grid_w) < out_w, fast.shape[1] // grid_w)
+    np.testing.assert_array_equal(fast[:, keep], ref[:, keep])
+    # The numba kernel writes zeros in the dropped columns (the reference may not).
+    assert not fast[:, ~keep].any()
+
+
+def test_wide_columns_are_standard_columns_on_the_valid_grid():
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((2, 3, 5, 6))
+    cols = backend.kernel("im2col_wide", np, impl="numpy")(x, 3, 2, 1, 0, 1, 2)
+    standard = backend.kernel("im2col", np, impl="numpy")(x, 3, 2, 1, 1, 1, 0, 1, 2, 5, 4)
+    grid = cols.reshape(cols.shape[0], 2, 5, 6)[..., :4].reshape(cols.shape[0], -1)
+    np.testing.assert_array_equal(grid, standard)
+
+
+def test_slices_cover_the_batch_exactly(monkeypatch):
+    monkeypatch.setattr(backend, "CPU_CHUNK_BYTES", 100)
+    chunks = conv_module._image_chunks(7, 30, np)
+    assert chunks == [(0, 3), (3, 6), (6, 7)]
+    assert conv_module._image_chunks(7, 10**9, np) == [(i, i + 1) for i in range(7)]
