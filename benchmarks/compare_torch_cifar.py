@@ -6,7 +6,7 @@ the same initial weights (the tinygrad_cnn model's state_dict, copied by name), 
 from floating-point arithmetic. Over several seeds, the test accuracies should agree within noise.
 
     python benchmarks/compare_torch_cifar.py --data-dir ../shared/data/cifar-10-partial-bin --no-verify \\
-        --epochs 30 --schedule onecycle --seeds 0 1 2
+        --epochs 10 --schedule onecycle --seeds 0 1 2
     python benchmarks/compare_torch_cifar.py ... --frameworks torch      # only the PyTorch side
 
 Without PyTorch installed the script says so and exits with status 0 (nothing to compare against).
@@ -41,7 +41,7 @@ def build_parser():
     p.add_argument("--no-verify", dest="verify", action="store_false")
     p.add_argument("--depth", type=int, default=20)
     p.add_argument("--shortcut", choices=("A", "B"), default="A")
-    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=0.1)
     p.add_argument("--momentum", type=float, default=0.9)
@@ -168,7 +168,7 @@ def run_torch(torch, example, args, seed):
                 sched.step()
             seen += len(y)
             correct += int((logits.argmax(1) == y).sum())
-            loss_sum += float(loss) * len(y)
+            loss_sum += loss.item() * len(y)
         if not per_batch:
             sched.step()
         print(f"  torch seed {seed} epoch {epoch + 1}/{config['epochs']}: train loss {loss_sum / seen:.4f} "

@@ -1,8 +1,10 @@
 """Train LeNet-5 (LeCun et al. 1998) on MNIST with tinygrad_cnn.
 
 Default recipe (reaches >= 99.0% on the official 10,000-image test set): LeNet-5 with ReLU and max
-pooling, Adam with a one-cycle schedule peaking at lr 3e-3, batch 128, 8 epochs, inputs normalised with the
-training set's mean/std, and a random shift of up to 2 pixels (pad 2 + random 28x28 crop).
+pooling, Adam with a one-cycle schedule peaking at lr 3e-3, batch 128, 4 epochs, inputs normalised with the
+training set's mean/std, and a random shift of up to 2 pixels (pad 2 + random 28x28 crop). Three epochs
+land right at the threshold (98.96% here, 99.03-99.12% for the same recipe in PyTorch), so the default
+keeps one more.
 
     python examples/train_lenet_mnist.py --data-dir ../shared/data/mnist
     python examples/train_lenet_mnist.py --download                   # into $TINYGRAD_CNN_DATA or the cache
@@ -50,7 +52,7 @@ common = _load_shared_helpers()
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Train LeNet-5 on MNIST with tinygrad_cnn.",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--epochs", type=common._positive_int, default=8)
+    p.add_argument("--epochs", type=common._positive_int, default=4)
     p.add_argument("--batch-size", type=common._positive_int, default=128)
     p.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
     p.add_argument("--lr", type=common._non_negative_float, default=3e-3,

@@ -1,7 +1,8 @@
 """Train a CIFAR-10 ResNet (He et al., "Deep Residual Learning for Image Recognition", 2015, section 4.2).
 
 The defaults are the paper's ResNet-20 recipe: SGD with momentum 0.9, weight decay 1e-4, batch 128,
-lr 0.1 divided by 10 at 50% and 75% of training (the paper's 32k and 48k of 64k iterations), 182 epochs,
+lr 0.1 divided by 10 at 50% and 75% of training, 164 epochs (164 x 391 batches of the 50,000 training
+images = the paper's 64k iterations, with the drops at epochs 82 and 123 = its 32k and 48k),
 4-pixel padding + random 32x32 crop + horizontal flip, per-channel mean/std normalisation, option A
 (parameter-free) shortcuts.
 
@@ -9,7 +10,7 @@ lr 0.1 divided by 10 at 50% and 75% of training (the paper's 32k and 48k of 64k 
     python examples/train_resnet_cifar.py --download
     # a short one-cycle run on the 5,000-image subset of this checkout's shared data
     python examples/train_resnet_cifar.py --data-dir ../shared/data/cifar-10-partial-bin --no-verify \\
-        --epochs 30 --schedule onecycle --out runs/r20_subset
+        --epochs 10 --schedule onecycle --out runs/r20_subset
     # continue where an interrupted run stopped (latest checkpoint in --out)
     python examples/train_resnet_cifar.py --out runs/r20_subset --resume
 
@@ -88,7 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="A: zero-padding identity shortcuts; B: 1x1 projections where the shape changes")
     g.add_argument("--plain", action="store_true", help="the plain net of the same depth (no shortcuts)")
     g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=_positive_int, default=182, help="182 epochs of 45k/50k images ~ the paper's 64k iterations")
+    g.add_argument("--epochs", type=_positive_int, default=164,
+                   help="164 epochs x 391 batches of 50k images = the paper's 64k iterations "
+                        "(use 182 with --val-split 5000: 182 x 352 batches of 45k images)")
     g.add_argument("--batch-size", type=_positive_int, default=128)
     g.add_argument("--lr", type=_non_negative_float, default=0.1, help="initial lr (step) or peak lr (onecycle)")
     g.add_argument("--momentum", type=_non_negative_float, default=0.9)
@@ -329,7 +332,7 @@ def build_optimizer(config, params):
 
 
 def step_milestones(epochs):
-    """Epochs after which the lr drops by 10: 50% and 75% of the run (91 and 136 of 182)."""
+    """Epochs after which the lr drops by 10: 50% and 75% of the run (82 and 123 of 164)."""
     return sorted({max(1, int(round(0.5 * epochs))), max(1, int(round(0.75 * epochs)))})
 
 

@@ -142,3 +142,17 @@ def test_gradgradcheck_catches_wrong_second_derivative():
 def test_requires_an_input_that_needs_grad():
     with pytest.raises(ValueError, match="no input requires grad"):
         tg.gradcheck(lambda u: u * 2, (Tensor(np.ones(2)),))
+
+
+def test_report_names_the_failing_output_of_a_multi_output_function():
+    class WrongFactor(Function):
+        def forward(self, x):
+            return x * 3
+
+        def backward(self, g):
+            return g * 2
+
+    report = tg.gradcheck(lambda u: (u * 2, WrongFactor.apply(u), u.tanh()), (_t((4,)),),
+                          raise_exception=False, return_report=True)
+    assert not report.ok and report.failures[0]["output"] == "1"
+    assert "output     1" in str(report)

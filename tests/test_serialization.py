@@ -139,7 +139,7 @@ def test_files_needing_pickle_are_refused(tmp_path):
         load(with_objects)
     pickled = tmp_path / "model.pt"
     pickled.write_bytes(pickle.dumps({"w": [1.0, 2.0]}))
-    with pytest.raises(ValueError, match="not an .npz archive: NumPy would have to unpickle it"):
+    with pytest.raises(ValueError, match="not an .npz archive: it is a pickle"):
         load(pickled)
     single = tmp_path / "array.npy"
     np.save(single, np.ones(2))
@@ -156,3 +156,54 @@ def test_tensors_on_device_are_saved_from_host_memory(tmp_path, device):
     fresh.load_state_dict(loaded)
     assert fresh.fc.weight.device == device
     assert_allclose(fresh.fc.weight, model.fc.weight)
+
+
+def test_pytorch_zip_checkpoints_are_refused_not_returned_as_bytes(tmp_path):
+    # torch.save writes a zip holding "<name>/data.pkl" and raw storages; np.load would open it
+    # as an NpzFile and hand back bytes, which load_state_dict could not make sense of.
+    fake = tmp_path / "resnet.pt"
+    with zipfile.ZipFile(fake, "w") as archive:
+        archive.writestr("resnet/data.pkl", pickle.dumps({"w": 1}))
+        archive.writestr("resnet/data/0", b"\0" * 16)
+    with pytest.raises(ValueError, match=r"not an .npz of arrays: it holds 'resnet/data.pkl', "
+                                         r"'resnet/data/0'.*PyTorch checkpoint"):
+        load(fake)
+
+
+def test_real_pytorch_checkpoint_is_refused(tmp_path):
+    torch = pytest.importorskip("torch")
+    new_format, old_format = tmp_path / "new.pt", tmp_path / "old.pt"
+    torch.save(torch.nn.Linear(2, 2).state_dict(), new_format)
+    torch.save(torch.nn.Linear(2, 2).state_dict(), old_format, _use_new_zipfile_serialization=False)
+    with pytest.raises(ValueError, match="PyTorch checkpoint"):
+        load(new_format)
+    with pytest.raises(ValueError, match="it is a pickle"):
+        load(old_format)
+
+
+def test_damaged_empty_and_foreign_files_give_clear_errors(tmp_path):
+    good = tmp_path / "good.npz"
+    save({"w": np.arange(1000.0), "v": np.ones(3)}, good)
+    data = good.read_bytes()
+    truncated = tmp_path / "truncated.npz"
+    truncated.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="damaged .npz archive"):
+        load(truncated)
+    empty = tmp_path / "empty.npz"
+    empty.write_bytes(b"")
+    with pytest.raises(ValueError, match=r"is empty \(0 bytes\)"):
+        load(empty)
+    text = tmp_path / "notes.npz"
+    text.write_text("not weights")
+    with pytest.raises(ValueError, match="not a zip archive"):
+        load(text)
+    with pytest.raises(FileNotFoundError, match="missing.npz"):
+        load(tmp_path / "missing.npz")
+
+
+def test_saving_into_a_missing_directory_or_onto_a_directory_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="the directory .*nowhere' does not exist"):
+        save({"w": np.ones(2)}, tmp_path / "nowhere" / "w.npz")
+    with pytest.raises(IsADirectoryError, match="it is a directory"):
+        save({"w": np.ones(2)}, tmp_path)
+    assert os.listdir(tmp_path) == []

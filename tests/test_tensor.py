@@ -137,3 +137,12 @@ def test_comparisons_are_bool_and_not_differentiable():
     mask = t > 1.5
     assert mask.dtype == np.bool_ and not mask.requires_grad
     np.testing.assert_array_equal((t == 2.0).numpy(), [False, True, False])
+
+
+def test_integer_operands_take_the_float_dtype_as_in_pytorch():
+    t = Tensor(np.ones(2, np.float32), requires_grad=True)
+    assert (t * Tensor(np.array([1, 0]))).dtype == np.float32
+    assert (t + [1, 2]).dtype == np.float32
+    assert (Tensor(np.array([1, 2])) + 1.5).dtype == np.float32
+    assert (Tensor(np.array([1, 2])) * Tensor(np.array([3, 4]))).dtype == np.int64
+    assert (t.double() + t).dtype == np.float64

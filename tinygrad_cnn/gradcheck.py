@@ -138,6 +138,28 @@ def _scalar(fn, inputs, vs):
     return float(sum(np.sum(np.asarray(o.numpy(), dtype=np.float64) * v) for o, v in zip(outs, vs)))
 
 
+def _blame_outputs(fn, inputs, vs, i, index, eps, atol, rtol):
+    """The outputs whose own vector-Jacobian product is wrong at element ``index`` of input ``i``."""
+    data = inputs[i].data
+    value = data[index]
+    blamed = []
+    for j in range(len(vs)):
+        only_j = [v if k == j else np.zeros_like(v) for k, v in enumerate(vs)]
+        grad = _vjp(fn, inputs, only_j)[i]
+        analytic = 0.0 if grad is None else float(grad[index])
+        try:
+            data[index] = value + eps
+            plus = _scalar(fn, inputs, only_j)
+            data[index] = value - eps
+            minus = _scalar(fn, inputs, only_j)
+        finally:
+            data[index] = value
+        numeric = (plus - minus) / (2 * eps)
+        if not abs(analytic - numeric) <= atol + rtol * abs(numeric):
+            blamed.append(j)
+    return blamed
+
+
 def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, fast_mode=False,
               raise_exception=True, seed=0, check_determinism=True, nondet_tol=0.0,
               return_report=False):
@@ -145,6 +167,9 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, fast_mode=False,
 
     Args:
         fn: callable taking the input Tensors and returning a Tensor (or a tuple of them).
+            It is evaluated under ``no_grad`` for the finite differences, so a ``fn`` that calls
+            ``backward`` itself (a gradient penalty) wraps that part in ``enable_grad()``.
+            With several outputs, a failure names the output(s) that fail on their own.
         inputs: a Tensor or tuple of Tensors; those with ``requires_grad`` are checked.
             They should be float64.
         eps: finite-difference step.
@@ -231,9 +256,15 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, fast_mode=False,
             worst = int(np.argmax(np.where(bad, err - tol, -np.inf)))
             index = np.unravel_index(worst, x.shape)
             a, n = float(grad[index]), float(numeric[index])
+            if len(outs) == 1:
+                output = "0 (weighted by a random upstream gradient)"
+            else:
+                blamed = _blame_outputs(fn, inputs, vs, i, index, eps, atol, rtol)
+                output = (", ".join(str(j) for j in blamed) if blamed else
+                          f"none of the {len(outs)} outputs alone; only their weighted sum")
             report.fail(what=f"input {i} (shape {x.shape}): {int(bad.sum())} of {bad.size} "
                              "gradient elements do not match finite differences",
-                        input=i, output=f"sum over outputs weighted by a random upstream gradient",
+                        input=i, output=output,
                         index=tuple(int(j) for j in index), analytic=a, numeric=n,
                         abs_error=abs(a - n), rel_error=abs(a - n) / max(abs(n), 1e-300),
                         tolerance=float(tol[index]),

@@ -28,6 +28,19 @@ def _broadcast_check(op, a, b):
             ) from None
 
 
+def _promote(a, b):
+    """PyTorch's type-category rule: an integer or bool operand takes the floating operand's dtype.
+
+    NumPy alone would turn float32 combined with int64 into float64 (twice the memory and time,
+    silently); floating operands of different widths still promote as in NumPy and PyTorch.
+    """
+    if a.dtype.kind in "biu" and b.dtype.kind in "fc":
+        return a.astype(b.dtype), b
+    if b.dtype.kind in "biu" and a.dtype.kind in "fc":
+        return a, b.astype(a.dtype)
+    return a, b
+
+
 def sum_to(grad, shape):
     """Sum ``grad`` (a Tensor) down to ``shape``: the adjoint of broadcasting."""
     shape = tuple(shape)
@@ -45,6 +58,7 @@ class Add(Function):
 
     def forward(self, a, b):
         _broadcast_check("add", a, b)
+        a, b = _promote(a, b)
         self.shapes = (a.shape, b.shape)
         return a + b
 
@@ -58,6 +72,7 @@ class Sub(Function):
 
     def forward(self, a, b):
         _broadcast_check("sub", a, b)
+        a, b = _promote(a, b)
         self.shapes = (a.shape, b.shape)
         return a - b
 
@@ -71,6 +86,7 @@ class Mul(Function):
 
     def forward(self, a, b):
         _broadcast_check("mul", a, b)
+        a, b = _promote(a, b)
         self.save_for_backward(a, b)
         return a * b
 
@@ -85,6 +101,7 @@ class Div(Function):
 
     def forward(self, a, b):
         _broadcast_check("div", a, b)
+        a, b = _promote(a, b)
         self.save_for_backward(a, b)
         return a / b
 
@@ -99,6 +116,7 @@ class Pow(Function):
 
     def forward(self, a, b):
         _broadcast_check("pow", a, b)
+        a, b = _promote(a, b)
         self.save_for_backward(a, b)
         return a ** b
 
@@ -132,6 +150,7 @@ class Maximum(Function):
 
     def forward(self, a, b):
         _broadcast_check("maximum", a, b)
+        a, b = _promote(a, b)
         xp = get_array_module(a)
         self.shapes = (a.shape, b.shape)
         out = xp.maximum(a, b)
@@ -150,6 +169,7 @@ class Minimum(Function):
 
     def forward(self, a, b):
         _broadcast_check("minimum", a, b)
+        a, b = _promote(a, b)
         xp = get_array_module(a)
         self.shapes = (a.shape, b.shape)
         out = xp.minimum(a, b)
@@ -168,6 +188,7 @@ class Where(Function):
 
     def forward(self, a, b, *, condition):
         xp = get_array_module(a)
+        a, b = _promote(a, b)
         try:
             shape = np.broadcast_shapes(condition.shape, a.shape, b.shape)
         except ValueError:
@@ -564,6 +585,7 @@ class Matmul(Function):
         except ValueError:
             raise ValueError(f"matmul: batch dimensions of {tuple(a.shape)} and {tuple(b.shape)} "
                              "cannot be broadcast together") from None
+        a, b = _promote(a, b)
         self.save_for_backward(a, b)
         return a @ b
 

@@ -117,6 +117,12 @@ def save(obj, path, compress: bool = False) -> None:
     arrays = flatten_dict(obj)
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"save: cannot write '{path}': the directory '{directory}' does not "
+                                "exist (create it first, e.g. os.makedirs(directory, exist_ok=True))")
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"save: cannot write '{path}': it is a directory; pass a file name "
+                                "such as os.path.join(path, 'weights.npz')")
     fd, temp_path = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".",
                                      suffix=".tmp")
     try:
@@ -160,21 +166,42 @@ def load(path) -> dict:
     """Read a file written by :func:`save` (or ``np.savez``): a flat dict ``name -> np.ndarray``.
 
     Nested dicts come back flattened (``"model/conv1.weight"``); see :func:`unflatten`.
-    Pass the result (or one sub-dict) to ``model.load_state_dict``. Files containing pickled
-    objects are refused with a ``ValueError``.
+    Pass the result (or one sub-dict) to ``model.load_state_dict``. Anything that is not an
+    ``.npz`` of plain arrays is refused with a ``ValueError`` that says what the file is instead:
+    a pickle or a PyTorch checkpoint (never unpickled: that could run arbitrary code), a single
+    ``.npy`` array, an empty, truncated or damaged file.
     """
     path = os.fspath(path)
-    try:
-        archive = np.load(path, allow_pickle=False)
-    except ValueError as error:
-        raise ValueError(f"load: '{path}' is not an .npz archive: NumPy would have to unpickle it, "
-                         "which tinygrad_cnn never does (pickle can run arbitrary code). If it is a "
-                         "PyTorch checkpoint, convert it to .npz with plain arrays where PyTorch is "
-                         f"installed. ({error})") from None
-    if not isinstance(archive, np.lib.npyio.NpzFile):
+    with open(path, "rb") as file:              # FileNotFoundError names the path itself
+        magic = file.read(6)
+    if not magic:
+        raise ValueError(f"load: '{path}' is empty (0 bytes), not an .npz archive; was its save "
+                         "interrupted? (tinygrad_cnn.save writes atomically, so never by it)")
+    if magic.startswith(b"\x93NUMPY"):
         raise ValueError(f"load: '{path}' holds a single array (.npy), expected an .npz archive "
                          "written by tinygrad_cnn.save or np.savez")
-    with archive:
+    if not magic.startswith(b"PK"):
+        kind = ("a pickle (e.g. a PyTorch checkpoint in the legacy format)"
+                if magic[:1] == b"\x80" else f"not a zip archive (it starts with {magic!r})")
+        raise ValueError(f"load: '{path}' is not an .npz archive: it is {kind}. tinygrad_cnn never "
+                         "unpickles files (that can run arbitrary code); convert PyTorch weights "
+                         "where PyTorch is installed: np.savez(path, **{k: v.numpy() for k, v in "
+                         "state_dict.items()})")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.namelist()
+    except (zipfile.BadZipFile, EOFError, OSError) as error:
+        raise ValueError(f"load: '{path}' is a damaged .npz archive (truncated or corrupted): "
+                         f"{error}") from None
+    foreign = [name for name in members if not name.endswith(".npy")]
+    if foreign:
+        shown = ", ".join(repr(name) for name in foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        hint = (" It looks like a PyTorch checkpoint (torch.save), which needs pickle; convert it "
+                "where PyTorch is installed: np.savez(path, **{k: v.numpy() for k, v in "
+                "state_dict.items()})." if any(name.endswith(".pkl") for name in foreign) else "")
+        raise ValueError(f"load: '{path}' is a zip archive but not an .npz of arrays: it holds "
+                         f"{shown}, which are not .npy arrays.{hint}")
+    with np.load(path, allow_pickle=False) as archive:
         result = {}
         for name in archive.files:
             try:
@@ -183,4 +210,7 @@ def load(path) -> dict:
                 raise ValueError(f"load: the entry '{name}' of '{path}' is a pickled object array, "
                                  "which tinygrad_cnn never loads (it could run arbitrary code). "
                                  f"({error})") from None
+            except (zipfile.BadZipFile, EOFError, OSError) as error:
+                raise ValueError(f"load: the entry '{name}' of '{path}' is damaged (truncated or "
+                                 f"corrupted): {error}") from None
     return result

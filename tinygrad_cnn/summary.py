@@ -85,6 +85,13 @@ def _format_shape(shape, style: str) -> str:
     return "(" + ", ".join(str(s) for s in shape) + ")"
 
 
+def _format_count(count: int) -> str:
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if count >= size:
+            return f"{count / size:.3f} {unit}"
+    return str(count)
+
+
 def _format_bytes(count: int) -> str:
     for unit, size in (("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10)):
         if count >= size:
@@ -147,7 +154,7 @@ class ModelSummary:
         out += [rule, fmt(total_line), rule]
         out.append(f"Parameters: {t['params']:,} ({t['trainable_params']:,} trainable), "
                    f"{_format_bytes(t['param_bytes'])}")
-        out.append(f"Multiply-accumulates per forward pass: {t['macs']:,} ({t['macs'] / 1e9:.3f} G)")
+        out.append(f"Multiply-accumulates per forward pass: {t['macs']:,} ({_format_count(t['macs'])})")
         out.append(f"Kept for backward: {_format_bytes(t['saved_bytes'])} (activations "
                    f"{_format_bytes(t['activation_bytes'])} + im2col {_format_bytes(t['im2col_bytes'])}); "
                    f"input {_format_bytes(t['input_bytes'])}")

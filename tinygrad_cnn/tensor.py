@@ -78,7 +78,12 @@ class Tensor:
     __array_priority__ = 1000
     __array_ufunc__ = None     # NumPy operators defer to Tensor's reflected operators
 
-    def __init__(self, data, requires_grad=False, dtype=None, device="cpu"):
+    def __init__(self, data, requires_grad=False, dtype=None, device=None):
+        # device=None keeps the data where it is: a CuPy array or a CUDA tensor stays on
+        # the GPU, everything else lands on the CPU.
+        if device is None:
+            device = data.device if isinstance(data, Tensor) else (
+                "cpu" if get_array_module(data) is np else "cuda")
         device = normalize_device(device)
         if dtype is not None:
             dtype = np.dtype(dtype)

@@ -208,11 +208,28 @@ def _im2col_wide_parallel(x, kernel_h, kernel_w, pad_h, pad_w, dil_h, dil_w):
     return cols
 
 
+@njit(cache=True)
+def _im2col_wide_serial(x, kernel_h, kernel_w, pad_h, pad_w, dil_h, dil_w):
+    n_batch, channels, height, width = x.shape
+    grid_w = width + 2 * pad_w
+    out_h = height + 2 * pad_h - dil_h * (kernel_h - 1)
+    rows = channels * kernel_h * kernel_w
+    cols = np.empty((rows, n_batch * out_h * grid_w), dtype=x.dtype)
+    for task in range(rows * n_batch):
+        _im2col_wide_task(x, cols, task, kernel_h, kernel_w, pad_h, pad_w, dil_h, dil_w, out_h,
+                          grid_w)
+    return cols
+
+
 def im2col_wide(x, kernel_h, kernel_w, pad_h, pad_w, dil_h, dil_w):
     """x: (B, C, H, W) -> (C*kh*kw, B*OH*Wp); the contract of the NumPy reference, except
     that the columns past OW in each grid row are zeros (the reference leaves whatever the
     straddling window reads; callers drop or zero-weight them either way)."""
-    return _im2col_wide_parallel(x, kernel_h, kernel_w, pad_h, pad_w, dil_h, dil_w)
+    n_batch, channels, height, width = x.shape
+    size = (n_batch * channels * kernel_h * kernel_w * (width + 2 * pad_w)
+            * (height + 2 * pad_h - dil_h * (kernel_h - 1)))
+    run = _im2col_wide_parallel if size >= PARALLEL_MIN_ELEMENTS else _im2col_wide_serial
+    return run(x, kernel_h, kernel_w, pad_h, pad_w, dil_h, dil_w)
 
 
 # Below this many column entries, starting the worker threads costs more than it saves.

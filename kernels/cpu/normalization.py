@@ -10,7 +10,11 @@ for ``(N, C)`` input), so the inner loop runs over ``L`` contiguous elements.
 BatchNorm kernels run one channel per ``prange`` iteration: a channel's slice of a ResNet
 activation (128 x 32 x 32 floats = 512 KiB) stays in the core's L2 cache between the pass that
 gathers the statistics and the pass that writes the output, so the data is read from memory
-once. Reductions accumulate in float64 even for float32 data.
+once. Reductions accumulate in float64 even for float32 data. LRN kernels run one (image,
+channel) row per iteration.
+
+Each loop body is written once (an ``inline="always"`` function) and driven by a parallel
+(``prange``) and a serial loop; inputs below ``PARALLEL_MIN_ELEMENTS`` take the serial one.
 """
 from __future__ import annotations
 
@@ -22,55 +26,88 @@ from numba import prange
 # so NaN and Inf still propagate as in the reference.
 _FASTMATH = {"reassoc", "contract", "nsz"}
 
-__all__ = ["batch_norm_forward", "batch_norm_backward", "lrn_forward", "lrn_backward", "KERNELS"]
+__all__ = ["batch_norm_forward", "batch_norm_backward", "lrn_forward", "lrn_backward", "KERNELS",
+           "PARALLEL_MIN_ELEMENTS"]
 
 
 # ---------------------------------------------------------------------------
 # BatchNorm
 # ---------------------------------------------------------------------------
 
-@numba.njit(cache=True, parallel=True, fastmath=_FASTMATH)
-def _bn_train_forward(x, weight, bias, eps, y, mean_out, var_out, scale_buf):
-    n_batch, channels, length = x.shape
+@numba.njit(cache=True, fastmath=_FASTMATH, inline="always")
+def _bn_train_channel(x, weight, bias, eps, y, mean_out, var_out, scale_buf, c):
+    n_batch, _, length = x.shape
     count = n_batch * length
-    for c in prange(channels):
-        # One pass with a shift: sum (x - x0) and (x - x0)^2. With x0 a sample of the channel,
-        # the shifted mean is of the order of the std, so E[d^2] - E[d]^2 does not cancel.
-        shift = np.float64(x[0, c, 0])
-        total = 0.0
-        total_sq = 0.0
-        for n in range(n_batch):
-            for i in range(length):
-                d = np.float64(x[n, c, i]) - shift
-                total += d
-                total_sq += d * d
-        mean_shifted = total / count
-        var = total_sq / count - mean_shifted * mean_shifted
-        if var < 0.0:
-            var = 0.0
-        mean_out[c] = shift + mean_shifted
-        var_out[c] = var
-        scale_buf[c] = weight[c] / np.sqrt(var + eps)
-        # Read back in the data's dtype so the elementwise pass runs in float32 SIMD lanes.
-        mean_c = mean_out[c]
-        scale_c = scale_buf[c]
-        bias_c = bias[c]
-        for n in range(n_batch):
-            for i in range(length):
-                y[n, c, i] = (x[n, c, i] - mean_c) * scale_c + bias_c
-
-
-@numba.njit(cache=True, parallel=True, fastmath=_FASTMATH)
-def _bn_apply(x, mean, scale, bias, y):
-    n_batch, channels, length = x.shape
-    for row in prange(n_batch * channels):
-        n = row // channels
-        c = row - n * channels
-        mean_c = mean[c]
-        scale_c = scale[c]
-        bias_c = bias[c]
+    # One pass with a shift: sum (x - x0) and (x - x0)^2. With x0 a sample of the channel,
+    # the shifted mean is of the order of the std, so E[d^2] - E[d]^2 does not cancel.
+    shift = np.float64(x[0, c, 0])
+    total = 0.0
+    total_sq = 0.0
+    for n in range(n_batch):
+        for i in range(length):
+            d = np.float64(x[n, c, i]) - shift
+            total += d
+            total_sq += d * d
+    mean_shifted = total / count
+    var = total_sq / count - mean_shifted * mean_shifted
+    if var < 0.0:
+        var = 0.0
+    mean_out[c] = shift + mean_shifted
+    var_out[c] = var
+    scale_buf[c] = weight[c] / np.sqrt(var + eps)
+    # Read back in the data's dtype so the elementwise pass runs in float32 SIMD lanes.
+    mean_c = mean_out[c]
+    scale_c = scale_buf[c]
+    bias_c = bias[c]
+    for n in range(n_batch):
         for i in range(length):
             y[n, c, i] = (x[n, c, i] - mean_c) * scale_c + bias_c
+
+
+@numba.njit(cache=True, parallel=True, fastmath=_FASTMATH)
+def _bn_train_forward_parallel(x, weight, bias, eps, y, mean_out, var_out, scale_buf):
+    for c in prange(x.shape[1]):
+        _bn_train_channel(x, weight, bias, eps, y, mean_out, var_out, scale_buf, c)
+
+
+@numba.njit(cache=True, fastmath=_FASTMATH)
+def _bn_train_forward_serial(x, weight, bias, eps, y, mean_out, var_out, scale_buf):
+    for c in range(x.shape[1]):
+        _bn_train_channel(x, weight, bias, eps, y, mean_out, var_out, scale_buf, c)
+
+
+@numba.njit(cache=True, fastmath=_FASTMATH, inline="always")
+def _bn_apply_row(x, mean, scale, bias, y, row):
+    channels, length = x.shape[1], x.shape[2]
+    n = row // channels
+    c = row - n * channels
+    mean_c = mean[c]
+    scale_c = scale[c]
+    bias_c = bias[c]
+    for i in range(length):
+        y[n, c, i] = (x[n, c, i] - mean_c) * scale_c + bias_c
+
+
+@numba.njit(cache=True, parallel=True, fastmath=_FASTMATH)
+def _bn_apply_parallel(x, mean, scale, bias, y):
+    for row in prange(x.shape[0] * x.shape[1]):
+        _bn_apply_row(x, mean, scale, bias, y, row)
+
+
+@numba.njit(cache=True, fastmath=_FASTMATH)
+def _bn_apply_serial(x, mean, scale, bias, y):
+    for row in range(x.shape[0] * x.shape[1]):
+        _bn_apply_row(x, mean, scale, bias, y, row)
+
+
+# Starting the thread team costs tens of microseconds (milliseconds when the cores are busy
+# with other work), more than normalising a small tensor takes: below this many elements
+# one thread runs the same loop.
+PARALLEL_MIN_ELEMENTS = 1 << 16
+
+
+def _pick(parallel_kernel, serial_kernel, size):
+    return parallel_kernel if size >= PARALLEL_MIN_ELEMENTS else serial_kernel
 
 
 def batch_norm_forward(x, weight, bias, eps, mean=None, var=None):
@@ -85,49 +122,65 @@ def batch_norm_forward(x, weight, bias, eps, mean=None, var=None):
         mean = np.empty(channels, dtype)
         var = np.empty(channels, dtype)
         scale = np.empty(channels, dtype)
-        _bn_train_forward(x, weight, bias, float(eps), y, mean, var, scale)
+        run = _pick(_bn_train_forward_parallel, _bn_train_forward_serial, x.size)
+        run(x, weight, bias, float(eps), y, mean, var, scale)
     else:
         mean = np.ascontiguousarray(mean, dtype=dtype)
         var = np.ascontiguousarray(var, dtype=dtype)
         scale = (weight / np.sqrt(var.astype(np.float64) + eps)).astype(dtype)
-        _bn_apply(x, mean, scale, bias, y)
+        _pick(_bn_apply_parallel, _bn_apply_serial, x.size)(x, mean, scale, bias, y)
     return y, mean, var
 
 
-@numba.njit(cache=True, parallel=True, fastmath=_FASTMATH)
-def _bn_backward(grad_out, x, weight, mean, inv_std, training, grad_x, grad_weight, grad_bias,
-                 coef_buf):
-    n_batch, channels, length = x.shape
+@numba.njit(cache=True, fastmath=_FASTMATH, inline="always")
+def _bn_backward_channel(grad_out, x, weight, mean, inv_std, training, grad_x, grad_weight,
+                         grad_bias, coef_buf, c):
+    n_batch, _, length = x.shape
     count = n_batch * length
-    for c in prange(channels):
-        mean_c = mean[c]
-        sum_g = 0.0
-        sum_g_centred = 0.0
-        for n in range(n_batch):
-            for i in range(length):
-                g = np.float64(grad_out[n, c, i])
-                sum_g += g
-                sum_g_centred += g * (np.float64(x[n, c, i]) - mean_c)
-        inv = np.float64(inv_std[c])
-        w = np.float64(weight[c])
-        grad_bias[c] = sum_g
-        grad_weight[c] = sum_g_centred * inv
-        # dx = w*inv/M * (M g - sum(g) - xhat * sum(g xhat))  with xhat = (x - mean) * inv
-        #    = a * g + b * (x - mean) + d
-        coef_buf[c, 0] = w * inv
-        if training:
-            coef_buf[c, 1] = -w * inv * inv * inv * sum_g_centred / count
-            coef_buf[c, 2] = -w * inv * sum_g / count
-        else:
-            coef_buf[c, 1] = 0.0
-            coef_buf[c, 2] = 0.0
-        a = coef_buf[c, 0]
-        b = coef_buf[c, 1]
-        d = coef_buf[c, 2]
-        mean_t = mean[c]
-        for n in range(n_batch):
-            for i in range(length):
-                grad_x[n, c, i] = a * grad_out[n, c, i] + b * (x[n, c, i] - mean_t) + d
+    mean_c = mean[c]
+    sum_g = 0.0
+    sum_g_centred = 0.0
+    for n in range(n_batch):
+        for i in range(length):
+            g = np.float64(grad_out[n, c, i])
+            sum_g += g
+            sum_g_centred += g * (np.float64(x[n, c, i]) - mean_c)
+    inv = np.float64(inv_std[c])
+    w = np.float64(weight[c])
+    grad_bias[c] = sum_g
+    grad_weight[c] = sum_g_centred * inv
+    # dx = w*inv/M * (M g - sum(g) - xhat * sum(g xhat))  with xhat = (x - mean) * inv
+    #    = a * g + b * (x - mean) + d
+    coef_buf[c, 0] = w * inv
+    if training:
+        coef_buf[c, 1] = -w * inv * inv * inv * sum_g_centred / count
+        coef_buf[c, 2] = -w * inv * sum_g / count
+    else:
+        coef_buf[c, 1] = 0.0
+        coef_buf[c, 2] = 0.0
+    a = coef_buf[c, 0]
+    b = coef_buf[c, 1]
+    d = coef_buf[c, 2]
+    mean_t = mean[c]
+    for n in range(n_batch):
+        for i in range(length):
+            grad_x[n, c, i] = a * grad_out[n, c, i] + b * (x[n, c, i] - mean_t) + d
+
+
+@numba.njit(cache=True, parallel=True, fastmath=_FASTMATH)
+def _bn_backward_parallel(grad_out, x, weight, mean, inv_std, training, grad_x, grad_weight,
+                          grad_bias, coef_buf):
+    for c in prange(x.shape[1]):
+        _bn_backward_channel(grad_out, x, weight, mean, inv_std, training, grad_x, grad_weight,
+                             grad_bias, coef_buf, c)
+
+
+@numba.njit(cache=True, fastmath=_FASTMATH)
+def _bn_backward_serial(grad_out, x, weight, mean, inv_std, training, grad_x, grad_weight,
+                        grad_bias, coef_buf):
+    for c in range(x.shape[1]):
+        _bn_backward_channel(grad_out, x, weight, mean, inv_std, training, grad_x, grad_weight,
+                             grad_bias, coef_buf, c)
 
 
 def batch_norm_backward(grad_out, x, weight, mean, inv_std, training):
@@ -143,8 +196,8 @@ def batch_norm_backward(grad_out, x, weight, mean, inv_std, training):
     grad_weight = np.empty(channels, dtype)
     grad_bias = np.empty(channels, dtype)
     coef = np.empty((channels, 3), dtype)
-    _bn_backward(grad_out, x, weight, mean, inv_std, bool(training), grad_x, grad_weight,
-                 grad_bias, coef)
+    run = _pick(_bn_backward_parallel, _bn_backward_serial, x.size)
+    run(grad_out, x, weight, mean, inv_std, bool(training), grad_x, grad_weight, grad_bias, coef)
     return grad_x, grad_weight, grad_bias
 
 
@@ -160,24 +213,35 @@ def _neg_power(s, beta):
     return s ** -beta
 
 
+@numba.njit(cache=True, fastmath=_FASTMATH, inline="always")
+def _lrn_forward_row(x, before, after, alpha_over_size, beta, k, y, scale, row):
+    channels, length = x.shape[1], x.shape[2]
+    n = row // channels
+    c = row - n * channels
+    lo = max(c - before, 0)
+    hi = min(c + after, channels - 1)
+    for i in range(length):
+        scale[n, c, i] = 0.0
+    for j in range(lo, hi + 1):
+        for i in range(length):
+            v = x[n, j, i]
+            scale[n, c, i] += v * v
+    for i in range(length):
+        s = k + alpha_over_size * scale[n, c, i]
+        scale[n, c, i] = s
+        y[n, c, i] = x[n, c, i] * _neg_power(s, beta)
+
+
 @numba.njit(cache=True, parallel=True, fastmath=_FASTMATH)
-def _lrn_forward(x, before, after, alpha_over_size, beta, k, y, scale):
-    n_batch, channels, length = x.shape
-    for row in prange(n_batch * channels):
-        n = row // channels
-        c = row - n * channels
-        lo = max(c - before, 0)
-        hi = min(c + after, channels - 1)
-        for i in range(length):
-            scale[n, c, i] = 0.0
-        for j in range(lo, hi + 1):
-            for i in range(length):
-                v = x[n, j, i]
-                scale[n, c, i] += v * v
-        for i in range(length):
-            s = k + alpha_over_size * scale[n, c, i]
-            scale[n, c, i] = s
-            y[n, c, i] = x[n, c, i] * _neg_power(s, beta)
+def _lrn_forward_parallel(x, before, after, alpha_over_size, beta, k, y, scale):
+    for row in prange(x.shape[0] * x.shape[1]):
+        _lrn_forward_row(x, before, after, alpha_over_size, beta, k, y, scale, row)
+
+
+@numba.njit(cache=True, fastmath=_FASTMATH)
+def _lrn_forward_serial(x, before, after, alpha_over_size, beta, k, y, scale):
+    for row in range(x.shape[0] * x.shape[1]):
+        _lrn_forward_row(x, before, after, alpha_over_size, beta, k, y, scale, row)
 
 
 def lrn_forward(x, size, alpha, beta, k):
@@ -187,33 +251,56 @@ def lrn_forward(x, size, alpha, beta, k):
     y = np.empty_like(x)
     scale = np.empty_like(x)
     size = int(size)
-    _lrn_forward(x, size // 2, (size - 1) // 2, dtype.type(alpha / size), dtype.type(beta),
+    run = _pick(_lrn_forward_parallel, _lrn_forward_serial, x.size)
+    run(x, size // 2, (size - 1) // 2, dtype.type(alpha / size), dtype.type(beta),
                  dtype.type(k), y, scale)
     return y, scale
 
 
-@numba.njit(cache=True, parallel=True, fastmath=_FASTMATH)
-def _lrn_backward(grad_out, x, scale, before, after, coef, beta, grad_x, work):
-    n_batch, channels, length = x.shape
-    # Pass 1: grad_x = g * s^-beta (the direct term) and work = g * x * s^(-beta-1).
-    for row in prange(n_batch * channels):
-        n = row // channels
-        c = row - n * channels
+@numba.njit(cache=True, fastmath=_FASTMATH, inline="always")
+def _lrn_direct_row(grad_out, x, scale, beta, grad_x, work, row):
+    """grad_x = g * s^-beta (the direct term) and work = g * x * s^(-beta-1), for one row."""
+    channels, length = x.shape[1], x.shape[2]
+    n = row // channels
+    c = row - n * channels
+    for i in range(length):
+        s = scale[n, c, i]
+        p = _neg_power(s, beta)
+        g = grad_out[n, c, i]
+        grad_x[n, c, i] = g * p
+        work[n, c, i] = g * x[n, c, i] * p / s
+
+
+@numba.njit(cache=True, fastmath=_FASTMATH, inline="always")
+def _lrn_cross_row(x, before, after, coef, grad_x, work, row):
+    """Each x_c feeds the scales of channels c - after .. c + before (the window, mirrored)."""
+    channels, length = x.shape[1], x.shape[2]
+    n = row // channels
+    c = row - n * channels
+    lo = max(c - after, 0)
+    hi = min(c + before, channels - 1)
+    for j in range(lo, hi + 1):
         for i in range(length):
-            s = scale[n, c, i]
-            p = _neg_power(s, beta)
-            g = grad_out[n, c, i]
-            grad_x[n, c, i] = g * p
-            work[n, c, i] = g * x[n, c, i] * p / s
-    # Pass 2: each x_c feeds the scales of channels c - after .. c + before (the window, mirrored).
-    for row in prange(n_batch * channels):
-        n = row // channels
-        c = row - n * channels
-        lo = max(c - after, 0)
-        hi = min(c + before, channels - 1)
-        for j in range(lo, hi + 1):
-            for i in range(length):
-                grad_x[n, c, i] -= coef * x[n, c, i] * work[n, j, i]
+            grad_x[n, c, i] -= coef * x[n, c, i] * work[n, j, i]
+
+
+@numba.njit(cache=True, parallel=True, fastmath=_FASTMATH)
+def _lrn_backward_parallel(grad_out, x, scale, before, after, coef, beta, grad_x, work):
+    rows = x.shape[0] * x.shape[1]
+    # Two passes: the second reads ``work`` of neighbouring channels, so all of it must exist.
+    for row in prange(rows):
+        _lrn_direct_row(grad_out, x, scale, beta, grad_x, work, row)
+    for row in prange(rows):
+        _lrn_cross_row(x, before, after, coef, grad_x, work, row)
+
+
+@numba.njit(cache=True, fastmath=_FASTMATH)
+def _lrn_backward_serial(grad_out, x, scale, before, after, coef, beta, grad_x, work):
+    rows = x.shape[0] * x.shape[1]
+    for row in range(rows):
+        _lrn_direct_row(grad_out, x, scale, beta, grad_x, work, row)
+    for row in range(rows):
+        _lrn_cross_row(x, before, after, coef, grad_x, work, row)
 
 
 def lrn_backward(grad_out, x, scale, size, alpha, beta):
@@ -225,7 +312,8 @@ def lrn_backward(grad_out, x, scale, size, alpha, beta):
     size = int(size)
     grad_x = np.empty_like(x)
     work = np.empty_like(x)
-    _lrn_backward(grad_out, x, scale, size // 2, (size - 1) // 2,
+    run = _pick(_lrn_backward_parallel, _lrn_backward_serial, x.size)
+    run(grad_out, x, scale, size // 2, (size - 1) // 2,
                   dtype.type(2.0 * alpha * beta / size), dtype.type(beta), grad_x, work)
     return grad_x
 

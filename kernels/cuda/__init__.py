@@ -10,6 +10,4 @@ references'. Importing them never imports CuPy: sources are compiled on first la
 # array module, so it runs on CuPy as a few fused CuPy ufunc calls), with the reason.
 REFERENCE_ONLY = {
     "erf": "a polynomial of elementwise CuPy ufuncs; a hand-written kernel would not be faster",
-    "relu_forward": "ReLU is one CuPy ufunc call",
-    "relu_backward": "the ReLU mask product is one CuPy ufunc call",
 }

@@ -370,7 +370,8 @@ def nvrtc_check(code: str, arch: str = "compute_80") -> str:
     if status != 0:
         raise RuntimeError(f"nvrtcCreateProgram failed with status {status} ({path})")
     try:
-        options = [b"--std=c++14", f"-arch={arch}".encode()]
+        from ._runtime import NVRTC_OPTIONS
+        options = [option.encode() for option in NVRTC_OPTIONS] + [f"-arch={arch}".encode()]
         option_array = (ctypes.c_char_p * len(options))(*options)
         status = library.nvrtcCompileProgram(program, len(options), option_array)
         log_size = ctypes.c_size_t()

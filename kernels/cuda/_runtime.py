@@ -28,7 +28,7 @@ import math
 import numpy as np
 
 __all__ = ["CudaSource", "PRELUDE", "launch_config", "MAX_BLOCK", "use_compiler", "cupy_module",
-           "supported_dtype", "i64", "i32", "real", "reference", "CUDA_INSTALL_HINT"]
+           "supported_dtype", "i64", "i32", "real", "reference", "CUDA_INSTALL_HINT", "NVRTC_OPTIONS"]
 
 MAX_BLOCK = 256
 # Enough blocks to fill any current GPU several times over; grid-stride loops do the rest.
@@ -37,6 +37,9 @@ MAX_GRID = 65535
 CUDA_INSTALL_HINT = ("install the GPU extra with `pip install -e .[cuda]` (or the CuPy wheel "
                      "matching your CUDA version, e.g. `pip install cupy-cuda12x` / `cupy-cuda13x`) "
                      "on a machine with an NVIDIA GPU and driver")
+
+# Options handed to NVRTC through CuPy's RawModule (CuPy adds -arch and a few of its own).
+NVRTC_OPTIONS = ("--std=c++14",)
 
 _C_TYPE_OF = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
 
@@ -100,7 +103,7 @@ class _CupyCompiled:
 
     def __init__(self, code: str):
         cupy = cupy_module()
-        self._module = cupy.RawModule(code=code, options=("--std=c++14",))
+        self._module = cupy.RawModule(code=code, options=NVRTC_OPTIONS)
         self._functions = {}
 
     def function(self, kernel_name: str):

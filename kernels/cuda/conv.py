@@ -8,7 +8,8 @@ the Numba kernels)::
 with ``L = OH * OW``. im2col runs one thread per element of ``cols`` (consecutive threads write
 consecutive columns, so stores coalesce). col2im is the adjoint: one thread per input pixel
 gathers every column entry that reads it, in the order of kernel offsets, so there are no
-atomics and the sum order is that of the CPU kernels.
+atomics and the sum order is that of the CPU kernels. ``im2col_wide`` is the unit-stride variant
+of the fast convolution path: columns on the padded-width grid, one thread per element too.
 """
 from __future__ import annotations
 
@@ -71,7 +72,35 @@ extern "C" __global__ void col2im(const T* cols, T* x, long long batch, long lon
         x[index] = total;
     }
 }
-""", ["im2col", "col2im"])
+
+// Columns of a unit-stride convolution on the padded-width grid (see the reference
+// _im2col_wide_reference): cols[(c*kh + i)*kw + j, n*run + r] = x_pad[n, c].flat[i*dh*Wp + j*dw + r]
+// with Wp = width + 2*pad_w, run = out_h * Wp and x_pad zero-padded (plus one zero row at the
+// bottom). The padded plane is never built: a flat position outside the image reads as zero.
+extern "C" __global__ void im2col_wide(const T* x, T* cols, long long batch, long long channels,
+                                       long long height, long long width, long long kernel_h,
+                                       long long kernel_w, long long pad_h, long long pad_w,
+                                       long long dilation_h, long long dilation_w, long long out_h) {
+    long long padded_w = width + 2 * pad_w;
+    long long run = out_h * padded_w;
+    long long columns = batch * run;
+    GRID_STRIDE_LOOP(index, channels * kernel_h * kernel_w * columns) {
+        long long row = index / columns;
+        long long column = index % columns;
+        long long n = column / run;
+        long long r = column % run;
+        long long c = row / (kernel_h * kernel_w);
+        long long i = (row / kernel_w) % kernel_h;
+        long long j = row % kernel_w;
+        long long flat = i * dilation_h * padded_w + j * dilation_w + r;
+        long long h = flat / padded_w - pad_h;
+        long long w = flat % padded_w - pad_w;
+        T value = (T)0;
+        if (h >= 0 && h < height && w >= 0 && w < width) value = x[((n * channels + c) * height + h) * width + w];
+        cols[index] = value;
+    }
+}
+""", ["im2col", "col2im", "im2col_wide"])
 
 
 def _xp(array):
@@ -111,4 +140,20 @@ def col2im(cols, n_batch, channels, height, width, kernel_h, kernel_w, stride_h,
     return x
 
 
-KERNELS = {"im2col": im2col, "col2im": col2im}
+def im2col_wide(x, kernel_h, kernel_w, pad_h, pad_w, dil_h, dil_w):
+    """Same contract as the reference: x (N, C, H, W) -> cols (C*kh*kw, N*OH*Wp) with
+    Wp = W + 2*pad_w and OH = H + 2*pad_h - dil_h*(kh - 1) (unit stride)."""
+    if not supported_dtype(x.dtype):
+        return reference("im2col_wide")(x, kernel_h, kernel_w, pad_h, pad_w, dil_h, dil_w)
+    xp = _xp(x)
+    x = xp.ascontiguousarray(x)
+    n, c, height, width = x.shape
+    out_h = height + 2 * pad_h - dil_h * (kernel_h - 1)
+    cols = xp.empty((c * kernel_h * kernel_w, n * out_h * (width + 2 * pad_w)), dtype=x.dtype)
+    SOURCE.launch("im2col_wide", x.dtype, cols.size, (
+        x, cols, i64(n), i64(c), i64(height), i64(width), i64(kernel_h), i64(kernel_w), i64(pad_h),
+        i64(pad_w), i64(dil_h), i64(dil_w), i64(out_h)))
+    return cols
+
+
+KERNELS = {"im2col": im2col, "col2im": col2im, "im2col_wide": im2col_wide}

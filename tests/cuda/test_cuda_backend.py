@@ -70,7 +70,10 @@ def _kernel_cases(dtype):
                                                                              (5, 4))
     _, lrn_scale = backend.kernel("lrn_forward", np, impl="numpy")(x3, 5, 1e-2, 0.75, 2.0)
     param = randn(33)
-    return {
+    optional = {}
+    if "im2col_wide" in backend._references:
+        optional["im2col_wide"] = ((x, 3, 2, 1, 0, 2, 1), {}, ())
+    return optional | {
         "im2col": ((x,) + cols_geometry, {}, ()),
         "col2im": ((randn(27, 2 * 30), 2, 3, 9, 8) + cols_geometry, {}, ()),
         "max_pool2d_forward": ((x, (3, 3), (2, 2), (1, 1), (1, 1), (5, 4)), {}, ()),
@@ -199,6 +202,150 @@ def test_training_step_matches_cpu(dtype):
     assert_close(results["cuda"][0], results["cpu"][0], dtype, "loss")
     for i, (a, b) in enumerate(zip(results["cuda"][1], results["cpu"][1])):
         assert_close(a, b, dtype, f"parameter {i}")
+
+
+def _layers():
+    """``{name: (factory, input shape)}``: one instance of every layer type, small inputs."""
+    from tinygrad_cnn import nn
+    return {
+        "Conv2d": (lambda: nn.Conv2d(3, 4, 3, stride=2, padding=1), (2, 3, 7, 6)),
+        "Conv2d_groups_dilation": (lambda: nn.Conv2d(4, 4, 3, padding=2, dilation=2, groups=2, bias=False),
+                                   (2, 4, 6, 6)),
+        "Linear": (lambda: nn.Linear(5, 3), (4, 5)),
+        "BatchNorm2d_train": (lambda: nn.BatchNorm2d(3), (4, 3, 3, 3)),
+        "BatchNorm2d_eval": (lambda: nn.BatchNorm2d(3).eval(), (4, 3, 3, 3)),
+        "BatchNorm1d": (lambda: nn.BatchNorm1d(5), (6, 5)),
+        "GroupNorm": (lambda: nn.GroupNorm(2, 4), (2, 4, 3, 3)),
+        "LayerNorm": (lambda: nn.LayerNorm(5), (3, 5)),
+        "LocalResponseNorm": (lambda: nn.LocalResponseNorm(3), (2, 5, 3, 3)),
+        "MaxPool2d": (lambda: nn.MaxPool2d(3, stride=2, padding=1), (2, 3, 7, 6)),
+        "AvgPool2d": (lambda: nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False), (2, 3, 7, 6)),
+        "AdaptiveAvgPool2d": (lambda: nn.AdaptiveAvgPool2d((2, 3)), (2, 3, 5, 7)),
+        "AdaptiveMaxPool2d": (lambda: nn.AdaptiveMaxPool2d(2), (2, 3, 5, 5)),
+        "ReLU": (nn.ReLU, (3, 4)),
+        "LeakyReLU": (lambda: nn.LeakyReLU(0.1), (3, 4)),
+        "GELU": (nn.GELU, (3, 4)),
+        "Tanh": (nn.Tanh, (3, 4)),
+        "Sigmoid": (nn.Sigmoid, (3, 4)),
+        "Softmax": (lambda: nn.Softmax(dim=1), (3, 4)),
+        "LogSoftmax": (lambda: nn.LogSoftmax(dim=1), (3, 4)),
+        "Dropout_eval": (lambda: nn.Dropout(0.5).eval(), (3, 4)),
+        "Flatten": (nn.Flatten, (2, 3, 2, 2)),
+    }
+
+
+def _forward_backward(module, x_array, device):
+    """Output, input gradient and parameter gradients (host arrays) of ``sum(module(x) * weights)``."""
+    x = tinygrad_cnn.Tensor(x_array, device=device, requires_grad=True)
+    out = module(x)
+    assert out.device == device, f"output on {out.device}, expected {device}"
+    upstream = np.linspace(-1.0, 1.0, out.data.size).reshape(out.shape)
+    (out * tinygrad_cnn.Tensor(upstream, dtype=out.dtype, device=device)).sum().backward()
+    grads = []
+    for name, parameter in module.named_parameters():
+        assert parameter.grad is not None, f"{name} got no gradient"
+        assert parameter.grad.device == device, f"gradient of {name} is on {parameter.grad.device}"
+        grads.append(parameter.grad.numpy())
+    assert x.grad.device == device, f"input gradient is on {x.grad.device}"
+    return [out.numpy(), x.grad.numpy()] + grads
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("layer", sorted(_layers()))
+def test_every_layer_matches_cpu(layer, dtype):
+    """Forward and backward of each layer type on the device == on the CPU (same weights)."""
+    factory, shape = _layers()[layer]
+    x = np.random.default_rng(2).standard_normal(shape).astype(dtype)
+    results = {}
+    for device in ("cpu", "cuda"):
+        tinygrad_cnn.manual_seed(0)
+        module = factory().to(dtype).to(device)
+        results[device] = _forward_backward(module, x, device)
+    for i, (a, b) in enumerate(zip(results["cuda"], results["cpu"])):
+        assert_close(a, b, dtype, f"{layer}: result {i} (output, input grad, parameter grads)")
+
+
+@pytest.mark.parametrize("name", ["lenet5", "resnet20", "alexnet_cifar"])
+def test_models_match_cpu(name):
+    """A whole model's forward and backward (float64, train mode) on the device == on the CPU."""
+    from tinygrad_cnn import models
+    factories = {"lenet5": (models.lenet5, (2, 1, 28, 28)), "resnet20": (models.resnet20, (2, 3, 32, 32)),
+                 "alexnet_cifar": (lambda: models.alexnet(num_classes=10, variant="cifar", dropout=0.0),
+                                   (2, 3, 32, 32))}
+    factory, shape = factories[name]
+    try:
+        tinygrad_cnn.manual_seed(0)
+        factory()
+    except (TypeError, ValueError) as error:
+        pytest.skip(f"{name}: {error}")
+    x = np.random.default_rng(3).standard_normal(shape)
+    results = {}
+    for device in ("cpu", "cuda"):
+        tinygrad_cnn.manual_seed(0)
+        model = factory().to(np.float64).to(device)
+        results[device] = _forward_backward(model, x, device)
+    for i, (a, b) in enumerate(zip(results["cuda"], results["cpu"])):
+        assert_close(a, b, np.float64, f"{name}: result {i}")
+
+
+_OPTIMIZERS = {
+    "SGD": dict(lr=0.1, momentum=0.9, dampening=0.1, weight_decay=1e-2),
+    "SGD_nesterov": dict(lr=0.1, momentum=0.9, nesterov=True),
+    "Adam": dict(lr=1e-2, weight_decay=1e-2, amsgrad=True),
+    "AdamW": dict(lr=1e-2, weight_decay=1e-2),
+    "Adagrad": dict(lr=0.1, lr_decay=1e-2, weight_decay=1e-2),
+    "RMSprop": dict(lr=1e-2, momentum=0.9, centered=True, weight_decay=1e-2),
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("name", sorted(_OPTIMIZERS))
+def test_every_optimizer_matches_cpu_and_keeps_state_on_device(name, dtype):
+    from tinygrad_cnn import optim
+    kind = getattr(optim, name.split("_")[0])
+    rng = np.random.default_rng(5)
+    initial = [rng.standard_normal((3, 4)).astype(dtype), rng.standard_normal(7).astype(dtype)]
+    grads = [[rng.standard_normal(a.shape).astype(dtype) for a in initial] for _ in range(3)]
+    results = {}
+    for device in ("cpu", "cuda"):
+        params = [tinygrad_cnn.Tensor(a, device=device, requires_grad=True) for a in initial]
+        opt = kind(params, **_OPTIMIZERS[name])
+        for step_grads in grads:
+            for p, g in zip(params, step_grads):
+                p.grad = tinygrad_cnn.Tensor(g, device=device)
+            opt.step()
+        for p in params:
+            assert p.device == device and p.dtype == dtype
+        for state in opt.state.values():
+            for key, value in state.items():
+                if hasattr(value, "shape") and getattr(value, "ndim", 0) > 0:
+                    assert backend.device_of(value) == device, f"{name}: state {key!r} left the device"
+        results[device] = [p.numpy() for p in params]
+    for i, (a, b) in enumerate(zip(results["cuda"], results["cpu"])):
+        assert_close(a, b, dtype, f"{name}: parameter {i}")
+
+
+def test_model_state_dict_round_trip_through_the_host(tmp_path):
+    """save_weights/load_weights and checkpoints read device tensors through host copies."""
+    from tinygrad_cnn import models
+    tinygrad_cnn.manual_seed(0)
+    model = models.lenet5().to("cuda")
+    state = model.state_dict()
+    assert all(t.device == "cuda" for t in state.values())
+    tinygrad_cnn.manual_seed(1)
+    other = models.lenet5().to("cuda")
+    other.load_state_dict(state)
+    for key, value in other.state_dict().items():
+        assert value.device == "cuda", key
+        np.testing.assert_array_equal(value.numpy(), state[key].numpy(), err_msg=key)
+    path = tmp_path / "lenet.npz"
+    models.save_weights(model, str(path))
+    tinygrad_cnn.manual_seed(2)
+    loaded = models.lenet5().to("cuda")
+    models.load_weights(loaded, str(path))
+    for key, value in loaded.state_dict().items():
+        assert value.device == "cuda", key
+        np.testing.assert_array_equal(value.numpy(), state[key].numpy(), err_msg=key)
 
 
 # ---------------------------------------------------------------------------

@@ -78,7 +78,7 @@ def test_every_reference_has_a_cuda_kernel_or_a_stated_reason():
     references = set(backend._references)
     missing = references - set(CUDA_TABLE) - set(cuda_kernels.REFERENCE_ONLY)
     assert not missing, f"kernels without a CUDA version (add one or list it in REFERENCE_ONLY): {missing}"
-    for name in ("im2col", "col2im", "max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward",
+    for name in ("im2col", "col2im", "im2col_wide", "max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward",
                  "avg_pool2d_backward", "batch_norm_forward", "batch_norm_backward", "lrn_forward",
                  "lrn_backward", "softmax_cross_entropy_forward", "softmax_cross_entropy_backward",
                  "dropout_forward", "sgd_update", "adam_update", "adagrad_update", "rmsprop_update"):
@@ -174,6 +174,37 @@ def test_source_compiles_with_nvrtc(family, dtype):
 def test_nvrtc_check_reports_errors():
     with pytest.raises(RuntimeError, match="NVRTC failed"):
         _emulator.nvrtc_check('extern "C" __global__ void broken(float* x) { x[0] = undefined_name; }')
+
+
+def _cupy_compiler_or_skip():
+    """CuPy's compiler module where CuPy imports and finds libnvrtc (no GPU needed), else skip."""
+    try:
+        import cupy.cuda.compiler as compiler
+        compiler._get_nvrtc_version()
+    except Exception as error:  # noqa: BLE001 - no CuPy, or CuPy without libnvrtc
+        pytest.skip(f"CuPy's NVRTC is not usable here ({type(error).__name__}: {error})")
+    return compiler
+
+
+@pytest.mark.skipif(tinygrad_cnn.cuda.is_available(),
+                    reason="a GPU is present: RawModule compiles the sources for real")
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+def test_sources_compile_through_cupys_nvrtc_path(monkeypatch, dtype):
+    """The exact compile call behind ``cupy.RawModule`` (CuPy adds its own NVRTC options), for sm_90.
+
+    CuPy asks the current device for the architecture; without a GPU that private helper is replaced
+    by a fixed ``compute_90`` (the H100/H200 generation)."""
+    import io
+    compiler = _cupy_compiler_or_skip()
+    monkeypatch.setattr(compiler, "_get_arch_for_options_for_nvrtc", lambda arch: ("-arch=compute_90", "ptx"))
+    for family, module in FAMILIES.items():
+        log = io.StringIO()
+        ptx, _ = compiler.compile_using_nvrtc(module.SOURCE.full_code(dtype), options=_runtime.NVRTC_OPTIONS,
+                                              arch="90", log_stream=log)
+        ptx = ptx.decode() if isinstance(ptx, bytes) else ptx
+        assert "warning" not in log.getvalue().lower(), f"{family}: {log.getvalue()}"
+        for name in module.SOURCE.kernel_names:
+            assert f".entry {name}(" in ptx, f"{family}.{name} missing from the PTX"
 
 
 # ---------------------------------------------------------------------------
@@ -379,6 +410,23 @@ def test_im2col_col2im_match_reference(emulated, dtype, seed, data):
     grad_cols = _data(seed + 1, cols.shape, dtype)
     assert_close(conv.col2im(grad_cols, n, c, h, w, *geometry),
                  backend.kernel("col2im", np, impl=impl)(grad_cols, n, c, h, w, *geometry), dtype)
+
+
+@needs_cxx
+@settings(max_examples=12, deadline=None)
+@given(shape=st.tuples(st.integers(1, 3), st.integers(1, 3), st.integers(1, 6), st.integers(1, 6)),
+       kernel=st.tuples(st.integers(1, 3), st.integers(1, 3)), padding=st.tuples(st.integers(0, 2), st.integers(0, 2)),
+       dilation=st.tuples(st.integers(1, 2), st.integers(1, 2)), dtype=st.sampled_from(DTYPES),
+       seed=st.integers(0, 2**16))
+def test_im2col_wide_matches_reference(emulated, shape, kernel, padding, dilation, dtype, seed):
+    if "im2col_wide" not in backend._references:
+        pytest.skip("no im2col_wide reference registered (the fast unit-stride conv path is absent)")
+    n, c, h, w = shape
+    if h + 2 * padding[0] - dilation[0] * (kernel[0] - 1) < 1 or w + 2 * padding[1] - dilation[1] * (kernel[1] - 1) < 1:
+        return  # no output
+    x = _data(seed, shape, dtype)
+    args = (kernel[0], kernel[1], padding[0], padding[1], dilation[0], dilation[1])
+    np.testing.assert_array_equal(conv.im2col_wide(x, *args), reference("im2col_wide")(x, *args))
 
 
 _OPTIMIZER_CASES = {

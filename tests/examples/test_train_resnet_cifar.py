@@ -31,7 +31,7 @@ def script():
 
 @pytest.fixture(scope="module")
 def cifar_dir(tmp_path_factory):
-    """Binary-format CIFAR files with 32 train records per batch file and 32 test records.
+    """Binary-format CIFAR files with 8 train records per batch file and 8 test records.
 
     Each class has its own mean colour, so a network can learn something in two epochs.
     """
@@ -47,8 +47,8 @@ def cifar_dir(tmp_path_factory):
         records.tofile(root / name)
 
     for i in range(1, 6):
-        write(f"data_batch_{i}.bin", 32)
-    write("test_batch.bin", 32)
+        write(f"data_batch_{i}.bin", 8)
+    write("test_batch.bin", 8)
     return root.parent  # a folder containing cifar-10-batches-bin/, like the cache layout
 
 
@@ -141,12 +141,12 @@ def test_resume_after_first_epoch_is_exact(script, cifar_dir, reference_runs, tm
 def test_ctrl_c_mid_epoch_saves_and_resumes_exactly(script, cifar_dir, reference_runs, tmp_path, capsys):
     out = tmp_path / "run"
     argv = TINY + ["--data-dir", str(cifar_dir), "--epochs", "2", "--schedule", "onecycle", "--out", str(out)]
-    # 160 images / 16 = 10 batches per epoch: stop after batch 4 of the second epoch
+    # 40 images / 16 = 3 batches per epoch (16, 16, 8): stop after batch 2 of the second epoch
     first = run(script, argv, hooks={"on_batch_end": sigint_after(
-        lambda loader: loader.epoch == 1 and loader.state_dict()["position"] == 4)})
+        lambda loader: loader.epoch == 1 and loader.state_dict()["position"] == 2)})
     assert first["interrupted"] and first["epochs_done"] == 1
     state = load_checkpoint(out / "checkpoint.npz")
-    assert state["epoch"] == 1 and state["loader"]["position"] == 4 and state["partial"]["seen"] == 64
+    assert state["epoch"] == 1 and state["loader"]["position"] == 2 and state["partial"]["seen"] == 32
     assert "stopped in epoch 2" in capsys.readouterr().out
     run(script, ["--out", str(out), "--resume", str(out / "checkpoint.npz"), "--no-progress", "--no-plot",
                  "--no-verify", "--data-dir", str(cifar_dir)])
@@ -171,7 +171,9 @@ def test_defaults_are_the_papers_recipe(script):
     assert (args.depth, args.shortcut, args.plain) == (20, "A", False)
     assert (args.optimizer, args.lr, args.momentum, args.weight_decay, args.batch_size) == ("sgd", 0.1, 0.9, 1e-4, 128)
     assert (args.schedule, args.augment, args.verify, args.device) == ("step", True, True, "auto")
-    assert script.step_milestones(args.epochs) == [91, 136]  # the paper's 32k and 48k of 64k iterations
+    # 391 batches of 128 per epoch: the paper's 32k, 48k and 64k iterations
+    assert args.epochs == 164 and script.step_milestones(args.epochs) == [82, 123]
+    assert [e * 391 for e in (82, 123, 164)] == [32062, 48093, 64124]
     for bad in (["--depth", "21"], ["--depth", "2"], ["--shortcut", "C"], ["--batch-size", "0"]):
         with pytest.raises(SystemExit):
             script.build_parser().parse_args(bad)
@@ -179,12 +181,12 @@ def test_defaults_are_the_papers_recipe(script):
 
 
 def test_validation_split_and_subset_data_dir(script, cifar_dir):
-    config = {"limit_train": 100, "limit_test": None, "val_split": 0.2, "seed": 0}
+    config = {"limit_train": 40, "limit_test": None, "val_split": 0.2, "seed": 0}
     runtime = {"data_dir": str(cifar_dir), "download": False, "verify": False}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         train, val, test = script.load_cifar(config, runtime)
-    assert (len(train), len(val), len(test)) == (80, 20, 32)
+    assert (len(train), len(val), len(test)) == (32, 8, 8)
     assert not set(map(bytes, train.data)) & set(map(bytes, val.data))
 
 
@@ -225,7 +227,7 @@ def test_epoch_schedules(script, schedule, warmup, expected):
 
 
 def test_lenet_mnist_smoke(tmp_path, capsys):
-    """examples/train_lenet_mnist.py on 512 real MNIST images for one epoch."""
+    """examples/train_lenet_mnist.py on 256 real MNIST images for one epoch."""
     mnist = find_shared_data("mnist")
     if mnist is None:
         pytest.skip("MNIST (shared/data/mnist) is not present")
@@ -233,7 +235,7 @@ def test_lenet_mnist_smoke(tmp_path, capsys):
     spec = importlib.util.spec_from_file_location("train_lenet_mnist_example", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    result = module.main(["--data-dir", str(mnist), "--limit-train", "512", "--limit-test", "256", "--epochs", "1",
+    result = module.main(["--data-dir", str(mnist), "--limit-train", "256", "--limit-test", "128", "--epochs", "1",
                           "--no-progress", "--no-plot", "--out", str(tmp_path)])
     assert len(result["history"]) == 1 and 0 <= result["test_acc"] <= 1
     assert "final test accuracy" in capsys.readouterr().out

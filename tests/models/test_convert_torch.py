@@ -154,6 +154,12 @@ def test_resnet50_weights_give_the_same_outputs(skip_random_init):
     assert keys_and_shapes(arrays) == keys_and_shapes(ours.state_dict())
     models.load_weights(ours, arrays)
     compare_outputs(reference, ours, (1, 3, 64, 64))
+    # The summary's multiply-accumulates equal PyTorch's own count (FlopCounterMode counts 2 per MAC).
+    from torch.utils.flop_counter import FlopCounterMode
+    from tinygrad_cnn.summary import summary
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        reference(torch.zeros(1, 3, 64, 64))
+    assert summary(ours, (1, 3, 64, 64)).totals["macs"] * 2 == counter.get_total_flops()
 
 
 def test_torchvision_alexnet_weights_give_the_same_outputs(tmp_path, skip_random_init):

@@ -1,7 +1,8 @@
 """Forward shapes, train/eval behaviour, an end-to-end float64 gradient check and one training step per model.
 
-Inputs are kept small (ImageNet ResNets at 32x32 or 64x64, batch 1-2) so the file stays fast; the full-size
-AlexNet forward runs in tests/test_summary.py.
+Training-step inputs are kept small (ImageNet ResNets at 32x32, batch 2) so the file stays fast; the
+ImageNet models run once at 224x224 through the summary (zero weights, shapes and MACs only), and the
+full-size AlexNet forward also runs in tests/test_summary.py.
 """
 import numpy as np
 import pytest
@@ -9,6 +10,7 @@ import pytest
 import tinygrad_cnn
 from tinygrad_cnn import Tensor, models, nn, optim
 from tinygrad_cnn.nn import functional as F
+from tinygrad_cnn.summary import summary
 
 
 def images(shape, seed=0, dtype=np.float32):
@@ -34,6 +36,33 @@ def test_output_shapes(builder, input_shape, output_shape):
     assert np.isfinite(out.numpy()).all()
 
 
+def stage_shapes(report, names):
+    return {name: report.row(name)["output_shape"] for name in names}
+
+
+def test_full_size_imagenet_models(zero_init):
+    """ImageNet models at 224x224 (the summary runs the forward pass). The MAC totals equal PyTorch's
+    ``FlopCounterMode`` count / 2 on the same architectures (1,814,073,344 and 714,188,480), and VGG-16's
+    is the well-known 15.47 G. Weights are not drawn randomly here: only shapes and counts are checked."""
+    r18 = summary(models.resnet18(), (1, 3, 224, 224))
+    assert stage_shapes(r18, ["maxpool", "layer1.1.relu", "layer2.1.relu", "layer3.1.relu", "layer4.1.relu"]) == {
+        "maxpool": (1, 64, 56, 56), "layer1.1.relu": (1, 64, 56, 56), "layer2.1.relu": (1, 128, 28, 28),
+        "layer3.1.relu": (1, 256, 14, 14), "layer4.1.relu": (1, 512, 7, 7)}
+    assert r18.totals["output_shape"] == (1, 1000) and r18.totals["macs"] == 1_814_073_344
+
+    vgg = summary(models.vgg16(), (1, 3, 224, 224))
+    pools = [f"features.{i}" for i in (4, 9, 16, 23, 30)]
+    assert [vgg.row(name)["output_shape"] for name in pools] == [
+        (1, 64, 112, 112), (1, 128, 56, 56), (1, 256, 28, 28), (1, 512, 14, 14), (1, 512, 7, 7)]
+    assert vgg.row("classifier.0")["params"] == 102_764_544
+    assert vgg.totals["output_shape"] == (1, 1000) and vgg.totals["macs"] == 15_470_264_320
+
+    tv = summary(models.alexnet(variant="torchvision"), (1, 3, 224, 224))
+    assert tv.row("features.0")["output_shape"] == (1, 64, 55, 55)
+    assert tv.row("features.12")["output_shape"] == (1, 256, 6, 6)
+    assert tv.totals["output_shape"] == (1, 1000) and tv.totals["macs"] == 714_188_480
+
+
 def test_stage_shapes_of_cifar_resnet():
     model = models.resnet20()
     x = images((1, 3, 32, 32))
@@ -53,6 +82,47 @@ def test_option_a_shortcut_subsamples_and_zero_pads():
     assert out.shape == (2, 6, 3, 3)
     np.testing.assert_array_equal(out[:, 2:4], x[:, :, ::2, ::2])
     assert not out[:, :2].any() and not out[:, 4:].any()
+
+
+def test_alexnet_lrn_is_the_papers_formula():
+    """b = a / (k + alpha * sum_{|j - i| <= n/2} a_j^2) ** beta with the paper's k=2, n=5, alpha=1e-4, beta=0.75."""
+    norm = models.alexnet(variant="cifar").features.norm1
+    a = np.random.default_rng(0).normal(0, 30, (2, 7, 3, 3))  # large activations, so the sum matters
+    padded = np.pad(a ** 2, ((0, 0), (2, 2), (0, 0), (0, 0)))
+    window_sums = sum(padded[:, j:j + 7] for j in range(5))
+    expected = a / (2.0 + 1e-4 * window_sums) ** 0.75
+    np.testing.assert_allclose(norm(Tensor(a)).numpy(), expected, rtol=1e-12)
+    assert np.abs(expected / a - 2.0 ** -0.75).max() > 0.1  # not just the constant k
+
+
+@pytest.mark.parametrize("layer", ["conv2", "conv4", "conv5"])
+def test_alexnet_two_towers_do_not_mix(layer):
+    """groups=2: each half of the output channels sees only its own half of the input channels."""
+    conv = getattr(models.alexnet(variant="cifar", groups=2).features, layer)
+    c_in, c_out = conv.in_channels, conv.out_channels
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((1, c_in, 5, 5)).astype(np.float32)
+    changed = x.copy()
+    changed[:, c_in // 2:] += rng.standard_normal((1, c_in - c_in // 2, 5, 5)).astype(np.float32)
+    with tinygrad_cnn.no_grad():
+        before, after = conv(Tensor(x)).numpy(), conv(Tensor(changed)).numpy()
+    np.testing.assert_array_equal(after[:, :c_out // 2], before[:, :c_out // 2])  # first tower untouched
+    assert not np.allclose(after[:, c_out // 2:], before[:, c_out // 2:])
+
+
+def test_zero_init_residual_blocks_start_as_identity():
+    model = models.ResNet(models.BasicBlock, [2, 1, 1, 1], num_classes=4, zero_init_residual=True)
+    model.train()
+    x = Tensor(np.abs(np.random.default_rng(2).standard_normal((2, 64, 8, 8))).astype(np.float32))
+    block = model.layer1[1]  # identity shortcut; its input comes after a ReLU, so it is >= 0
+    np.testing.assert_array_equal(block(x).numpy(), x.numpy())
+    # The first step: the residual branch's convolutions get no gradient through the zero scale,
+    # while that scale (bn2.weight) does; everything else learns as usual.
+    loss = F.cross_entropy(model(images((2, 3, 32, 32))), Tensor(np.array([0, 3])))
+    loss.backward()
+    assert np.all(block.conv1.weight.grad.numpy() == 0) and np.all(block.conv2.weight.grad.numpy() == 0)
+    assert np.any(block.bn2.weight.grad.numpy() != 0)
+    assert np.any(model.conv1.weight.grad.numpy() != 0) and np.any(model.fc.weight.grad.numpy() != 0)
 
 
 def test_dropout_differs_in_train_mode_and_not_in_eval_mode():
@@ -133,6 +203,8 @@ def all_models_for_a_training_step():
         ("alexnet", lambda: models.alexnet(num_classes=10), (1, 3, 227, 227), 10),
         ("resnet18", lambda: models.resnet18(num_classes=10), (2, 3, 32, 32), 10),
         ("resnet50", lambda: models.resnet50(num_classes=10), (2, 3, 32, 32), 10),
+        # VGG-16's thirteen convolutions with a narrow head (the 4096-wide one only adds cost, not code).
+        ("vgg16-features", lambda: models.VGG(num_classes=10, hidden_features=32), (2, 3, 32, 32), 10),
     ]
 
 

@@ -212,6 +212,40 @@ def test_alexnet_paper_initialisation():
     assert abs(w.std() - 0.01) < 0.001 and abs(w.mean()) < 0.001
 
 
+def test_alexnet_original_names_and_dropout_placement(skip_random_init):
+    model = models.alexnet()
+    assert [name for name, _ in model.features.named_children()] == [
+        "conv1", "relu1", "pool1", "norm1", "conv2", "relu2", "pool2", "norm2",
+        "conv3", "relu3", "conv4", "relu4", "conv5", "relu5", "pool3"]
+    classifier = list(model.classifier.named_children())
+    # Dropout 0.5 right before fc6 and fc7, none before fc8.
+    assert [(name, type(m).__name__) for name, m in classifier] == [
+        ("drop6", "Dropout"), ("fc6", "Linear"), ("relu6", "ReLU"), ("drop7", "Dropout"), ("fc7", "Linear"),
+        ("relu7", "ReLU"), ("fc8", "Linear")]
+    assert model.classifier.drop6.p == model.classifier.drop7.p == 0.5
+    conv1, pool1 = model.features.conv1, model.features.pool1
+    assert tuple(conv1.weight.shape) == (96, 3, 11, 11)
+    assert conv1.stride in (4, (4, 4)) and conv1.padding in (0, (0, 0))
+    assert pool1.kernel_size in (3, (3, 3)) and pool1.stride in (2, (2, 2))  # overlapping pooling
+    assert "features.conv1.weight" in model.state_dict() and "classifier.fc8.bias" in model.state_dict()
+
+
+def test_vgg16_paper_names_over_torchvision_keys(skip_random_init):
+    model = models.vgg16()
+    layers = model.layers
+    assert list(layers) == ["conv1_1", "conv1_2", "pool1", "conv2_1", "conv2_2", "pool2",
+                            "conv3_1", "conv3_2", "conv3_3", "pool3", "conv4_1", "conv4_2", "conv4_3", "pool4",
+                            "conv5_1", "conv5_2", "conv5_3", "pool5", "fc6", "fc7", "fc8"]
+    assert layers["conv1_1"] is model.features[0] and layers["fc6"] is model.classifier[0]
+    assert tuple(layers["conv5_3"].weight.shape) == (512, 512, 3, 3)
+    keys = list(model.state_dict())
+    assert keys[:2] == ["features.0.weight", "features.0.bias"] and keys[-2:] == ["classifier.6.weight",
+                                                                                 "classifier.6.bias"]
+    assert len(keys) == 32  # torchvision's vgg16 state_dict: 13 convs + 3 linears, weight and bias each
+    with pytest.raises(ValueError, match="512"):
+        models.VGG(config=(64, "M", 128, "M"))
+
+
 def test_num_classes_everywhere():
     assert tuple(models.ResNet(models.BasicBlock, [1, 1, 1, 1], num_classes=7).fc.weight.shape) == (7, 512)
     assert tuple(models.ResNet(models.Bottleneck, [1, 1, 1, 1], num_classes=7).fc.weight.shape) == (7, 2048)
@@ -219,6 +253,14 @@ def test_num_classes_everywhere():
     assert tuple(models.lenet5(num_classes=7).classifier.output.weight.shape) == (7, 84)
     assert tuple(models.alexnet(variant="cifar", num_classes=7).classifier.fc8.weight.shape) == (7, 1024)
     assert tuple(models.alexnet(variant="cifar").classifier.fc8.weight.shape) == (10, 1024)
+
+
+def test_num_classes_of_the_large_models(skip_random_init):
+    assert tuple(models.alexnet(num_classes=7).classifier.fc8.weight.shape) == (7, 4096)
+    assert tuple(models.alexnet(variant="torchvision", num_classes=7).classifier[6].weight.shape) == (7, 4096)
+    assert tuple(models.vgg16(num_classes=7).layers["fc8"].weight.shape) == (7, 4096)
+    assert tuple(models.resnet18(num_classes=7).fc.weight.shape) == (7, 512)
+    assert tuple(models.resnet152(num_classes=7).fc.weight.shape) == (7, 2048)
 
 
 @pytest.mark.parametrize("kwargs, match", [

@@ -153,3 +153,61 @@ def test_gains_and_default_bounds_match_torch():
     bound = 1 / math.sqrt(32 * 9)
     assert w.abs().max().item() <= bound and np.abs(ours.data).max() <= bound
     assert ours.data.std() == pytest.approx(w.std().item(), rel=0.05)
+
+
+# Each init function against PyTorch's, on a weight of shape (out, in, kH, kW) with
+# fan_in != fan_out so that a swapped fan shows: the same distribution, judged by the exact
+# bounds of the uniform ones and by the sample std (n = 98304: relative standard error 0.23%,
+# so 2% never fails by chance but catches any wrong factor such as sqrt(2) or sqrt(3)).
+TORCH_INIT_CASES = [
+    ("kaiming_uniform_", {}), ("kaiming_uniform_", {"a": math.sqrt(5)}),
+    ("kaiming_uniform_", {"mode": "fan_out", "nonlinearity": "relu"}),
+    ("kaiming_normal_", {}), ("kaiming_normal_", {"mode": "fan_out", "nonlinearity": "relu"}),
+    ("kaiming_normal_", {"a": 0.2}), ("kaiming_normal_", {"nonlinearity": "tanh"}),
+    ("xavier_uniform_", {}), ("xavier_uniform_", {"gain": 2.0}),
+    ("xavier_normal_", {}), ("xavier_normal_", {"gain": 0.5}),
+    ("uniform_", {"a": -0.3, "b": 0.7}), ("normal_", {"mean": 1.0, "std": 0.2}),
+    ("trunc_normal_", {"mean": 0.0, "std": 1.0, "a": -0.5, "b": 1.0}),
+]
+
+
+@pytest.mark.parametrize("name, kwargs", TORCH_INIT_CASES)
+def test_init_distributions_match_torch(name, kwargs):
+    torch = pytest.importorskip("torch")
+    shape = (96, 64, 4, 4)                     # fan_in = 1024, fan_out = 1536
+    torch.manual_seed(0)
+    theirs = getattr(torch.nn.init, name)(torch.empty(shape), **kwargs).numpy()
+    tinygrad_cnn.manual_seed(0)
+    ours = getattr(init, name)(fresh(shape), **kwargs).numpy()
+    assert ours.std() == pytest.approx(theirs.std(), rel=0.02)
+    assert ours.mean() == pytest.approx(theirs.mean(), abs=0.02 * theirs.std() + 1e-12)
+    if "uniform" in name or name == "trunc_normal_":
+        # both fill the same interval: the extreme samples are within 0.1% of its ends
+        assert ours.min() == pytest.approx(theirs.min(), rel=1e-3)
+        assert ours.max() == pytest.approx(theirs.max(), rel=1e-3)
+
+
+@pytest.mark.parametrize("expression", [
+    "nn.Linear(300, 200)", "nn.Conv2d(64, 96, 3)", "nn.Conv2d(64, 96, (5, 3), groups=4)",
+    "nn.Conv2d(3, 96, 11, stride=4)", "nn.BatchNorm2d(16)", "nn.LayerNorm([4, 5])",
+    "nn.BatchNorm1d(8, affine=False)",
+])
+def test_default_layer_initialisation_matches_torch(expression):
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    theirs = dict(eval(expression, {"nn": torch.nn}).named_parameters())
+    tinygrad_cnn.manual_seed(0)
+    ours = dict(eval(expression, {"nn": nn}).named_parameters())
+    assert list(ours) == list(theirs)
+    for name, value in theirs.items():
+        a, b = ours[name].numpy(), value.detach().numpy()
+        assert a.shape == b.shape and a.dtype == b.dtype, name
+        if b.std() == 0:                                       # ones / zeros
+            assert np.array_equal(a, b), name
+            continue
+        # U(-bound, bound): same bound (the largest |value| is within 2% of it even for the
+        # 96 biases) and the same spread
+        assert np.abs(a).max() <= np.abs(b).max() * 1.02 + 1e-7, name
+        assert np.abs(a).max() >= np.abs(b).max() * 0.9, name
+        if b.size >= 10000:
+            assert a.std() == pytest.approx(b.std(), rel=0.03), name

@@ -1,5 +1,6 @@
 """Layers of tinygrad_cnn.nn: signatures, defaults, initialisation, semantics, gradients, parity."""
 import math
+import re
 import warnings
 from collections import OrderedDict
 
@@ -76,7 +77,12 @@ def test_conv2d_matches_functional_and_validates_arguments():
     with pytest.raises(ValueError, match="4 channels"):
         conv(Tensor(randn(1, 3, 5, 5)))
     with pytest.raises(ValueError, match="4-D input"):
-        conv(Tensor(randn(4, 5, 5)))
+        conv(Tensor(randn(4, 5)))
+    # an unbatched (C, H, W) input is a batch of one without the batch axis, as in PyTorch
+    single = randn(4, 7, 6)
+    assert_allclose(conv(Tensor(single)), conv(Tensor(single[None])).numpy()[0])
+    reflect = nn.Conv2d(4, 2, 3, padding="same", padding_mode="reflect")
+    assert reflect(Tensor(single)).shape == (2, 7, 6)
     with pytest.raises(ValueError, match="strided"):
         nn.Conv2d(1, 1, 3, stride=2, padding="same")
 
@@ -170,6 +176,12 @@ def test_batchnorm_eval_uses_and_keeps_running_statistics():
 def test_batchnorm_input_checks_and_old_checkpoints_without_counter():
     with pytest.raises(ValueError, match=r"expected 4D input \(got 2D input"):
         nn.BatchNorm2d(3)(Tensor(randn(2, 3)))
+    one_value = nn.BatchNorm1d(3)
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        one_value(Tensor(randn(1, 3)))
+    # a rejected batch leaves the statistics and the counter untouched
+    assert one_value.num_batches_tracked.item() == 0
+    assert_allclose(one_value.running_var, np.ones(3))
     with pytest.raises(ValueError, match="expected 3 channels"):
         nn.BatchNorm1d(3)(Tensor(randn(2, 4)))
     bn = nn.BatchNorm1d(3)
@@ -401,6 +413,9 @@ LAYER_EXPRESSIONS = [
     "nn.AvgPool2d(3, stride=2, padding=1, ceil_mode=True, count_include_pad=False)",
     "nn.CrossEntropyLoss()", "nn.MSELoss()", "nn.Flatten()", "nn.Identity()", "nn.Softmax(dim=1)",
     "nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU())",
+    "nn.ModuleList([nn.ReLU(), nn.ReLU(), nn.Linear(2, 3), nn.ReLU()])", "nn.ModuleList()",
+    "nn.ModuleList([nn.Sequential(nn.Linear(2, 2), nn.Tanh()) for _ in range(3)])",
+    "nn.Sequential(nn.ModuleList([nn.Identity(), nn.Identity()]), nn.Flatten(0, -1))",
 ]
 
 
@@ -413,3 +428,244 @@ def test_repr_and_state_dict_keys_match_torch(expression):
     assert list(ours.state_dict()) == list(theirs.state_dict())
     for name, value in theirs.state_dict().items():
         assert ours.state_dict()[name].shape == tuple(value.shape), name
+
+
+# ---------------------------------------------------------------------------- parity with PyTorch
+
+# (layer, input shape, modes): the same layer built in both frameworks, PyTorch's weights copied
+# in, everything in float64; forward, input gradient, parameter gradients and buffers must agree.
+TORCH_PARITY_LAYERS = [
+    ("nn.Conv2d(4, 6, 3, stride=2, padding=1)", (2, 4, 7, 6), ("train",)),
+    ("nn.Conv2d(4, 6, (3, 2), padding=(1, 0), dilation=(1, 2), groups=2, bias=False)", (2, 4, 7, 6),
+     ("train",)),
+    ("nn.Conv2d(3, 8, 11, stride=4, padding=2)", (1, 3, 27, 27), ("train",)),          # AlexNet's conv1
+    ("nn.Conv2d(4, 4, 3, padding='same', padding_mode='circular')", (4, 5, 6), ("train",)),  # unbatched
+    ("nn.Conv2d(2, 3, 2, padding=2, padding_mode='reflect')", (1, 2, 4, 5), ("train",)),
+    ("nn.Linear(5, 3)", (2, 4, 5), ("train",)),
+    ("nn.Linear(5, 3, bias=False)", (5,), ("train",)),
+    ("nn.BatchNorm1d(5)", (6, 5), ("train", "eval")),
+    ("nn.BatchNorm1d(5, momentum=None, affine=False)", (4, 5, 3), ("train", "eval")),
+    ("nn.BatchNorm2d(4, momentum=0.3)", (3, 4, 3, 3), ("train", "eval")),
+    ("nn.BatchNorm2d(4, track_running_stats=False)", (3, 4, 2, 3), ("train", "eval")),
+    ("nn.ReLU()", (3, 7), ("train",)),
+    ("nn.LeakyReLU(0.2)", (3, 7), ("train",)),
+    ("nn.Sigmoid()", (3, 7), ("train",)),
+    ("nn.Tanh()", (3, 7), ("train",)),
+    ("nn.GELU()", (3, 7), ("train",)),
+    ("nn.GELU('tanh')", (3, 7), ("train",)),
+    ("nn.Dropout(0.3)", (3, 7), ("eval",)),
+    ("nn.MaxPool2d(3, stride=2)", (2, 3, 9, 9), ("train",)),
+    ("nn.MaxPool2d(2, padding=1, ceil_mode=True)", (2, 3, 7, 7), ("train",)),
+    ("nn.MaxPool2d(3, stride=2)", (3, 7, 7), ("train",)),
+    ("nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False)", (2, 3, 8, 8), ("train",)),
+    ("nn.AvgPool2d(2, ceil_mode=True)", (2, 3, 5, 5), ("train",)),
+    ("nn.AdaptiveAvgPool2d((1, 1))", (2, 3, 5, 7), ("train",)),
+    ("nn.AdaptiveAvgPool2d((3, 2))", (2, 3, 7, 5), ("train",)),
+    ("nn.LocalResponseNorm(5, alpha=1e-2, beta=0.75, k=2.0)", (2, 7, 3, 3), ("train",)),
+    ("nn.LocalResponseNorm(2)", (2, 4, 3), ("train",)),
+    ("nn.LayerNorm([3, 4])", (2, 5, 3, 4), ("train",)),
+    ("nn.LayerNorm(4, elementwise_affine=False)", (3, 4), ("train",)),
+    ("nn.Flatten()", (2, 3, 4), ("train",)),
+    ("nn.Identity()", (2, 3), ("train",)),
+    ("nn.Sequential(nn.Conv2d(2, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), "
+     "nn.Linear(16, 3))", (3, 2, 6, 6), ("train", "eval")),
+]
+
+
+@pytest.mark.parametrize("expression, shape, modes", TORCH_PARITY_LAYERS)
+def test_layer_matches_torch_with_copied_weights(expression, shape, modes):
+    torch = pytest.importorskip("torch")
+    theirs = eval(expression, {"nn": torch.nn}).double()
+    ours = eval(expression, {"nn": nn}).double()
+    ours.load_state_dict({k: v.numpy() for k, v in theirs.state_dict().items()})
+    rng = np.random.default_rng(len(expression))
+    for mode in modes:
+        ours.train(mode == "train")
+        theirs.train(mode == "train")
+        x = rng.standard_normal(shape)
+        their_x = torch.tensor(x, requires_grad=True)
+        their_out = theirs(their_x)
+        our_x = tensor64(x)
+        our_out = ours(our_x)
+        assert our_out.shape == tuple(their_out.shape), mode
+        assert_allclose(our_out, their_out.detach().numpy(), rtol=1e-7, atol=1e-9, err_msg=mode)
+        upstream = rng.standard_normal(our_out.shape)
+        (their_out * torch.from_numpy(upstream)).sum().backward()
+        (our_out * Tensor(upstream)).sum().backward()
+        assert_allclose(our_x.grad, their_x.grad.numpy(), rtol=1e-7, atol=1e-9, err_msg=mode)
+        their_params = dict(theirs.named_parameters())
+        for name, param in ours.named_parameters():
+            assert_allclose(param.grad, their_params[name].grad.numpy(), rtol=1e-7, atol=1e-9,
+                            err_msg=f"{mode}: {name}")
+        for (name, a), (_, b) in zip(ours.state_dict().items(), theirs.state_dict().items()):
+            assert_allclose(a, b.numpy(), rtol=1e-12, atol=1e-12, err_msg=f"{mode}: {name}")
+        ours.zero_grad()
+        theirs.zero_grad()
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"label_smoothing": 0.2}, {"reduction": "sum"},
+                                    {"reduction": "none", "label_smoothing": 0.1}, {"weight": True},
+                                    {"weight": True, "label_smoothing": 0.3, "ignore_index": 2}])
+def test_cross_entropy_loss_matches_torch(kwargs):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    logits, target = rng.standard_normal((7, 5)), rng.integers(0, 5, size=7)
+    weight = rng.uniform(0.5, 2.0, size=5)
+    ours_kw = dict(kwargs, weight=Tensor(weight)) if "weight" in kwargs else kwargs
+    theirs_kw = dict(kwargs, weight=torch.from_numpy(weight)) if "weight" in kwargs else kwargs
+    our_x, their_x = tensor64(logits), torch.tensor(logits, requires_grad=True)
+    ours = nn.CrossEntropyLoss(**ours_kw)(our_x, Tensor(target))
+    theirs = torch.nn.CrossEntropyLoss(**theirs_kw)(their_x, torch.from_numpy(target))
+    assert_allclose(ours, theirs.detach().numpy(), rtol=1e-10, atol=1e-12)
+    ours.sum().backward()
+    theirs.sum().backward()
+    assert_allclose(our_x.grad, their_x.grad.numpy(), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_mse_loss_matches_torch(reduction):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(1)
+    a, b = rng.standard_normal((2, 3, 4)), rng.standard_normal((2, 3, 4))
+    our_x, their_x = tensor64(a), torch.tensor(a, requires_grad=True)
+    ours = nn.MSELoss(reduction=reduction)(our_x, Tensor(b))
+    theirs = torch.nn.MSELoss(reduction=reduction)(their_x, torch.from_numpy(b))
+    assert_allclose(ours, theirs.detach().numpy(), rtol=1e-12)
+    ours.sum().backward()
+    theirs.sum().backward()
+    assert_allclose(our_x.grad, their_x.grad.numpy(), rtol=1e-12)
+
+
+# The same source text runs on PyTorch and, after swapping the three import lines, on tinygrad_cnn.
+LECTURE_IMPORTS_TORCH = ("import torch.nn as nn\nimport torch.nn.functional as F\nimport torch.optim as optim\n"
+                         "from torch import flatten\n")
+LECTURE_IMPORTS_OURS = ("import tinygrad_cnn.nn as nn\nimport tinygrad_cnn.nn.functional as F\n"
+                        "import tinygrad_cnn.optim as optim\nfrom tinygrad_cnn import flatten\n")
+LECTURE_BODY = """
+class ResBlock(nn.Module):
+    def __init__(self, channels):
+        super().__init__()
+        self.conv = nn.Sequential(
+            nn.Conv2d(channels, channels, kernel_size=3, padding=1, bias=False),
+            nn.BatchNorm2d(channels),
+            nn.ReLU(),
+            nn.Conv2d(channels, channels, kernel_size=3, padding=1, bias=False),
+            nn.BatchNorm2d(channels),
+        )
+
+    def forward(self, x):
+        return nn.ReLU()(self.conv(x) + x)
+
+
+class SmallResNet(nn.Module):
+    def __init__(self, num_classes=10):
+        super().__init__()
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, 8, kernel_size=3, padding=1),
+            nn.BatchNorm2d(8),
+            nn.ReLU(),
+            nn.MaxPool2d(kernel_size=2, stride=2),
+        )
+        self.layers = nn.Sequential(ResBlock(8), ResBlock(8))
+        self.pool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = nn.Linear(8, num_classes)
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = self.layers(x)
+        x = self.pool(x)
+        x = flatten(x, 1)
+        return self.fc(x)
+
+
+# The other common style: F.relu, "out +=", an empty Sequential as identity shortcut, view().
+class BasicBlock(nn.Module):
+    expansion = 1
+
+    def __init__(self, in_planes, planes, stride=1):
+        super(BasicBlock, self).__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, kernel_size=3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, kernel_size=3, stride=1, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or in_planes != self.expansion * planes:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_planes, self.expansion * planes, kernel_size=1, stride=stride, bias=False),
+                nn.BatchNorm2d(self.expansion * planes))
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        out += self.shortcut(x)
+        out = F.relu(out)
+        return out
+
+
+class CifarStyleNet(nn.Module):
+    def __init__(self, num_classes=10):
+        super(CifarStyleNet, self).__init__()
+        self.layer1 = nn.Sequential(BasicBlock(3, 4), BasicBlock(4, 4))
+        self.layer2 = nn.Sequential(BasicBlock(4, 8, stride=2))
+        self.linear = nn.Linear(8, num_classes)
+
+    def forward(self, x):
+        out = self.layer2(self.layer1(x))
+        out = F.avg_pool2d(out, 4)
+        out = out.view(out.size(0), -1)
+        return self.linear(out)
+
+
+model = MODEL()
+criterion = nn.CrossEntropyLoss()
+optimizer = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+
+def train_step(images, labels):
+    model.train()
+    optimizer.zero_grad()
+    loss = criterion(model(images), labels)
+    loss.backward()
+    optimizer.step()
+    return loss
+"""
+
+
+@pytest.mark.parametrize("model_class", ["SmallResNet", "CifarStyleNet"])
+def test_lecture_source_runs_unchanged_after_swapping_the_import(model_class):
+    torch = pytest.importorskip("torch")
+    body = LECTURE_BODY.replace("model = MODEL()", f"model = {model_class}()")
+    theirs, ours = {}, {}
+    exec(LECTURE_IMPORTS_TORCH + body, theirs)
+    exec(LECTURE_IMPORTS_OURS + body, ours)
+    assert isinstance(ours["model"], nn.Module)
+    ours["model"].load_state_dict({k: v.numpy() for k, v in theirs["model"].state_dict().items()})
+    rng = np.random.default_rng(0)
+    for step in range(2):
+        images = rng.standard_normal((4, 3, 8, 8)).astype(np.float32)
+        labels = rng.integers(0, 10, size=4)
+        their_loss = theirs["train_step"](torch.from_numpy(images), torch.from_numpy(labels))
+        our_loss = ours["train_step"](Tensor(images), Tensor(labels))
+        assert our_loss.item() == pytest.approx(their_loss.item(), rel=1e-5), step
+    # after two SGD steps with momentum the weights and running statistics still agree
+    their_state = theirs["model"].state_dict()
+    for name, value in ours["model"].state_dict().items():
+        assert_allclose(value, their_state[name].numpy(), rtol=1e-4, atol=1e-5, err_msg=name)
+    ours["model"].eval()
+    theirs["model"].eval()
+    images = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
+    assert_allclose(ours["model"](Tensor(images)),
+                    theirs["model"](torch.from_numpy(images)).detach().numpy(), rtol=1e-4, atol=1e-5)
+
+
+LAYER_CLASSES = ["Conv2d", "Linear", "BatchNorm1d", "BatchNorm2d", "ReLU", "LeakyReLU", "Sigmoid",
+                 "Tanh", "GELU", "Dropout", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d",
+                 "LocalResponseNorm", "LayerNorm", "Flatten", "CrossEntropyLoss", "MSELoss",
+                 "Identity", "Sequential", "ModuleList", "Parameter", "Module"]
+
+
+@pytest.mark.parametrize("name", LAYER_CLASSES)
+def test_every_layer_documents_its_shapes_and_its_differences_from_pytorch(name):
+    doc = getattr(nn, name).__doc__ or ""
+    gives_shapes = re.search(r"\((N|C|\*)", doc) or "shape" in doc.lower()
+    assert gives_shapes, f"nn.{name}: the docstring gives no shapes"
+    assert "PyTorch" in doc, f"nn.{name}: the docstring does not compare with PyTorch"

@@ -1,5 +1,7 @@
 """nn.Module machinery: registration, traversal, modes, to(), state_dict, hooks, repr, containers."""
 import copy
+import pathlib
+import re
 from collections import OrderedDict
 
 import numpy as np
@@ -435,3 +437,97 @@ def test_deepcopy_gives_an_independent_model():
 def test_identity_returns_its_input():
     x = Tensor(np.ones(2))
     assert nn.Identity(54, unused="x")(x) is x
+
+
+def test_deleting_from_a_named_sequential_keeps_the_names():
+    # deliberate difference from PyTorch, which renumbers to 0..n-1 and so loses the names
+    named = nn.Sequential(OrderedDict([("conv", Affine(1)), ("act", nn.Identity()), ("out", Affine(1))]))
+    del named[1]
+    assert list(named._modules) == ["conv", "out"]
+    assert list(named.state_dict())[0] == "conv.scale"
+
+
+def test_module_list_repr_collapses_runs_of_identical_children():
+    layers = nn.ModuleList([nn.Identity(), nn.Identity(), Affine(1), nn.Identity()])
+    assert repr(layers) == ("ModuleList(\n"
+                            "  (0-1): 2 x Identity()\n"
+                            "  (2): Affine()\n"
+                            "  (3): Identity()\n"
+                            ")")
+    assert repr(nn.ModuleList()) == "ModuleList()"
+
+
+# ---------------------------------------------------------------------------- parity with PyTorch
+
+def build_tree(nn, ones):
+    """A model exercising every registry: parameters, persistent and non-persistent buffers,
+    nested containers, a ModuleList and a module registered under two names."""
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(2, 3, 3)
+            self.bn = nn.BatchNorm2d(3)
+            self.register_buffer("scale", ones(3), persistent=False)
+            self.heads = nn.ModuleList([nn.Linear(3, 2), nn.Linear(3, 2), nn.Linear(3, 4)])
+
+        def extra_repr(self):
+            return "custom=1"
+
+        def forward(self, x):
+            return self.bn(self.conv(x))
+
+    model = nn.Sequential(Block(), nn.ReLU())
+    shared = nn.Linear(2, 2)
+    model.add_module("a", shared)
+    model.add_module("b", shared)
+    return model
+
+
+def test_module_traversal_state_dict_and_repr_match_torch():
+    torch = pytest.importorskip("torch")
+    ours, theirs = build_tree(nn, tinygrad_cnn.ones), build_tree(torch.nn, torch.ones)
+    assert repr(ours) == repr(theirs)
+    for method in ("named_parameters", "named_buffers", "named_modules", "named_children"):
+        assert [n for n, _ in getattr(ours, method)()] == [n for n, _ in getattr(theirs, method)()], method
+    assert ([n for n, _ in ours.named_modules(prefix="root")]
+            == [n for n, _ in theirs.named_modules(prefix="root")])
+    assert ([n for n, _ in ours[0].named_parameters(prefix="p", recurse=False)]
+            == [n for n, _ in theirs[0].named_parameters(prefix="p", recurse=False)])
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+    assert len(list(ours.parameters())) == len(list(theirs.parameters()))
+    assert len(list(ours.buffers())) == len(list(theirs.buffers()))
+
+
+def test_load_state_dict_errors_read_as_torch():
+    torch = pytest.importorskip("torch")
+    ours, theirs = build_tree(nn, tinygrad_cnn.ones), build_tree(torch.nn, torch.ones)
+    state = {k: v.numpy() for k, v in theirs.state_dict().items()}
+    del state["0.bn.running_var"]
+    state["extra"] = np.zeros(1, np.float32)
+    state["0.conv.weight"] = np.zeros((1, 2, 3, 3), np.float32)
+    with pytest.raises(RuntimeError) as our_error:
+        ours.load_state_dict(state)
+    with pytest.raises(RuntimeError) as their_error:
+        theirs.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
+    # PyTorch prints shapes as torch.Size([...]), we print tuples; the rest is identical
+    their_text = re.sub(r"torch\.Size\(\[([^\]]*)\]\)", r"(\1)", str(their_error.value))
+    assert str(our_error.value) == their_text
+    state["0.conv.weight"] = np.zeros((3, 2, 3, 3), np.float32)
+    our_result = ours.load_state_dict(state, strict=False)
+    their_result = theirs.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=False)
+    assert tuple(our_result) == tuple(their_result)
+    assert repr(our_result) == repr(their_result)
+
+
+# ---------------------------------------------------------------------------- docs/nn.md
+
+def test_worked_example_in_the_nn_docs_runs(capsys):
+    text = (pathlib.Path(__file__).resolve().parents[2] / "docs" / "nn.md").read_text()
+    blocks = [block for block in re.findall(r"```python\n(.*?)```", text, re.S)
+              if block.lstrip().startswith("import")]
+    assert blocks, "docs/nn.md has no runnable example"
+    for block in blocks:
+        exec(compile(block, "docs/nn.md", "exec"), {})
+    checks = [line for line in capsys.readouterr().out.splitlines() if line.startswith("check:")]
+    assert checks and all(line.endswith("True") for line in checks), checks

@@ -128,6 +128,69 @@ def test_add_param_group():
     assert len(opt.param_groups) == 2  # failed additions leave the optimizer unchanged
 
 
+@pytest.mark.parametrize("name", sorted(ALL_OPTIMIZERS))
+def test_maximize_ascends_and_leaves_the_gradient_alone(name):
+    # maximize=True on f is minimize on -f: same trajectory as negating every gradient by hand.
+    make = ALL_OPTIMIZERS[name]
+    rng = np.random.default_rng(2)
+    grads = [[rng.standard_normal(s) for s in [(3, 4), (4,), (2, 1, 3)]] for _ in range(3)]
+
+    def run(maximize):
+        params = make_params(seed=3, dtype=np.float64)
+        opt = make(params)
+        for group in opt.param_groups:
+            group["maximize"] = maximize
+        for step_grads in grads:
+            for p, g in zip(params, step_grads):
+                p.grad = Tensor(g.copy() if maximize else -g)
+            opt.step()
+            if maximize:
+                for p, g in zip(params, step_grads):
+                    np.testing.assert_array_equal(p.grad.data, g)
+        return [p.data for p in params]
+
+    for a, b in zip(run(True), run(False)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_named_parameters_keep_their_names():
+    a, b, c = make_params()
+    opt = optim.SGD([("w", a), ("b", b)], lr=0.1, momentum=0.9)
+    assert [id(p) for p in opt.param_groups[0]["params"]] == [id(a), id(b)]
+    assert opt.param_groups[0]["param_names"] == ["w", "b"]
+    opt.add_param_group({"params": [("head", c)], "lr": 1.0})
+    sd = opt.state_dict()
+    assert [g["param_names"] for g in sd["param_groups"]] == [["w", "b"], ["head"]]
+    assert [g["params"] for g in sd["param_groups"]] == [[0, 1], [2]]
+    with pytest.raises(ValueError, match="has no parameter names but the earlier groups have them"):
+        optim.SGD([{"params": [("w", a)]}, {"params": [b]}], lr=0.1)
+    with pytest.raises(ValueError, match="has parameter names but the earlier groups have none"):
+        optim.SGD([a], lr=0.1).add_param_group({"params": [("b", b)]})
+
+
+def test_compatibility_flags_are_accepted_and_checked():
+    params = make_params()
+    for cls in (optim.SGD, optim.Adagrad, optim.RMSprop, optim.Adam, optim.AdamW):
+        cls(params, foreach=False, fused=None, maximize=False)
+        with pytest.raises(ValueError, match=f"{cls.__name__}: foreach must be None or a bool"):
+            cls(params, foreach="yes")
+        with pytest.raises(ValueError, match=f"{cls.__name__}: maximize must be a bool"):
+            cls(params, maximize=1)
+
+
+def test_state_dict_without_a_newer_option_loads_with_its_default():
+    params = make_params()
+    opt = optim.Adam(params, lr=0.1)
+    train(opt, params, 1)
+    sd = opt.state_dict()
+    for group in sd["param_groups"]:
+        del group["maximize"]          # as written before the option existed
+    other = optim.Adam(make_params(), lr=0.1)
+    other.load_state_dict(sd)
+    assert other.param_groups[0]["maximize"] is False
+    train(other, other.param_groups[0]["params"], 1)
+
+
 def test_generator_of_parameters_is_accepted():
     params = make_params()
     opt = optim.SGD((p for p in params), lr=0.1)
@@ -346,11 +409,13 @@ def test_converges_on_convex_quadratic(make, steps):
 # From (-1.5, 2) the valley bends round a plateau near x = -1 (f ~ 4); adaptive methods with
 # modest lrs cross it slowly, hence the per-method bound on the final/initial loss ratio.
 @pytest.mark.parametrize("make,max_ratio", [
+    (lambda ps: optim.SGD(ps, lr=1e-3), 0.5),
     (lambda ps: optim.SGD(ps, lr=1e-3, momentum=0.9), 0.05),
     (lambda ps: optim.Adagrad(ps, lr=1.0), 0.5),
     (lambda ps: optim.RMSprop(ps, lr=2e-2, centered=True), 0.5),
     (lambda ps: optim.Adam(ps, lr=0.1), 0.05),
-], ids=["momentum", "adagrad", "rmsprop", "adam"])
+    (lambda ps: optim.AdamW(ps, lr=0.1, weight_decay=0.01), 0.05),
+], ids=["sgd", "momentum", "adagrad", "rmsprop", "adam", "adamw"])
 def test_makes_progress_on_rosenbrock(make, max_ratio):
     xy = Tensor(np.array([-1.5, 2.0]), requires_grad=True)
     opt = make([xy])

@@ -26,6 +26,11 @@ OPTIMIZER_CONFIGS = [
     ("Adam", dict(lr=0.01, amsgrad=True)),
     ("AdamW", dict(lr=0.01)),
     ("AdamW", dict(lr=0.01, weight_decay=0.1, amsgrad=True, betas=(0.5, 0.9))),
+    ("SGD", dict(lr=0.05, momentum=0.9, weight_decay=0.01, maximize=True)),
+    ("Adagrad", dict(lr=0.1, weight_decay=0.01, maximize=True)),
+    ("RMSprop", dict(lr=0.01, momentum=0.5, centered=True, weight_decay=0.01, maximize=True)),
+    ("Adam", dict(lr=0.01, weight_decay=0.05, maximize=True)),
+    ("AdamW", dict(lr=0.01, amsgrad=True, maximize=True)),
 ]
 
 
@@ -132,3 +137,44 @@ def test_one_cycle_with_adam_matches_torch():
         np.testing.assert_allclose(ours.get_last_lr(), theirs.get_last_lr(), rtol=1e-12)
         np.testing.assert_allclose(ours_opt.param_groups[0]["betas"], theirs_opt.param_groups[0]["betas"],
                                    rtol=1e-12)
+
+
+OPTIMIZER_NAMES = ["SGD", "Adagrad", "RMSprop", "Adam", "AdamW"]
+SCHEDULER_NAMES = ["LambdaLR", "StepLR", "MultiStepLR", "ExponentialLR", "CosineAnnealingLR", "LinearLR",
+                   "OneCycleLR", "SequentialLR", "ReduceLROnPlateau"]
+
+
+def _parameters(cls):
+    import inspect
+    return inspect.signature(cls).parameters
+
+
+@pytest.mark.parametrize("name", OPTIMIZER_NAMES + SCHEDULER_NAMES)
+def test_signature_and_defaults_match_torch(name):
+    # Our positional arguments are PyTorch's first ones, in order, with PyTorch's defaults, so a
+    # script's calls move over unchanged. Torch-only internals (capturable, differentiable) are
+    # the only arguments left out; later torch positionals (e.g. Adagrad's foreach) are keywords.
+    if name in OPTIMIZER_NAMES:
+        ours, theirs = getattr(optim, name), getattr(torch.optim, name)
+    else:
+        ours, theirs = getattr(S, name), getattr(torch.optim.lr_scheduler, name)
+    ours_params, theirs_params = _parameters(ours), _parameters(theirs)
+    missing = set(theirs_params) - set(ours_params) - {"capturable", "differentiable"}
+    assert not missing, f"{name} lacks {sorted(missing)}"
+    positional = [n for n, p in theirs_params.items() if p.kind is p.POSITIONAL_OR_KEYWORD]
+    ours_positional = [n for n, p in ours_params.items() if p.kind is p.POSITIONAL_OR_KEYWORD]
+    assert ours_positional == positional[:len(ours_positional)]
+    for arg, theirs_param in theirs_params.items():
+        if arg in ours_params:
+            assert ours_params[arg].default == theirs_param.default, (name, arg)
+
+
+def test_named_parameters_state_dict_layout_matches_torch():
+    ours_ps = [Tensor(np.ones(2), requires_grad=True), Tensor(np.ones(3), requires_grad=True)]
+    theirs_ps = [torch.ones(2, requires_grad=True), torch.ones(3, requires_grad=True)]
+    ours = optim.SGD([("a", ours_ps[0]), ("b", ours_ps[1])], lr=0.1)
+    theirs = torch.optim.SGD([("a", theirs_ps[0]), ("b", theirs_ps[1])], lr=0.1)
+    ours_group, theirs_group = ours.state_dict()["param_groups"][0], theirs.state_dict()["param_groups"][0]
+    assert ours_group["param_names"] == theirs_group["param_names"] == ["a", "b"]
+    assert ours_group["params"] == theirs_group["params"] == [0, 1]
+    assert ours_group["maximize"] is theirs_group["maximize"] is False

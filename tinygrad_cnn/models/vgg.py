@@ -40,21 +40,28 @@ class VGG(nn.Module):
         num_classes: outputs of the last layer.
         batch_norm: BatchNorm after each convolution.
         dropout: drop probability after fc6 and fc7 (torchvision's placement).
+        hidden_features: width of fc6 and fc7 (4096 in the paper; a narrow head suits small datasets).
 
     input: (N, 3, H, W), H and W multiples of 32 (224 for ImageNet) -> logits (N, num_classes).
     Initialisation as torchvision: Kaiming normal (fan_out) convolutions, N(0, 0.01) linear weights, zero
-    biases.
+    biases. The state_dict keys are torchvision's numbered ones (``features.0.weight``,
+    ``classifier.0.weight``); :attr:`layers` gives the paper's names (``conv1_1`` ... ``pool5``, ``fc6`` ...).
     """
 
     def __init__(self, config=VGG16_CONFIG, num_classes: int = 1000, batch_norm: bool = False,
-                 dropout: float = 0.5):
+                 dropout: float = 0.5, hidden_features: int = 4096):
         super().__init__()
+        channels = [item for item in config if item != "M"]
+        if not channels or channels[-1] != 512:
+            raise ValueError(f"VGG: the last convolution of config must have 512 channels (the classifier "
+                             f"expects 512 * 7 * 7 inputs), got config {list(config)}")
+        self.config = tuple(config)
         self.features = _make_features(config, batch_norm)
         self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
         self.classifier = nn.Sequential(
-            nn.Linear(512 * 7 * 7, 4096), nn.ReLU(inplace=True), nn.Dropout(p=dropout),
-            nn.Linear(4096, 4096), nn.ReLU(inplace=True), nn.Dropout(p=dropout),
-            nn.Linear(4096, num_classes),
+            nn.Linear(512 * 7 * 7, hidden_features), nn.ReLU(inplace=True), nn.Dropout(p=dropout),
+            nn.Linear(hidden_features, hidden_features), nn.ReLU(inplace=True), nn.Dropout(p=dropout),
+            nn.Linear(hidden_features, num_classes),
         )
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
@@ -64,6 +71,22 @@ class VGG(nn.Module):
             elif isinstance(module, nn.Linear):
                 nn.init.normal_(module.weight, mean=0.0, std=0.01)
                 nn.init.zeros_(module.bias)
+
+    @property
+    def layers(self) -> dict:
+        """``{"conv1_1": Conv2d, ..., "pool1": MaxPool2d, ..., "conv5_3": ..., "pool5": ..., "fc6": Linear,
+        "fc7": ..., "fc8": ...}``: the paper's names (block_index) for the numbered torchvision modules."""
+        names, block, index = {}, 1, 1
+        for module in self.features.children():
+            if isinstance(module, nn.Conv2d):
+                names[f"conv{block}_{index}"] = module
+                index += 1
+            elif isinstance(module, nn.MaxPool2d):
+                names[f"pool{block}"] = module
+                block, index = block + 1, 1
+        fcs = [m for m in self.classifier.children() if isinstance(m, nn.Linear)]
+        names.update(zip(("fc6", "fc7", "fc8"), fcs))
+        return names
 
     def forward(self, x):
         x = self.avgpool(self.features(x))

@@ -21,6 +21,10 @@ class Parameter(Tensor):
         float32 tensor. A Tensor's array is used as it is (no copy), as in PyTorch.
     requires_grad: default True; ``False`` gives a frozen parameter that is still saved and
         loaded with the module.
+    Shape and dtype are those of ``data``.
+
+    Differences from PyTorch: the storage is a NumPy or CuPy array (``.data``), and
+    ``Parameter()`` without data is an empty float32 tensor of shape (0,).
     """
 
     def __init__(self, data=None, requires_grad: bool = True):

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from .. import backend
-from .optimizer import Optimizer
+from .optimizer import Optimizer, _check_compat_flags
 
 __all__ = ["Adagrad"]
 
@@ -35,6 +35,7 @@ class Adagrad(Optimizer):
 
     .. code-block:: text
 
+        g     = -g                           (maximize=True only)
         g     = g + weight_decay * p
         clr   = lr / (1 + (t - 1) * lr_decay)
         s_t   = s_{t-1} + g * g              (s_0 = initial_accumulator_value)
@@ -52,14 +53,17 @@ class Adagrad(Optimizer):
         weight_decay: L2 penalty coefficient (>= 0). Default 0.
         initial_accumulator_value: starting value of ``s`` (>= 0). Default 0.
         eps: added to the denominator for numerical stability (>= 0). Default 1e-10.
+        maximize: maximise the objective instead (the gradient is negated first). Default False.
+        foreach, fused: accepted for PyTorch compatibility (None or bool); no effect.
 
     State per parameter: ``"step"`` (int), ``"sum"`` (array shaped like the parameter).
     """
 
     def __init__(self, params, lr=1e-2, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0,
-                 eps=1e-10):
+                 eps=1e-10, *, maximize=False, foreach=None, fused=None):
+        _check_compat_flags("Adagrad", foreach, fused)
         defaults = dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
-                        initial_accumulator_value=initial_accumulator_value, eps=eps)
+                        initial_accumulator_value=initial_accumulator_value, eps=eps, maximize=maximize)
         super().__init__(params, defaults)
 
     def _validate_group(self, group, group_index):

@@ -5,7 +5,7 @@ import math
 import numbers
 
 from .. import backend
-from .optimizer import Optimizer, _lerp_
+from .optimizer import Optimizer, _check_compat_flags, _lerp_
 
 __all__ = ["Adam", "AdamW"]
 
@@ -53,6 +53,7 @@ class Adam(Optimizer):
 
     .. code-block:: text
 
+        g     = -g                                         (maximize=True only)
         g     = g + weight_decay * p                       (L2 penalty folded into the gradient)
         m_t   = beta1 * m_{t-1} + (1 - beta1) * g          (first moment, m_0 = 0)
         v_t   = beta2 * v_{t-1} + (1 - beta2) * g^2        (second moment, v_0 = 0)
@@ -76,15 +77,18 @@ class Adam(Optimizer):
         weight_decay: L2 penalty coefficient (>= 0). Default 0. See :class:`AdamW`.
         amsgrad: use the AMSGrad variant. Default False.
         decoupled_weight_decay: apply weight decay as AdamW does. Default False.
+        maximize: maximise the objective instead (the gradient is negated first). Default False.
+        foreach, fused: accepted for PyTorch compatibility (None or bool); no effect.
 
     State per parameter: ``"step"`` (int), ``"exp_avg"``, ``"exp_avg_sq"`` and, with amsgrad,
     ``"max_exp_avg_sq"`` (arrays shaped like the parameter).
     """
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False, *,
-                 decoupled_weight_decay=False):
+                 maximize=False, foreach=None, fused=None, decoupled_weight_decay=False):
+        _check_compat_flags(type(self).__name__, foreach, fused)
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
-                        decoupled_weight_decay=decoupled_weight_decay)
+                        decoupled_weight_decay=decoupled_weight_decay, maximize=maximize)
         super().__init__(params, defaults)
 
     def _validate_group(self, group, group_index):
@@ -138,10 +142,11 @@ class AdamW(Adam):
     ``weight_decay`` largely independent of ``lr``'s schedule shape.
 
     Args:
-        params, lr, betas, eps, amsgrad: as :class:`Adam`.
+        params, lr, betas, eps, amsgrad, maximize, foreach, fused: as :class:`Adam`.
         weight_decay: decoupled decay coefficient (>= 0). Default 1e-2.
     """
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False):
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False, *,
+                 maximize=False, foreach=None, fused=None):
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
-                         decoupled_weight_decay=True)
+                         maximize=maximize, foreach=foreach, fused=fused, decoupled_weight_decay=True)

@@ -84,6 +84,18 @@ class _ParamState(MutableMapping):
         return f"_ParamState({len(self)} parameters)"
 
 
+def _is_named_param(item, tensor_class) -> bool:
+    return (isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str)
+            and isinstance(item[1], tensor_class))
+
+
+def _check_compat_flags(name: str, foreach, fused) -> None:
+    """``foreach``/``fused`` are accepted as in PyTorch; only their type is checked."""
+    for flag, value in (("foreach", foreach), ("fused", fused)):
+        if value is not None and not isinstance(value, bool):
+            raise ValueError(f"{name}: {flag} must be None or a bool, got {value!r}")
+
+
 def _is_number(value) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
@@ -104,8 +116,15 @@ def _copy_value(value):
 class Optimizer:
     """Base class of all optimizers (PyTorch's ``torch.optim.Optimizer`` interface).
 
-    ``params`` is an iterable of Tensors, or of dicts ``{"params": [...], <hyperparameter>: value}``
-    (parameter groups; missing hyperparameters are taken from ``defaults``).
+    ``params`` is an iterable of Tensors, of ``(name, Tensor)`` pairs (``model.named_parameters()``;
+    the names are kept in ``group["param_names"]``), or of dicts
+    ``{"params": [...], <hyperparameter>: value}`` (parameter groups; missing hyperparameters are
+    taken from ``defaults``).
+
+    Every optimizer also takes PyTorch's keyword ``maximize=False`` (ascend instead of descend:
+    the gradient is negated before anything else, weight decay included) and accepts
+    ``foreach`` and ``fused`` for compatibility; they change nothing here, because every update
+    already works on whole arrays and uses the backend's fused kernel where one is registered.
 
     Attributes:
         defaults: ``{name: value}`` default hyperparameters of this optimizer.
@@ -147,9 +166,11 @@ class Optimizer:
     def add_param_group(self, param_group: dict) -> None:
         """Add a group ``{"params": [...], <hyperparameter>: value, ...}`` to :attr:`param_groups`.
 
-        Hyperparameters not given are copied from :attr:`defaults`. Raises ``TypeError`` for
-        non-Tensor parameters and ``ValueError`` for a parameter that is already optimized
-        (in this group or another one), an empty group or an invalid hyperparameter.
+        ``"params"`` holds Tensors or ``(name, Tensor)`` pairs (then ``group["param_names"]`` keeps
+        the names; all groups must agree). Hyperparameters not given are copied from
+        :attr:`defaults`. Raises ``TypeError`` for non-Tensor parameters and ``ValueError`` for a
+        parameter that is already optimized (in this group or another one), an empty group or an
+        invalid hyperparameter.
         """
         name = type(self).__name__
         Tensor = _tensor_class()
@@ -168,6 +189,20 @@ class Optimizer:
             params = list(params)
         if len(params) == 0:
             raise ValueError(f"{name}: parameter group {group_index} has an empty 'params' list")
+        param_names = None
+        if all(_is_named_param(item, Tensor) for item in params):
+            param_names = [item[0] for item in params]
+            params = [item[1] for item in params]
+        elif "param_names" in param_group:
+            param_names = list(param_group["param_names"])
+            if len(param_names) != len(params):
+                raise ValueError(f"{name}: parameter group {group_index} has {len(params)} params but "
+                                 f"{len(param_names)} param_names")
+        if self.param_groups and (param_names is None) != ("param_names" not in self.param_groups[0]):
+            mismatch = ("has no parameter names but the earlier groups have them" if param_names is None
+                        else "has parameter names but the earlier groups have none")
+            raise ValueError(f"{name}: parameter group {group_index} {mismatch}; give every group as "
+                             "(name, Tensor) pairs or none of them")
         seen = {id(p): i for i, g in enumerate(self.param_groups) for p in g["params"]}
         in_group: set[int] = set()
         for position, p in enumerate(params):
@@ -187,8 +222,10 @@ class Optimizer:
                                  "each parameter may be given only once")
             in_group.add(id(p))
         group = {"params": params}
+        if param_names is not None:
+            group["param_names"] = param_names
         for key, value in param_group.items():
-            if key != "params":
+            if key not in ("params", "param_names"):
                 group[key] = value
         for key, default in self.defaults.items():
             if key not in group:
@@ -196,6 +233,8 @@ class Optimizer:
                     raise ValueError(f"{name}: parameter group {group_index} does not specify the "
                                      f"required hyperparameter {key!r}")
                 group[key] = default
+        if not isinstance(group.get("maximize", False), bool):
+            raise ValueError(f"{name}: maximize must be a bool, got {group['maximize']!r}")
         self._validate_group(group, group_index)
         self.param_groups.append(group)
 
@@ -250,8 +289,12 @@ class Optimizer:
         raise NotImplementedError
 
     def _params_with_grad(self, group: dict):
-        """Yield ``(param, param_array, grad_array)`` for parameters that should be updated."""
+        """Yield ``(param, param_array, grad_array)`` for parameters that should be updated.
+
+        With ``maximize`` the gradient array is a negated copy (the stored ``.grad`` is untouched).
+        """
         name = type(self).__name__
+        maximize = group.get("maximize", False)
         for p in group["params"]:
             if p.grad is None or not p.requires_grad:
                 continue
@@ -263,7 +306,7 @@ class Optimizer:
             if backend.get_array_module(grad) is not backend.get_array_module(param):
                 raise ValueError(f"{name}.step: gradient and parameter of shape {tuple(param.shape)} are "
                                  "on different devices")
-            yield p, param, grad
+            yield p, param, (-grad if maximize else grad)
 
     @staticmethod
     def _kernel(kernel_name: str, param_array):
@@ -332,6 +375,9 @@ class Optimizer:
         for saved, group in zip(saved_groups, self.param_groups):
             restored = {k: _copy_value(v) for k, v in saved.items() if k != "params"}
             restored["params"] = group["params"]
+            # A state dict written before an option existed keeps that option's default.
+            for key, default in self.defaults.items():
+                restored.setdefault(key, default)
             new_groups.append(restored)
         self.state = new_state
         self.param_groups = new_groups

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from .. import backend
-from .optimizer import Optimizer, _lerp_
+from .optimizer import Optimizer, _check_compat_flags, _lerp_
 
 __all__ = ["RMSprop"]
 
@@ -48,6 +48,7 @@ class RMSprop(Optimizer):
 
     .. code-block:: text
 
+        g   = -g                                         (maximize=True only)
         g   = g + weight_decay * p
         v_t = alpha * v_{t-1} + (1 - alpha) * g^2        (v_0 = 0)
         m_t = alpha * m_{t-1} + (1 - alpha) * g          (centered=True only, m_0 = 0)
@@ -69,14 +70,18 @@ class RMSprop(Optimizer):
         weight_decay: L2 penalty coefficient (>= 0). Default 0.
         momentum: momentum factor (>= 0). Default 0.
         centered: normalise by the estimated variance instead of the second moment. Default False.
+        maximize: maximise the objective instead (the gradient is negated first). Default False.
+        foreach, fused: accepted for PyTorch compatibility (None or bool); no effect.
 
     State per parameter: ``"step"`` (int), ``"square_avg"``, plus ``"momentum_buffer"`` when
     momentum > 0 and ``"grad_avg"`` when centered (arrays shaped like the parameter).
     """
 
-    def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False):
+    def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False,
+                 *, maximize=False, foreach=None, fused=None):
+        _check_compat_flags("RMSprop", foreach, fused)
         defaults = dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
-                        centered=centered)
+                        centered=centered, maximize=maximize)
         super().__init__(params, defaults)
 
     def _validate_group(self, group, group_index):

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from .. import backend
-from .optimizer import Optimizer
+from .optimizer import Optimizer, _check_compat_flags
 
 __all__ = ["SGD"]
 
@@ -41,6 +41,7 @@ class SGD(Optimizer):
 
     .. code-block:: text
 
+        g   = -g                                         (maximize=True only)
         g   = g + weight_decay * p                       (L2 penalty, if weight_decay != 0)
         b_1 = g,   b_t = momentum * b_{t-1} + (1 - dampening) * g      (if momentum != 0)
         g   = g + momentum * b_t   (nesterov=True)       or   g = b_t
@@ -61,14 +62,18 @@ class SGD(Optimizer):
         dampening: dampening of the gradient added to the buffer. Default 0.
         weight_decay: L2 penalty coefficient (>= 0). Default 0.
         nesterov: use Nesterov momentum. Default False.
+        maximize: maximise the objective instead (the gradient is negated first). Default False.
+        foreach, fused: accepted for PyTorch compatibility (None or bool); no effect.
 
     State per parameter: ``"momentum_buffer"`` (array shaped like the parameter; only when
     momentum != 0).
     """
 
-    def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False):
+    def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False, *,
+                 maximize=False, foreach=None, fused=None):
+        _check_compat_flags("SGD", foreach, fused)
         defaults = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
-                        nesterov=nesterov)
+                        nesterov=nesterov, maximize=maximize)
         super().__init__(params, defaults)
 
     def _validate_group(self, group, group_index):

@@ -10,8 +10,11 @@
     flow.remove()
 
 A layer is the module owning the parameter (``layer1.0.conv1`` for
-``layer1.0.conv1.weight``). Vanishing gradients show up as norms falling by
-orders of magnitude from the last layer to the first.
+``layer1.0.conv1.weight``). A layer's norm is the Euclidean norm of all its
+watched parameters together, ``sqrt(sum_p ||g_p||^2)``; several backward
+passes before one ``step()`` (gradient accumulation) are summed first, so the
+recorded norm is that of the accumulated ``.grad``. Vanishing gradients show
+up as norms falling by orders of magnitude from the last layer to the first.
 """
 from __future__ import annotations
 
@@ -20,9 +23,13 @@ import json
 import numpy as np
 
 
-def _norm(array):
-    a = np.asarray(array.get() if hasattr(array, "get") else array, dtype=np.float64)
-    return float(np.sqrt(np.sum(a * a)))
+def _host64(array):
+    return np.asarray(array.get() if hasattr(array, "get") else array, dtype=np.float64)
+
+
+def _squared_norm(array):
+    a = _host64(array)
+    return float(np.sum(a * a))
 
 
 class GradientFlow:
@@ -30,7 +37,7 @@ class GradientFlow:
         """Watch every parameter whose last name component is in ``parameters``
         (default: weights only; pass ``None`` for all)."""
         self.history = []          # one dict per step: {"step", "grad": {layer: norm}, "weight": ...}
-        self._current = {}
+        self._pending = {}         # parameter name -> gradient summed over this step's backwards
         self._handles = []
         self._watched = []
         for name, p in model.named_parameters():
@@ -40,12 +47,15 @@ class GradientFlow:
                 continue
             layer = name.rsplit(".", 1)[0] if "." in name else name
             self._watched.append((layer, name, p))
-            self._handles.append(p.register_hook(self._make_hook(layer)))
+            self._handles.append(p.register_hook(self._make_hook(name)))
 
-    def _make_hook(self, layer):
+    def _make_hook(self, name):
         def hook(grad):
-            # The hook sees the summed gradient of this backward; record, don't replace.
-            self._current[layer] = self._current.get(layer, 0.0) + _norm(grad.data)
+            # A leaf's hook runs once per backward with that backward's summed gradient;
+            # record it and return None so the gradient itself is left unchanged.
+            previous = self._pending.get(name)
+            g = _host64(grad.data)
+            self._pending[name] = g.copy() if previous is None else previous + g
         return hook
 
     @property
@@ -53,14 +63,38 @@ class GradientFlow:
         return list(dict.fromkeys(layer for layer, _, _ in self._watched))
 
     def step(self):
-        """Close the current step: store gradient norms (from the hooks) and weight norms."""
-        weights = {}
-        for layer, _, p in self._watched:
-            weights[layer] = weights.get(layer, 0.0) + _norm(p.data)
-        self.history.append({"step": len(self.history), "grad": dict(self._current),
-                             "weight": weights})
-        self._current = {}
+        """Close the current step: store gradient norms (from the hooks) and weight norms.
+
+        Returns the record ``{"step": k, "grad": {layer: norm}, "weight": {layer: norm}}``; a
+        layer whose parameters received no gradient in this step has no ``"grad"`` entry.
+        """
+        grads, weights = {}, {}
+        for layer, name, p in self._watched:
+            weights[layer] = weights.get(layer, 0.0) + _squared_norm(p.data)
+            if name in self._pending:
+                grads[layer] = grads.get(layer, 0.0) + _squared_norm(self._pending[name])
+        self.history.append({"step": len(self.history),
+                             "grad": {k: float(np.sqrt(v)) for k, v in grads.items()},
+                             "weight": {k: float(np.sqrt(v)) for k, v in weights.items()}})
+        self._pending = {}
         return self.history[-1]
+
+    def mean_grad(self, last=None):
+        """Mean gradient norm per layer over the recorded steps (or the ``last`` ones)."""
+        records = self.history[-last:] if last else self.history
+        return {layer: float(np.mean([h["grad"][layer] for h in records if layer in h["grad"]]))
+                for layer in self.layers if any(layer in h["grad"] for h in records)}
+
+    def table(self, last=None):
+        """A text table: layer, mean |grad|, last |weight|, last |grad|/|weight|."""
+        means = self.mean_grad(last)
+        ratios = self.ratios() if self.history else {}
+        lines = [f"{'layer':<24} {'mean |grad|':>12} {'|weight|':>10} {'|grad|/|w|':>11}"]
+        for layer in self.layers:
+            weight = self.history[-1]["weight"].get(layer, float("nan")) if self.history else float("nan")
+            lines.append(f"{layer:<24} {means.get(layer, float('nan')):>12.3e} {weight:>10.3f} "
+                         f"{ratios.get(layer, float('nan')):>11.3e}")
+        return "\n".join(lines)
 
     def ratios(self):
         """Last step's ``|grad| / |weight|`` per layer (the update scale before the lr)."""

@@ -93,13 +93,57 @@ def test_numba_kernels_equal_the_numpy_reference(s, dtype, seed):
     tol = 1e-5 if dtype == np.float32 else 1e-12
     np.testing.assert_allclose(back, back_ref, rtol=tol, atol=tol)
 
-    # The dispatcher picks the serial or the threaded loop by size: check both directly.
-    from tinygrad_cnn.kernels.cpu import conv as kernels
-    for variant in (kernels._im2col_serial, kernels._im2col_parallel):
-        np.testing.assert_array_equal(variant(x, *args), cols_ref)
-    for variant in (kernels._col2im_serial, kernels._col2im_parallel):
-        np.testing.assert_allclose(variant(y, n_batch, channels, height, width, *args), back_ref,
-                                   rtol=tol, atol=tol)
+
+def wide_case(s):
+    """Arguments of the im2col_wide kernel for settings s with unit stride, and its grid."""
+    (kh, kw), (ph, pw), (dh, dw) = s["weight_shape"][2:], s["padding"], s["dilation"]
+    width = s["input_shape"][3]
+    out_h, out_w = output_size(dict(s, stride=(1, 1)))
+    return (kh, kw, ph, pw, dh, dw), out_h, out_w, width + 2 * pw
+
+
+@settings(max_examples=40, deadline=None)
+@given(s=conv2d_settings(max_batch=3, max_channels_per_group=3, max_kernel=4, max_stride=1,
+                         max_padding=3, max_dilation=3, max_spatial=9),
+       dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2**16))
+def test_wide_im2col_kernel_equals_its_reference_and_plain_im2col(s, dtype, seed):
+    """Unit-stride columns on the padded-width grid: column oh*Wp + ow is window (oh, ow)
+    for ow < OW; the grid columns past OW are dropped by the caller."""
+    pytest.importorskip("numba")
+    args, out_h, out_w, grid_w = wide_case(s)
+    n_batch, channels = s["input_shape"][:2]
+    rows = channels * args[0] * args[1]
+    (x,) = random_arrays(seed, s["input_shape"], dtype=dtype)
+    plain = backend.kernel("im2col", np, impl="numpy")(
+        x, args[0], args[1], 1, 1, *args[2:], out_h, out_w).reshape(rows, n_batch, out_h, out_w)
+    for impl in IMPLS:
+        wide = backend.kernel("im2col_wide", np, impl=impl)(x, *args)
+        assert wide.shape == (rows, n_batch * out_h * grid_w) and wide.dtype == dtype, impl
+        grid = wide.reshape(rows, n_batch, out_h, grid_w)
+        np.testing.assert_array_equal(grid[..., :out_w], plain, err_msg=impl)
+        if impl == "numba":          # its straddling columns are written as zeros
+            assert not grid[..., out_w:].any()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_numba_kernels_equal_the_reference_on_large_inputs(dtype):
+    """Big enough (~130k column entries) that size-based dispatch takes the threaded loops."""
+    pytest.importorskip("numba")
+    shape = (3, 8, 31, 29)                      # odd sizes; 3x3 stride 1 padding 1
+    (x,) = random_arrays(17, shape, dtype=dtype)
+    args = (3, 3, 1, 1, 1, 1, 1, 1, 31, 29)
+    cols_ref = backend.kernel("im2col", np, impl="numpy")(x, *args)
+    assert cols_ref.size >= 1 << 17
+    np.testing.assert_array_equal(backend.kernel("im2col", np, impl="numba")(x, *args), cols_ref)
+    (y,) = random_arrays(18, cols_ref.shape, dtype=dtype)
+    back_ref = backend.kernel("col2im", np, impl="numpy")(y, *shape, *args)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(backend.kernel("col2im", np, impl="numba")(y, *shape, *args),
+                               back_ref, rtol=tol, atol=tol)
+    wide = [backend.kernel("im2col_wide", np, impl=impl)(x, 3, 3, 1, 1, 1, 1).reshape(
+        72, 3, 31, 31)[..., :29] for impl in IMPLS]
+    np.testing.assert_array_equal(wide[1], wide[0])
+    np.testing.assert_array_equal(wide[0], cols_ref.reshape(72, 3, 31, 29))
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -130,6 +174,21 @@ def test_im2col_layout_is_the_documented_one():
         for n, c, i, j, oh, ow in np.ndindex(2, 3, kh, kw, out_h, out_w):
             assert cols[(c * kh + i) * kw + j, n * out_h * out_w + oh * out_w + ow] == \
                 padded[n, c, oh * sh + i * dh, ow * sw + j * dw]
+
+
+def test_the_im2col_picture_in_the_docs_is_what_im2col_returns():
+    """docs/ops/conv.md draws cols for two 3x3 images (values 0..17) and a 2x2 kernel."""
+    import pathlib
+    import re
+    doc = pathlib.Path(__file__).resolve().parents[3] / "docs" / "ops" / "conv.md"
+    if not doc.exists():
+        pytest.skip("docs are not shipped with this installation")
+    rows = [[int(v) for v in line.split(")")[-1].split()]
+            for line in doc.read_text().splitlines() if re.search(r"\(i,j\)=\(\d,\d\)", line)]
+    x = np.arange(18.0).reshape(2, 1, 3, 3)
+    for impl in IMPLS:
+        cols = backend.kernel("im2col", np, impl=impl)(x, 2, 2, 1, 1, 0, 0, 1, 1, 2, 2)
+        np.testing.assert_array_equal(cols, np.array(rows, dtype=float))
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -272,6 +331,66 @@ def test_conv2d_gradgradcheck_full_jacobian_with_groups_stride_padding_dilation(
     s = dict(input_shape=(2, 4, 5, 4), weight_shape=(2, 2, 2, 3), stride=(2, 1), padding=(1, 2),
              dilation=(1, 2), groups=2, bias=True)
     check_gradgrad(conv_fn(s), *conv_inputs(s, 21))
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("name, s", [
+    # AlexNet CONV1: 11x11 kernel, stride 4, padding 2 (few channels, small image).
+    ("alexnet_11x11_stride4", dict(input_shape=(1, 2, 15, 18), weight_shape=(2, 2, 11, 11),
+                                   stride=(4, 4), padding=(2, 2), dilation=(1, 1), groups=1,
+                                   bias=True)),
+    # AlexNet CONV2: two groups, 5x5, padding 2: each half of the filters sees half the channels.
+    ("alexnet_two_groups", dict(input_shape=(2, 4, 5, 6), weight_shape=(4, 2, 5, 5),
+                                stride=(1, 1), padding=(2, 2), dilation=(1, 1), groups=2,
+                                bias=True)),
+    # Depthwise with channel multiplier 2, strided, dilated, rectangular padding.
+    ("depthwise", dict(input_shape=(2, 3, 7, 6), weight_shape=(6, 1, 3, 3), stride=(2, 1),
+                       padding=(1, 2), dilation=(2, 1), groups=3, bias=True)),
+])
+def test_conv2d_gradcheck_alexnet_and_depthwise_settings(impl, name, s):
+    with backend.cpu_backend(impl):
+        check_grad(conv_fn(s), *conv_inputs(s, 31))
+
+
+@settings(max_examples=10, deadline=None)
+@given(s=conv2d_settings(max_batch=2, max_channels_per_group=1, max_groups=4, max_spatial=6),
+       seed=st.integers(0, 2**16))
+def test_depthwise_conv2d_gradcheck_and_gradgradcheck(s, seed):
+    """groups == C_in == C_out: one filter per channel."""
+    assert s["groups"] == s["input_shape"][1] == s["weight_shape"][0]
+    check_grad(conv_fn(s), *conv_inputs(s, seed))
+    check_gradgrad(conv_fn(s), *conv_inputs(s, seed), fast_mode=True)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("s", [
+    dict(input_shape=(5, 4, 7, 6), weight_shape=(6, 2, 3, 2), stride=(2, 1), padding=(1, 1),
+         dilation=(1, 2), groups=2, bias=True),
+    # unit stride: the wide columns, and dx as a correlation of G with the flipped kernel
+    dict(input_shape=(5, 4, 7, 6), weight_shape=(6, 2, 3, 3), stride=(1, 1), padding=(1, 2),
+         dilation=(2, 1), groups=2, bias=True),
+], ids=["strided", "unit_stride"])
+def test_conv2d_in_batch_slices_equals_the_whole_batch(impl, s, monkeypatch):
+    """On the CPU the batch may be processed a few images at a time (a cache-sized column
+    buffer): force one-image slices and compare values and gradients with one whole-batch GEMM."""
+    if not hasattr(backend, "chunk_bytes"):
+        pytest.skip("this version of conv2d does not slice the batch")
+    arrays = conv_inputs(s, 41)
+    (upstream,) = random_arrays(42, (5, 6) + output_size(s))
+    results = {}
+    for budget in (None, 1):
+        monkeypatch.setattr(backend, "chunk_bytes", lambda xp, budget=budget: budget)
+        inputs = [tensor64(a) for a in arrays]
+        with backend.cpu_backend(impl):
+            out = conv_fn(s)(*inputs)
+            (out * Tensor(upstream)).sum().backward()
+        results[budget] = [out.numpy()] + [t.grad.numpy() for t in inputs]
+    for whole, sliced in zip(results[None], results[1]):
+        assert_allclose(sliced, whole, rtol=1e-12, atol=1e-12)
+    expected = direct_conv2d(*arrays, **conv_args(s))
+    assert_allclose(results[1][0], expected, rtol=1e-10, atol=1e-12)
+    with backend.cpu_backend(impl):
+        check_grad(conv_fn(s), *conv_inputs(s, 43), fast_mode=True)
 
 
 def test_conv2d_gradients_of_single_inputs():

@@ -101,6 +101,40 @@ def test_batch_norm_kernels_match_reference(shape, seed, dtype, training):
 
 
 @needs_numba
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_kernels_take_the_parallel_path_on_large_inputs(dtype):
+    """Above PARALLEL_MIN_ELEMENTS the prange drivers run: compare them with the reference too."""
+    from tinygrad_cnn.kernels.cpu import normalization as kernels
+    shape = (3, 5, kernels.PARALLEL_MIN_ELEMENTS // 15 + 7)      # odd sizes, just over the limit
+    assert int(np.prod(shape)) >= kernels.PARALLEL_MIN_ELEMENTS
+    x, grad_out, weight, bias = ncl_case(11, shape, dtype)
+    tol = tolerances(dtype)
+    for training in (True, False):
+        given_stats = () if training else (x.mean(axis=(0, 2)) - 0.3, x.var(axis=(0, 2)) + 0.5)
+        ref = backend.kernel("batch_norm_forward", impl="numpy")(x, weight, bias, 1e-5,
+                                                                 *given_stats)
+        fast = kernels.batch_norm_forward(x, weight, bias, 1e-5, *given_stats)
+        for r, f in zip(ref, fast):
+            assert_allclose(f, r, **tol)
+        mean, var = ref[1], ref[2]
+        inv_std = (1.0 / np.sqrt(var.astype(np.float64) + 1e-5)).astype(dtype)
+        ref = backend.kernel("batch_norm_backward", impl="numpy")(grad_out, x, weight, mean,
+                                                                  inv_std, training)
+        fast = kernels.batch_norm_backward(grad_out, x, weight, mean, inv_std, training)
+        for r, f in zip(ref, fast):
+            scale = max(1.0, float(np.abs(r).max()))
+            assert_allclose(f / scale, r / scale, **tol)
+    y_ref, scale_ref = backend.kernel("lrn_forward", impl="numpy")(x, 5, 1e-2, 0.75, 2.0)
+    y, scale = kernels.lrn_forward(x, 5, 1e-2, 0.75, 2.0)
+    lrn_tol = dict(rtol=1e-12, atol=1e-12) if dtype == np.float64 else dict(rtol=2e-5, atol=1e-6)
+    assert_allclose(y, y_ref, **lrn_tol)
+    assert_allclose(scale, scale_ref, **lrn_tol)
+    assert_allclose(kernels.lrn_backward(grad_out, x, scale_ref, 5, 1e-2, 0.75),
+                    backend.kernel("lrn_backward", impl="numpy")(grad_out, x, scale_ref, 5, 1e-2,
+                                                                 0.75), **lrn_tol)
+
+
+@needs_numba
 def test_batch_norm_kernel_constant_channel():
     # Zero variance: both implementations give y = bias exactly enough, no NaN.
     x = np.full((3, 2, 4), 7.25)

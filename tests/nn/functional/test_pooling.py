@@ -479,7 +479,10 @@ def test_exported_names():
 
 @pytest.mark.parametrize("call, error, words", [
     (lambda x: F.max_pool2d(x, 2, padding=2), ValueError,
-     ["max_pool2d", "pad should be at most half of effective kernel size", "padding=2"]),
+     ["max_pool2d", "pad should be at most half of kernel size", "padding=2"]),
+    # PyTorch bounds the padding by kernel_size // 2 even when dilation widens the window.
+    (lambda x: F.max_pool2d(x, 3, padding=(0, 2), dilation=2), ValueError,
+     ["max_pool2d", "pad should be at most half of kernel size", "padding=(0, 2)", "dilation=2"]),
     (lambda x: F.avg_pool2d(x, 3, padding=2), ValueError,
      ["avg_pool2d", "padding=2", "kernel_size=3"]),
     (lambda x: F.max_pool2d(x, 5), ValueError, ["max_pool2d", "too small", "(1, 2, 3, 3)"]),

@@ -132,7 +132,7 @@ def tanh(input):
 #
 # NumPy has no erf. The reference below evaluates two Chebyshev expansions whose coefficients
 # are computed once, at import, by interpolating the standard library's math.erf/math.erfc at
-# Chebyshev points (22 evaluations each). erf is entire, so the expansions converge
+# Chebyshev points (21 evaluations each). erf is entire, so the expansions converge
 # geometrically; degree 20 gives a relative error below 1e-14 in float64.
 #
 #   |x| <= 2      : erf(x)  = x * h(x**2),           h(t) = erf(sqrt t) / sqrt t  (smooth, even)

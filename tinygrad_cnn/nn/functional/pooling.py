@@ -236,10 +236,10 @@ def _pool_geometry(op, input, kernel_size, stride, padding, dilation, ceil_mode)
         else _pair(op, "stride", stride, 1)
     pads = _pair(op, "padding", padding, 0)
     dilations = _pair(op, "dilation", dilation, 1)
-    effective = tuple(d * (k - 1) + 1 for k, d in zip(kernel, dilations))
-    if any(p > e // 2 for p, e in zip(pads, effective)):
+    # PyTorch's rule bounds the padding by the kernel size itself, whatever the dilation.
+    if any(p > k // 2 for p, k in zip(pads, kernel)):
         raise ValueError(
-            f"{op}: pad should be at most half of effective kernel size, but got "
+            f"{op}: pad should be at most half of kernel size, but got "
             f"padding={padding!r}, kernel_size={kernel_size!r} and dilation={dilation!r}")
     height, width = input.shape[-2:]
     out_size = tuple(pool_output_size(size, k, s, p, d, ceil_mode)
@@ -347,8 +347,8 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     Args:
         input: (N, C, H, W) or (C, H, W), floating point.
         kernel_size, stride, padding, dilation: int or (h, w). ``stride`` defaults to
-            ``kernel_size``; padding (implicit -inf) is at most half the effective kernel
-            ``dilation*(kernel_size-1)+1``.
+            ``kernel_size``; padding (implicit -inf) is at most ``kernel_size // 2`` (as
+            PyTorch, also with dilation).
         ceil_mode: round the output size up (the last window must still start inside the
             image or the left padding).
         return_indices: also return the argmax indices, int64 ``h * W + w`` per plane.

@@ -14,7 +14,12 @@ __all__ = ["ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "Softmax", "LogSoftma
 
 
 class ReLU(Module):
-    """``max(0, x)`` elementwise; any shape in, same shape out."""
+    """``max(0, x)`` elementwise. input: (*) -> output: (*), same shape.
+
+    Differences from PyTorch: ``inplace=True`` overwrites the input only under ``no_grad``; while
+    a graph is recorded it returns a new tensor, because the input may be saved for another
+    op's backward (PyTorch detects that case at backward time and raises).
+    """
 
     def __init__(self, inplace: bool = False):
         super().__init__()
@@ -28,7 +33,11 @@ class ReLU(Module):
 
 
 class LeakyReLU(Module):
-    """``x if x >= 0 else negative_slope * x``; any shape."""
+    """``x if x >= 0 else negative_slope * x``. input: (*) -> output: (*), same shape.
+
+    Differences from PyTorch: ``inplace=True`` as in :class:`ReLU` (in place only under
+    ``no_grad``).
+    """
 
     def __init__(self, negative_slope: float = 0.01, inplace: bool = False):
         super().__init__()
@@ -43,21 +52,24 @@ class LeakyReLU(Module):
 
 
 class Sigmoid(Module):
-    """``1 / (1 + exp(-x))``; any shape."""
+    """``1 / (1 + exp(-x))``. input: (*) -> output: (*), same shape. Same as PyTorch."""
 
     def forward(self, input):
         return F.sigmoid(input)
 
 
 class Tanh(Module):
-    """``tanh(x)``; any shape."""
+    """``tanh(x)``. input: (*) -> output: (*), same shape. Same as PyTorch."""
 
     def forward(self, input):
         return F.tanh(input)
 
 
 class GELU(Module):
-    """``x * Phi(x)`` (``approximate="tanh"`` for the tanh approximation); any shape."""
+    """``x * Phi(x)``, Phi the standard normal CDF (``approximate="tanh"``: the tanh formula).
+
+    input: (*) -> output: (*), same shape. Same as PyTorch.
+    """
 
     def __init__(self, approximate: str = "none"):
         super().__init__()

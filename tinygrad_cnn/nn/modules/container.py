@@ -5,7 +5,7 @@ import operator
 from collections import OrderedDict
 from collections.abc import Mapping
 
-from .module import Module
+from .module import Module, _addindent
 
 __all__ = ["Sequential", "ModuleList", "ModuleDict"]
 
@@ -27,6 +27,11 @@ class Sequential(Module):
     its state_dict are ``0.weight``, ``1.running_mean``, ...); ``Sequential(OrderedDict(...))``
     uses the given names. Supports ``len``, iteration, ``seq[i]``, ``seq[-1]``, slicing (a new
     Sequential sharing the same modules), ``append``, ``extend``, ``insert``, ``del seq[i]``.
+    Shapes: the input is whatever the first module takes, the output whatever the last returns.
+
+    Differences from PyTorch: ``del seq[i]`` renumbers the children to ``0..n-1`` only when all
+    names are numbers; PyTorch renumbers always, which would throw away the names given with an
+    ``OrderedDict`` (and with them the state_dict keys).
     """
 
     def __init__(self, *args):
@@ -103,7 +108,9 @@ class ModuleList(Module):
     """A list of modules, registered so their parameters are found (no ``forward`` of its own).
 
     Children are named ``"0"``, ``"1"``, ...; a plain Python list of layers would not be seen by
-    ``parameters()``, ``to()`` or ``state_dict()``.
+    ``parameters()``, ``to()`` or ``state_dict()``. It has no shapes of its own (calling it is an
+    error). ``repr`` collapses runs of identical children (``(0-2): 3 x Linear(...)``).
+    Same behaviour as PyTorch.
     """
 
     def __init__(self, modules=None):
@@ -157,6 +164,26 @@ class ModuleList(Module):
         modules = list(self._modules.values())
         modules.insert(index, module)
         self._modules = OrderedDict((str(i), m) for i, m in enumerate(modules))
+
+    def __repr__(self):
+        # As PyTorch prints a ModuleList: runs of identical children collapse into one line,
+        # "(0-5): 6 x BasicBlock(...)", which keeps deep stacks of equal blocks readable.
+        if not self._modules:
+            return self._get_name() + "()"
+        runs = []                                   # [first_index, last_index, text]
+        for index, module in enumerate(self._modules.values()):
+            text = repr(module)
+            if runs and runs[-1][2] == text:
+                runs[-1][1] = index
+            else:
+                runs.append([index, index, text])
+        lines = []
+        for first, last, text in runs:
+            if first == last:
+                lines.append(_addindent(f"({first}): {text}", 2))
+            else:
+                lines.append(_addindent(f"({first}-{last}): {last - first + 1} x {text}", 2))
+        return self._get_name() + "(\n  " + "\n  ".join(lines) + "\n)"
 
     def forward(self, *args, **kwargs):
         raise NotImplementedError("ModuleList has no forward: iterate over it in your own forward")

@@ -47,7 +47,8 @@ class Conv2d(Module):
     """2-D convolution over a batch of images.
 
     input: (N, C_in, H, W) -> output: (N, C_out, H_out, W_out), with
-    ``H_out = floor((H + 2*padding - dilation*(kernel-1) - 1) / stride) + 1`` (same for W).
+    ``H_out = floor((H + 2*padding - dilation*(kernel-1) - 1) / stride) + 1`` (same for W);
+    an unbatched (C_in, H, W) input gives (C_out, H_out, W_out).
     weight: (C_out, C_in / groups, kH, kW); bias: (C_out,).
 
     ``padding`` is an int, a pair, ``"valid"`` (0) or ``"same"`` (stride 1 only; output size =
@@ -56,6 +57,9 @@ class Conv2d(Module):
     the non-zero modes pad explicitly (a differentiable gather) and convolve without padding.
     Default initialisation as PyTorch: ``kaiming_uniform_(weight, a=sqrt(5))`` and
     ``bias ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` with ``fan_in = C_in / groups * kH * kW``.
+
+    Differences from PyTorch: ``dtype`` is a NumPy dtype and ``device`` is ``"cpu"`` or
+    ``"cuda"``; the forward is im2col + GEMM on every backend (no cuDNN algorithm choice).
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
@@ -120,8 +124,12 @@ class Conv2d(Module):
         return (self.padding[0], self.padding[0]), (self.padding[1], self.padding[1])
 
     def forward(self, input):
+        if input.ndim == 3:
+            # Unbatched (C, H, W), as PyTorch accepts: a batch of one, then drop the batch axis.
+            return self.forward(input.unsqueeze(0)).squeeze(0)
         if input.ndim != 4:
-            raise ValueError(f"Conv2d: expected a 4-D input (N, C, H, W), got shape {tuple(input.shape)}")
+            raise ValueError(f"Conv2d: expected a 4-D input (N, C, H, W) or a 3-D unbatched input "
+                             f"(C, H, W), got shape {tuple(input.shape)}")
         if input.shape[1] != self.in_channels:
             raise ValueError(f"Conv2d: expected input with {self.in_channels} channels (in_channels), "
                              f"got input of shape {tuple(input.shape)}")

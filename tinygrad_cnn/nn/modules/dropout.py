@@ -24,6 +24,9 @@ class Dropout(_DropoutNd):
     ``self.training``; identity after ``eval()``. Any shape in, same shape out.
 
     The mask comes from the global generator (``tinygrad_cnn.manual_seed``).
+
+    Differences from PyTorch: the random stream is NumPy's, so a seed gives different masks
+    than in PyTorch (same distribution); ``inplace=True`` writes in place only under ``no_grad``.
     """
 
     def forward(self, input):
@@ -32,7 +35,8 @@ class Dropout(_DropoutNd):
 
 class Dropout2d(_DropoutNd):
     """Zero whole channels: each (sample, channel) feature map is dropped with probability ``p``,
-    the rest scaled by ``1 / (1 - p)``. input: (N, C, H, W) or (C, H, W); identity in eval."""
+    the rest scaled by ``1 / (1 - p)``. input: (N, C, H, W) or (C, H, W) -> same shape; identity
+    in eval. Differences from PyTorch: as :class:`Dropout`."""
 
     def forward(self, input):
         return F.dropout2d(input, self.p, self.training, inplace=self.inplace)

@@ -8,7 +8,7 @@ __all__ = ["Flatten", "Unflatten"]
 
 class Flatten(Module):
     """``input.flatten(start_dim, end_dim)``; default keeps the batch dimension:
-    (N, *) -> (N, prod(*))."""
+    (N, *) -> (N, prod(*)). Same as PyTorch."""
 
     def __init__(self, start_dim: int = 1, end_dim: int = -1):
         super().__init__()

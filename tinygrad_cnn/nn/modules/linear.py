@@ -15,7 +15,10 @@ __all__ = ["Identity", "Linear"]
 
 class Identity(Module):
     """Returns its input unchanged (any constructor arguments are ignored). Handy to remove a
-    layer: ``model.fc = nn.Identity()``."""
+    layer: ``model.fc = nn.Identity()``.
+
+    input: any shape -> output: the same Tensor object. Same as PyTorch.
+    """
 
     def __init__(self, *args, **kwargs):
         super().__init__()
@@ -31,6 +34,8 @@ class Linear(Module):
     weight: (out_features, in_features); bias: (out_features,).
     Default initialisation as PyTorch: ``kaiming_uniform_(weight, a=sqrt(5))`` and
     ``bias ~ U(-1/sqrt(in_features), 1/sqrt(in_features))`` (both bounds are 1/sqrt(fan_in)).
+
+    Differences from PyTorch: ``dtype`` is a NumPy dtype and ``device`` is ``"cpu"`` or ``"cuda"``.
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None):

@@ -47,6 +47,10 @@ class CrossEntropyLoss(_WeightedLoss):
     input: (N, C) logits (or (N, C, d1, ...)); target: (N,) class indices (int) or (N, C) class
     probabilities; output: scalar (``"mean"``, ``"sum"``) or (N,) (``"none"``).
     weight: (C,) class weights (a buffer, moved by ``to()``). label_smoothing in [0, 1].
+    With ``"mean"`` and class weights the sum is divided by the summed weights of the targets.
+
+    Differences from PyTorch: class indices may have any integer dtype (PyTorch wants int64)
+    and ``weight`` may be a list or an array as well as a Tensor.
     """
 
     def __init__(self, weight=None, size_average=None, ignore_index: int = -100, reduce=None,
@@ -79,7 +83,11 @@ class NLLLoss(_WeightedLoss):
 
 
 class MSELoss(_Loss):
-    """Mean squared error ``(input - target)^2`` reduced by ``reduction``; any matching shapes."""
+    """Squared error ``(input - target)^2`` reduced by ``reduction``.
+
+    input: (*), target: (*) same shape (broadcasting works but warns, as PyTorch) -> output:
+    scalar for ``"mean"``/``"sum"``, (*) for ``"none"``. Same as PyTorch.
+    """
 
     def forward(self, input, target):
         return F.mse_loss(input, target, reduction=self.reduction)

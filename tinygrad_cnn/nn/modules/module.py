@@ -118,7 +118,14 @@ class Module:
 
     Subclasses call ``super().__init__()`` first, assign parameters, buffers and sub-modules as
     attributes, and define ``forward``. Call the module (``model(x)``), not ``forward``, so that
-    hooks run.
+    hooks run. Input and output shapes are whatever ``forward`` takes and returns.
+
+    Differences from PyTorch (deliberate, to stay small): no backward hooks and no global hooks;
+    ``register_forward_hook`` has no ``prepend``/``with_kwargs``/``always_call`` options;
+    ``state_dict()`` carries no ``_metadata`` version numbers and ``load_state_dict`` has no
+    ``assign=``; ``to()`` takes NumPy dtypes and the devices ``"cpu"`` / ``"cuda"``. A failed
+    ``load_state_dict`` leaves the module untouched (PyTorch has already copied the entries that
+    matched when it raises).
     """
 
     training: bool

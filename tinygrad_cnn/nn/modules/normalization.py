@@ -26,6 +26,10 @@ class _BatchNorm(Module):
     ``running = (1 - momentum) * running + momentum * batch_stat`` with the *unbiased* variance.
     ``momentum=None`` uses the cumulative average (factor ``1 / num_batches_tracked``).
     Evaluation: normalise with the running statistics (and do not change them).
+
+    Differences from PyTorch: a batch that ``batch_norm`` rejects (one value per channel in
+    training) leaves ``num_batches_tracked`` unchanged (PyTorch has already counted it);
+    ``dtype`` is a NumPy dtype.
     """
 
     _expected_dims: tuple = ()
@@ -95,16 +99,19 @@ class _BatchNorm(Module):
     def forward(self, input):
         self._check_input_dim(input)
         factor = 0.0 if self.momentum is None else self.momentum
-        if self.training and self.track_running_stats and self.num_batches_tracked is not None:
-            self.num_batches_tracked.data += 1
-            if self.momentum is None:
-                factor = 1.0 / float(self.num_batches_tracked.data)
+        counting = self.training and self.track_running_stats and self.num_batches_tracked is not None
+        if counting and self.momentum is None:
+            factor = 1.0 / (float(self.num_batches_tracked.data) + 1)   # cumulative average
         # Batch statistics are used in training, and also in eval if there are no running ones.
         use_batch_stats = self.training or (self.running_mean is None and self.running_var is None)
         track = not self.training or self.track_running_stats
-        return F.batch_norm(input, self.running_mean if track else None,
-                            self.running_var if track else None, self.weight, self.bias,
-                            use_batch_stats, factor, self.eps)
+        output = F.batch_norm(input, self.running_mean if track else None,
+                              self.running_var if track else None, self.weight, self.bias,
+                              use_batch_stats, factor, self.eps)
+        if counting:
+            # Counted only after batch_norm accepted the input: a rejected batch changes nothing.
+            self.num_batches_tracked.data += 1
+        return output
 
     def extra_repr(self) -> str:
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
@@ -112,13 +119,23 @@ class _BatchNorm(Module):
 
 
 class BatchNorm1d(_BatchNorm):
-    """Batch normalisation of (N, C) or (N, C, L) inputs, statistics per channel C."""
+    """Batch normalisation of (N, C) or (N, C, L) inputs, statistics per channel C.
+
+    input: (N, C) or (N, C, L) -> output: same shape; statistics over N (and L).
+    Parameters and buffers: (C,) each, ``num_batches_tracked`` 0-d int64 (see ``_BatchNorm``).
+    Same semantics as PyTorch (the one difference is listed in ``_BatchNorm``).
+    """
 
     _expected_dims = (2, 3)
 
 
 class BatchNorm2d(_BatchNorm):
-    """Batch normalisation of (N, C, H, W) inputs, statistics per channel over N, H, W."""
+    """Batch normalisation of (N, C, H, W) inputs, statistics per channel over N, H, W.
+
+    input: (N, C, H, W) -> output: same shape. Parameters and buffers: (C,) each,
+    ``num_batches_tracked`` 0-d int64 (see ``_BatchNorm``). Same semantics as PyTorch (the one
+    difference is listed in ``_BatchNorm``).
+    """
 
     _expected_dims = (4,)
 
@@ -127,7 +144,8 @@ class LayerNorm(Module):
     """Normalise over the last ``len(normalized_shape)`` dimensions of each sample.
 
     input: (*, *normalized_shape) -> same shape. ``weight`` (ones) and ``bias`` (zeros) have
-    shape ``normalized_shape`` if ``elementwise_affine``.
+    shape ``normalized_shape`` if ``elementwise_affine``. Mean and biased variance per sample,
+    the same in train and eval. Same as PyTorch (``dtype`` is a NumPy dtype).
     """
 
     def __init__(self, normalized_shape, eps: float = 1e-5, elementwise_affine: bool = True,
@@ -219,6 +237,9 @@ class LocalResponseNorm(Module):
     ``b_c = a_c / (k + alpha / size * sum_{c' near c} a_{c'}^2) ** beta``, the sum running over
     ``size`` neighbouring channels. input: (N, C, *) -> same shape. AlexNet:
     ``LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=2.0)``.
+
+    Same as PyTorch, including the division ``alpha / size``. The AlexNet paper writes ``alpha``
+    alone, so the paper's ``alpha`` equals our ``alpha / size``.
     """
 
     def __init__(self, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0):

@@ -14,7 +14,9 @@ class MaxPool2d(Module):
     ``H_out = floor((H + 2*padding - dilation*(kernel_size-1) - 1) / stride) + 1`` (ceil with
     ``ceil_mode``). ``stride`` defaults to ``kernel_size`` (non-overlapping windows); AlexNet uses
     overlapping ``MaxPool2d(3, stride=2)``. With ``return_indices=True`` the forward returns
-    ``(output, indices)``, indices into the flattened H*W plane.
+    ``(output, indices)``, indices into the flattened H*W plane. An unbatched (C, H, W) input
+    gives (C, H_out, W_out). On ties the gradient goes to the first maximum (as PyTorch).
+    Same as PyTorch.
     """
 
     def __init__(self, kernel_size, stride=None, padding=0, dilation=1, return_indices: bool = False,
@@ -41,6 +43,7 @@ class AvgPool2d(Module):
 
     ``count_include_pad`` (default True): padded zeros count in the divisor.
     ``divisor_override``: divide every window sum by this number instead.
+    An unbatched (C, H, W) input gives (C, H_out, W_out). Same as PyTorch.
     """
 
     def __init__(self, kernel_size, stride=None, padding=0, ceil_mode: bool = False,
@@ -64,8 +67,10 @@ class AvgPool2d(Module):
 class AdaptiveAvgPool2d(Module):
     """Average pooling to a fixed output size, whatever the input size.
 
-    input: (N, C, H, W) -> output: (N, C, *output_size). ``AdaptiveAvgPool2d(1)`` (or ``(1, 1)``)
-    is global average pooling, the head of every ResNet.
+    input: (N, C, H, W) -> output: (N, C, *output_size) (or (C, H, W) -> (C, *output_size)).
+    ``AdaptiveAvgPool2d(1)`` (or ``(1, 1)``) is global average pooling, the head of every ResNet;
+    ``None`` in ``output_size`` keeps that input size. Window ``i`` of ``n`` over a size ``L``
+    covers ``[floor(i*L/n), ceil((i+1)*L/n))``, as PyTorch.
     """
 
     def __init__(self, output_size):
