@@ -20,7 +20,7 @@ from numba import njit, prange
 __all__ = ["im2col", "col2im", "im2col_wide", "KERNELS"]
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def _valid_range(offset, stride, size, n_out):
     """Output positions ``o`` in ``[lo, hi)`` with ``0 <= o*stride + offset < size``."""
     # o*stride + offset >= 0  <=>  o >= ceil(-offset / stride)
@@ -40,7 +40,7 @@ def _valid_range(offset, stride, size, n_out):
     return lo, hi
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _im2col_task(x, cols, task, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dil_h,
                  dil_w, out_h, out_w):
     """Fill one (row, image) run of out_h*out_w columns.
@@ -82,7 +82,7 @@ def _im2col_task(x, cols, task, kernel_h, kernel_w, stride_h, stride_w, pad_h, p
             flat_cols[base + oj] = 0
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def _im2col_parallel(x, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
                      out_h, out_w):
     n_batch, channels = x.shape[0], x.shape[1]
@@ -94,7 +94,7 @@ def _im2col_parallel(x, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, di
     return cols
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _im2col_serial(x, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
                    out_h, out_w):
     n_batch, channels = x.shape[0], x.shape[1]
@@ -106,7 +106,7 @@ def _im2col_serial(x, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dil_
     return cols
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _col2im_task(cols, x, task, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dil_h,
                  dil_w, out_h, out_w):
     """Sum every column entry of one (image, channel) into its output plane."""
@@ -137,7 +137,7 @@ def _col2im_task(cols, x, task, kernel_h, kernel_w, stride_h, stride_w, pad_h, p
                         flat_x[dst_base + oj * stride_w] += flat_cols[src_base + oj]
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def _col2im_parallel(cols, n_batch, channels, height, width, kernel_h, kernel_w, stride_h,
                      stride_w, pad_h, pad_w, dil_h, dil_w, out_h, out_w):
     x = np.empty((n_batch, channels, height, width), dtype=cols.dtype)
@@ -149,7 +149,7 @@ def _col2im_parallel(cols, n_batch, channels, height, width, kernel_h, kernel_w,
     return x
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _col2im_serial(cols, n_batch, channels, height, width, kernel_h, kernel_w, stride_h,
                    stride_w, pad_h, pad_w, dil_h, dil_w, out_h, out_w):
     x = np.empty((n_batch, channels, height, width), dtype=cols.dtype)
@@ -159,7 +159,7 @@ def _col2im_serial(cols, n_batch, channels, height, width, kernel_h, kernel_w, s
     return x
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _im2col_wide_task(x, cols, task, kernel_h, kernel_w, pad_h, pad_w, dil_h, dil_w, out_h,
                       grid_w):
     """Fill the run of one (row, image) pair: out_h grid rows of grid_w columns."""
@@ -195,7 +195,7 @@ def _im2col_wide_task(x, cols, task, kernel_h, kernel_w, pad_h, pad_w, dil_h, di
             flat_cols[base + t] = 0
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def _im2col_wide_parallel(x, kernel_h, kernel_w, pad_h, pad_w, dil_h, dil_w):
     n_batch, channels, height, width = x.shape
     grid_w = width + 2 * pad_w
@@ -208,7 +208,7 @@ def _im2col_wide_parallel(x, kernel_h, kernel_w, pad_h, pad_w, dil_h, dil_w):
     return cols
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _im2col_wide_serial(x, kernel_h, kernel_w, pad_h, pad_w, dil_h, dil_w):
     n_batch, channels, height, width = x.shape
     grid_w = width + 2 * pad_w

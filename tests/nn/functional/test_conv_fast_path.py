@@ -108,6 +108,29 @@ def test_wide_columns_are_standard_columns_on_the_valid_grid():
 
 def test_slices_cover_the_batch_exactly(monkeypatch):
     monkeypatch.setattr(backend, "CPU_CHUNK_BYTES", 100)
-    chunks = conv_module._image_chunks(7, 30, np)
-    assert chunks == [(0, 3), (3, 6), (6, 7)]
+    monkeypatch.setattr(backend, "slice_workers", lambda: 2)
+    # 7 images of 30 bytes in 100-byte slices: 3 slices, rounded up to 4 for 2 workers.
+    assert conv_module._image_chunks(7, 30, np) == [(0, 2), (2, 4), (4, 6), (6, 7)]
     assert conv_module._image_chunks(7, 10**9, np) == [(i, i + 1) for i in range(7)]
+    assert conv_module._image_chunks(1, 10**9, np) == [(0, 1)]
+    monkeypatch.setattr(backend, "CPU_CHUNK_BYTES", 10**9)
+    assert conv_module._image_chunks(7, 30, np) == [(0, 4), (4, 7)]
+
+
+def test_threaded_slices_give_the_same_bits_as_one_thread(monkeypatch):
+    pytest.importorskip("threadpoolctl")
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((9, 3, 6, 6)).astype(np.float32)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    g = rng.standard_normal((9, 4, 6, 6)).astype(np.float32)
+    monkeypatch.setattr(backend, "CPU_CHUNK_BYTES", 1)
+
+    def run(workers):
+        monkeypatch.setattr(backend, "slice_workers", lambda: workers)
+        X, W = tc.Tensor(x, requires_grad=True), tc.Tensor(w, requires_grad=True)
+        y = F.conv2d(X, W, padding=1)
+        y.backward(tc.Tensor(g))
+        return y.numpy(), X.grad.numpy(), W.grad.numpy()
+
+    for a, b in zip(run(1), run(2)):
+        np.testing.assert_array_equal(a, b)

@@ -261,12 +261,17 @@ class Conv2d(Function):
         n_batch, c_out = x.shape[0], weight.shape[0]
         weight_2d = weight.reshape(c_out, -1)
         out = xp.empty((n_batch, c_out) + geometry.out, dtype=x.dtype)
-        for start, stop in _image_chunks(n_batch, _column_bytes(geometry, x.dtype), xp):
+
+        def run_slice(bounds):
+            start, stop = bounds
             products = _conv_products(x[start:stop], weight_2d, groups, geometry)
             if bias is None:
                 out[start:stop] = products
             else:
                 xp.add(products, bias.reshape(1, c_out, 1, 1), out=out[start:stop])
+
+        backend.map_slices(run_slice, _image_chunks(n_batch, _column_bytes(geometry, x.dtype), xp),
+                           xp)
         return out
 
     def backward(self, grad_output):
@@ -311,18 +316,27 @@ class Conv2d(Function):
             grad_x = xp.empty(x.shape, dtype=x.dtype)
             if transposed is not None:
                 weight_t = _flipped_transposed_weight(weight, groups)
-        if need_w:
-            grad_w = xp.zeros((groups, c_out // groups, geometry.rows // groups), dtype=x.dtype)
         per_image = max(_column_bytes(geometry, x.dtype),
                         _column_bytes(transposed, x.dtype) if transposed else 0)
-        for start, stop in _image_chunks(geometry.n_batch, per_image, xp):
+
+        def run_slice(bounds):
+            start, stop = bounds
             g_slice = g[start:stop]
             if need_x and transposed is not None:
                 grad_x[start:stop] = _conv_products(g_slice, weight_t, groups, transposed)
             elif need_x:
                 grad_x[start:stop] = _col2im_of_products(g_slice, weight, groups, geometry)
             if need_w:
-                grad_w += _weight_products(x[start:stop], g_slice, groups, geometry)
+                return _weight_products(x[start:stop], g_slice, groups, geometry)
+            return None
+
+        partial_w = backend.map_slices(
+            run_slice, _image_chunks(geometry.n_batch, per_image, xp), xp)
+        if need_w:
+            # Summed in slice order whatever thread computed them: deterministic.
+            grad_w = partial_w[0]
+            for part in partial_w[1:]:
+                grad_w += part
         if need_b:
             grad_b = g.sum(axis=(0, 2, 3))
         if grad_w is not None:
@@ -352,9 +366,16 @@ def _column_bytes(geometry, dtype):
 
 
 def _image_chunks(n_batch, per_image_bytes, xp):
-    """(start, stop) slices covering the batch, each with about ``chunk_bytes`` of columns."""
+    """(start, stop) slices covering the batch, each with at most about ``chunk_bytes`` of
+    columns, and (when the batch allows) a multiple of the number of CPU workers of them
+    in nearly equal sizes, so that no worker waits for a long last slice."""
     budget = backend.chunk_bytes(xp)
-    size = n_batch if budget is None else max(1, min(n_batch, budget // max(per_image_bytes, 1)))
+    if budget is None:
+        return [(0, n_batch)]
+    workers = backend.slice_workers()
+    count = -(-n_batch * max(per_image_bytes, 1) // budget)          # ceil
+    count = min(n_batch, -(-max(count, workers) // workers) * workers)
+    size = -(-n_batch // count)
     return [(start, min(start + size, n_batch)) for start in range(0, n_batch, size)]
 
 
