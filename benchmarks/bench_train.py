@@ -224,7 +224,8 @@ def _run_child(args, framework, mode):
            "--batch-size", str(args.batch_size), "--steps", str(args.steps), "--warmup",
            str(args.warmup), "--threads", str(args.threads), "--clock", args.clock]
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads),
-               OPENBLAS_NUM_THREADS=str(args.threads), NUMBA_NUM_THREADS=str(args.threads))
+               OPENBLAS_NUM_THREADS=str(args.threads), NUMBA_NUM_THREADS=str(args.threads),
+               TINYGRAD_CNN_NUM_THREADS=str(args.threads))
     out = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if out.returncode != 0:
         raise RuntimeError(f"{framework} child failed:\n{out.stderr[-3000:]}")

@@ -160,39 +160,30 @@ def _col2im_serial(cols, n_batch, channels, height, width, kernel_h, kernel_w, s
 
 
 @njit(cache=True, nogil=True)
-def _im2col_wide_task(x, cols, task, kernel_h, kernel_w, pad_h, pad_w, dil_h, dil_w, out_h,
-                      grid_w):
-    """Fill the run of one (row, image) pair: out_h grid rows of grid_w columns."""
+def _pad_for_wide(x, pad_h, pad_w, padded):
+    """padded[n, c, pad_h + i, pad_w + j] = x[n, c, i, j]; padded is zero elsewhere."""
     n_batch, channels, height, width = x.shape
-    run = out_h * grid_w
-    out_w = grid_w - dil_w * (kernel_w - 1)
+    padded[...] = 0
+    for n in range(n_batch):
+        for c in range(channels):
+            for i in range(height):
+                for j in range(width):
+                    padded[n, c, pad_h + i, pad_w + j] = x[n, c, i, j]
+
+
+@njit(cache=True, nogil=True)
+def _wide_copy_task(flat_padded, flat_cols, task, n_batch, kernel_h, kernel_w, dil_h, dil_w,
+                    plane, grid_w, run):
+    # One (row, image) pair is ONE contiguous run of the padded plane: a single copy.
     row = task // n_batch
     n = task - row * n_batch
     c = row // (kernel_h * kernel_w)
     ki = (row // kernel_w) % kernel_h
     kj = row % kernel_w
-    col_off = kj * dil_w - pad_w
-    # Output columns whose input column is inside the image; the rest read padding.
-    j_lo = min(max(-col_off, 0), out_w)
-    j_hi = max(min(width - col_off, out_w), j_lo)
-    flat_x = x.reshape(-1)
-    flat_cols = cols.reshape(-1)
-    dst0 = row * (n_batch * run) + n * run
-    src0 = (n * channels + c) * (height * width)
-    for oi in range(out_h):
-        base = dst0 + oi * grid_w
-        src_row = oi + ki * dil_h - pad_h
-        if src_row < 0 or src_row >= height:
-            for t in range(grid_w):
-                flat_cols[base + t] = 0
-            continue
-        src_base = src0 + src_row * width + col_off
-        for t in range(j_lo):
-            flat_cols[base + t] = 0
-        flat_cols[base + j_lo:base + j_hi] = flat_x[src_base + j_lo:src_base + j_hi]
-        # Right padding and the columns past OW (dropped by the caller) are zeros.
-        for t in range(j_hi, grid_w):
-            flat_cols[base + t] = 0
+    src = (n * (flat_padded.size // (n_batch * plane)) + c) * plane + ki * dil_h * grid_w \
+        + kj * dil_w
+    dst = row * (n_batch * run) + n * run
+    flat_cols[dst:dst + run] = flat_padded[src:src + run]
 
 
 @njit(cache=True, parallel=True, nogil=True)
@@ -200,11 +191,17 @@ def _im2col_wide_parallel(x, kernel_h, kernel_w, pad_h, pad_w, dil_h, dil_w):
     n_batch, channels, height, width = x.shape
     grid_w = width + 2 * pad_w
     out_h = height + 2 * pad_h - dil_h * (kernel_h - 1)
+    padded = np.empty((n_batch, channels, height + 2 * pad_h + 1, grid_w), dtype=x.dtype)
+    _pad_for_wide(x, pad_h, pad_w, padded)
+    plane = (height + 2 * pad_h + 1) * grid_w
+    run = out_h * grid_w
     rows = channels * kernel_h * kernel_w
-    cols = np.empty((rows, n_batch * out_h * grid_w), dtype=x.dtype)
+    cols = np.empty((rows, n_batch * run), dtype=x.dtype)
+    flat_padded = padded.reshape(-1)
+    flat_cols = cols.reshape(-1)
     for task in prange(rows * n_batch):
-        _im2col_wide_task(x, cols, task, kernel_h, kernel_w, pad_h, pad_w, dil_h, dil_w, out_h,
-                          grid_w)
+        _wide_copy_task(flat_padded, flat_cols, task, n_batch, kernel_h, kernel_w, dil_h, dil_w,
+                        plane, grid_w, run)
     return cols
 
 
@@ -213,18 +210,23 @@ def _im2col_wide_serial(x, kernel_h, kernel_w, pad_h, pad_w, dil_h, dil_w):
     n_batch, channels, height, width = x.shape
     grid_w = width + 2 * pad_w
     out_h = height + 2 * pad_h - dil_h * (kernel_h - 1)
+    padded = np.empty((n_batch, channels, height + 2 * pad_h + 1, grid_w), dtype=x.dtype)
+    _pad_for_wide(x, pad_h, pad_w, padded)
+    plane = (height + 2 * pad_h + 1) * grid_w
+    run = out_h * grid_w
     rows = channels * kernel_h * kernel_w
-    cols = np.empty((rows, n_batch * out_h * grid_w), dtype=x.dtype)
+    cols = np.empty((rows, n_batch * run), dtype=x.dtype)
+    flat_padded = padded.reshape(-1)
+    flat_cols = cols.reshape(-1)
     for task in range(rows * n_batch):
-        _im2col_wide_task(x, cols, task, kernel_h, kernel_w, pad_h, pad_w, dil_h, dil_w, out_h,
-                          grid_w)
+        _wide_copy_task(flat_padded, flat_cols, task, n_batch, kernel_h, kernel_w, dil_h, dil_w,
+                        plane, grid_w, run)
     return cols
 
 
 def im2col_wide(x, kernel_h, kernel_w, pad_h, pad_w, dil_h, dil_w):
-    """x: (B, C, H, W) -> (C*kh*kw, B*OH*Wp); the contract of the NumPy reference, except
-    that the columns past OW in each grid row are zeros (the reference leaves whatever the
-    straddling window reads; callers drop or zero-weight them either way)."""
+    """x: (B, C, H, W) -> (C*kh*kw, B*OH*Wp); exactly the NumPy reference: pad once, then
+    every (row, image) run is one contiguous copy of the padded plane."""
     n_batch, channels, height, width = x.shape
     size = (n_batch * channels * kernel_h * kernel_w * (width + 2 * pad_w)
             * (height + 2 * pad_h - dil_h * (kernel_h - 1)))

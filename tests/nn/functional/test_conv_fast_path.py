@@ -89,12 +89,8 @@ def test_wide_columns_numba_equals_reference(n, c, h, w, kh, kw, ph, pw, dh, dw)
     fast = backend.kernel("im2col_wide", np, impl="numba")(x, kh, kw, ph, pw, dh, dw)
     ref = backend.kernel("im2col_wide", np, impl="numpy")(x, kh, kw, ph, pw, dh, dw)
     assert fast.shape == ref.shape
-    grid_w = w + 2 * pw
-    out_w = grid_w - dw * (kw - 1)
-    keep = np.tile(np.arange(grid_w) < out_w, fast.shape[1] // grid_w)
-    np.testing.assert_array_equal(fast[:, keep], ref[:, keep])
-    # The numba kernel writes zeros in the dropped columns (the reference may not).
-    assert not fast[:, ~keep].any()
+    # Equal everywhere, the straddling columns that callers drop included.
+    np.testing.assert_array_equal(fast, ref)
 
 
 def test_wide_columns_are_standard_columns_on_the_valid_grid():
