@@ -186,18 +186,22 @@ def _wide_copy_task(flat_padded, flat_cols, task, n_batch, kernel_h, kernel_w, d
     flat_cols[dst:dst + run] = flat_padded[src:src + run]
 
 
-@njit(cache=True, parallel=True, nogil=True)
-def _im2col_wide_parallel(x, kernel_h, kernel_w, pad_h, pad_w, dil_h, dil_w):
+@njit(cache=True, nogil=True)
+def _wide_buffers(x, kernel_h, pad_h, pad_w, dil_h, rows):
+    """The padded planes of x and the (unfilled) column matrix, with its geometry."""
     n_batch, channels, height, width = x.shape
     grid_w = width + 2 * pad_w
-    out_h = height + 2 * pad_h - dil_h * (kernel_h - 1)
+    run = (height + 2 * pad_h - dil_h * (kernel_h - 1)) * grid_w
     padded = np.empty((n_batch, channels, height + 2 * pad_h + 1, grid_w), dtype=x.dtype)
     _pad_for_wide(x, pad_h, pad_w, padded)
-    plane = (height + 2 * pad_h + 1) * grid_w
-    run = out_h * grid_w
-    rows = channels * kernel_h * kernel_w
     cols = np.empty((rows, n_batch * run), dtype=x.dtype)
-    flat_padded = padded.reshape(-1)
+    return padded.reshape(-1), cols, (height + 2 * pad_h + 1) * grid_w, grid_w, run
+
+
+@njit(cache=True, parallel=True, nogil=True)
+def _im2col_wide_parallel(x, kernel_h, kernel_w, pad_h, pad_w, dil_h, dil_w):
+    n_batch, rows = x.shape[0], x.shape[1] * kernel_h * kernel_w
+    flat_padded, cols, plane, grid_w, run = _wide_buffers(x, kernel_h, pad_h, pad_w, dil_h, rows)
     flat_cols = cols.reshape(-1)
     for task in prange(rows * n_batch):
         _wide_copy_task(flat_padded, flat_cols, task, n_batch, kernel_h, kernel_w, dil_h, dil_w,
@@ -207,16 +211,8 @@ def _im2col_wide_parallel(x, kernel_h, kernel_w, pad_h, pad_w, dil_h, dil_w):
 
 @njit(cache=True, nogil=True)
 def _im2col_wide_serial(x, kernel_h, kernel_w, pad_h, pad_w, dil_h, dil_w):
-    n_batch, channels, height, width = x.shape
-    grid_w = width + 2 * pad_w
-    out_h = height + 2 * pad_h - dil_h * (kernel_h - 1)
-    padded = np.empty((n_batch, channels, height + 2 * pad_h + 1, grid_w), dtype=x.dtype)
-    _pad_for_wide(x, pad_h, pad_w, padded)
-    plane = (height + 2 * pad_h + 1) * grid_w
-    run = out_h * grid_w
-    rows = channels * kernel_h * kernel_w
-    cols = np.empty((rows, n_batch * run), dtype=x.dtype)
-    flat_padded = padded.reshape(-1)
+    n_batch, rows = x.shape[0], x.shape[1] * kernel_h * kernel_w
+    flat_padded, cols, plane, grid_w, run = _wide_buffers(x, kernel_h, pad_h, pad_w, dil_h, rows)
     flat_cols = cols.reshape(-1)
     for task in range(rows * n_batch):
         _wide_copy_task(flat_padded, flat_cols, task, n_batch, kernel_h, kernel_w, dil_h, dil_w,

@@ -14,7 +14,7 @@ import numbers
 import numpy as np
 
 from ... import backend
-from ...autograd import Function, is_grad_enabled, no_grad
+from ...autograd import Function, is_grad_enabled
 from ...backend import get_array_module
 
 __all__ = ["batch_norm", "local_response_norm", "layer_norm", "group_norm"]
@@ -163,6 +163,17 @@ def _check_channel_vector(op, name, value, channels, input_shape):
 def _check_float(op, input):
     if input.dtype.kind != "f":
         raise TypeError(f"{op}: input must be a floating-point Tensor, got dtype {input.dtype}")
+
+
+def _checked_input_shape(op, input, min_dims=0, expected=""):
+    """The shape of ``input`` after checking it is a floating Tensor with >= min_dims dims."""
+    if not isinstance(input, _tensor_class()):
+        raise TypeError(f"{op}: input must be a Tensor, got {type(input).__name__}")
+    _check_float(op, input)
+    shape = _shape(input)
+    if len(shape) < min_dims:
+        raise ValueError(f"{op}: input must have {expected}, got shape {shape}")
+    return shape
 
 
 # ---------------------------------------------------------------------------
@@ -314,13 +325,7 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     only the BatchNorm module knows: it passes ``momentum = 1 / num_batches_tracked`` here.
     """
     op = "batch_norm"
-    Tensor = _tensor_class()
-    if not isinstance(input, Tensor):
-        raise TypeError(f"{op}: input must be a Tensor, got {type(input).__name__}")
-    _check_float(op, input)
-    shape = _shape(input)
-    if len(shape) < 2:
-        raise ValueError(f"{op}: input must have shape (N, C) or (N, C, *), got shape {shape}")
+    shape = _checked_input_shape(op, input, 2, "shape (N, C) or (N, C, *)")
     channels = shape[1]
     for name, value in (("running_mean", running_mean), ("running_var", running_var),
                         ("weight", weight), ("bias", bias)):
@@ -410,13 +415,7 @@ def local_response_norm(input, size, alpha=1e-4, beta=0.75, k=1.0):
     ``da[c] = g[c] s[c]^-beta - 2 alpha beta / size * a[c] * sum_{j: c in window(j)} g[j] a[j] s[j]^(-beta-1)``.
     """
     op = "local_response_norm"
-    Tensor = _tensor_class()
-    if not isinstance(input, Tensor):
-        raise TypeError(f"{op}: input must be a Tensor, got {type(input).__name__}")
-    _check_float(op, input)
-    shape = _shape(input)
-    if len(shape) < 3:
-        raise ValueError(f"{op}: input must have at least 3 dimensions (N, C, *), got shape {shape}")
+    _checked_input_shape(op, input, 3, "at least 3 dimensions (N, C, *)")
     if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 1:
         raise ValueError(f"{op}: size must be an integer >= 1, got {size!r}")
     for name, value in (("alpha", alpha), ("beta", beta), ("k", k)):
@@ -449,14 +448,10 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     ``dx = inv_std / D * (D * g' - sum(g') - xhat * sum(g' * xhat))`` with ``g' = g * weight``.
     """
     op = "layer_norm"
-    Tensor = _tensor_class()
-    if not isinstance(input, Tensor):
-        raise TypeError(f"{op}: input must be a Tensor, got {type(input).__name__}")
-    _check_float(op, input)
+    shape = _checked_input_shape(op, input)
     if isinstance(normalized_shape, numbers.Integral):
         normalized_shape = (int(normalized_shape),)
     normalized_shape = tuple(int(d) for d in normalized_shape)
-    shape = _shape(input)
     if len(normalized_shape) == 0 or len(shape) < len(normalized_shape) or \
             shape[len(shape) - len(normalized_shape):] != normalized_shape:
         raise ValueError(f"{op}: normalized_shape {normalized_shape} must be a non-empty suffix "
@@ -483,13 +478,7 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
     group) is normalised with its own mean and biased variance; weight/bias act per channel.
     """
     op = "group_norm"
-    Tensor = _tensor_class()
-    if not isinstance(input, Tensor):
-        raise TypeError(f"{op}: input must be a Tensor, got {type(input).__name__}")
-    _check_float(op, input)
-    shape = _shape(input)
-    if len(shape) < 2:
-        raise ValueError(f"{op}: input must have shape (N, C, *), got shape {shape}")
+    shape = _checked_input_shape(op, input, 2, "shape (N, C, *)")
     channels = shape[1]
     if isinstance(num_groups, bool) or not isinstance(num_groups, numbers.Integral) or \
             num_groups < 1 or channels % num_groups:

@@ -140,6 +140,21 @@ class BatchNorm2d(_BatchNorm):
     _expected_dims = (4,)
 
 
+def _affine_parameters(module, affine, bias, shape, dtype, device):
+    """weight (ones) and bias (zeros) of ``shape`` when ``affine``, else both None."""
+    if affine:
+        module.weight = Parameter(np.ones(shape, dtype=dtype))
+        if bias:
+            module.bias = Parameter(np.zeros(shape, dtype=dtype))
+        else:
+            module.register_parameter("bias", None)
+    else:
+        module.register_parameter("weight", None)
+        module.register_parameter("bias", None)
+    if device is not None:
+        module.to(device)
+
+
 class LayerNorm(Module):
     """Normalise over the last ``len(normalized_shape)`` dimensions of each sample.
 
@@ -157,17 +172,7 @@ class LayerNorm(Module):
         self.eps = eps
         self.elementwise_affine = elementwise_affine
         dtype = np.dtype(np.float32 if dtype is None else dtype)
-        if elementwise_affine:
-            self.weight = Parameter(np.ones(self.normalized_shape, dtype=dtype))
-            if bias:
-                self.bias = Parameter(np.zeros(self.normalized_shape, dtype=dtype))
-            else:
-                self.register_parameter("bias", None)
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
-        if device is not None:
-            self.to(device)
+        _affine_parameters(self, elementwise_affine, bias, self.normalized_shape, dtype, device)
 
     def reset_parameters(self) -> None:
         if self.elementwise_affine:
@@ -205,17 +210,7 @@ class GroupNorm(Module):
         self.eps = eps
         self.affine = affine
         dtype = np.dtype(np.float32 if dtype is None else dtype)
-        if affine:
-            self.weight = Parameter(np.ones((num_channels,), dtype=dtype))
-            if bias:
-                self.bias = Parameter(np.zeros((num_channels,), dtype=dtype))
-            else:
-                self.register_parameter("bias", None)
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
-        if device is not None:
-            self.to(device)
+        _affine_parameters(self, affine, bias, (num_channels,), dtype, device)
 
     def reset_parameters(self) -> None:
         if self.affine:
