@@ -212,6 +212,7 @@ def chunk_bytes(xp) -> int | None:
 
 
 _slice_pool = None
+_blas_controller = None
 _slice_pool_lock = threading.Lock()
 
 
@@ -237,19 +238,22 @@ def map_slices(fn, slices, xp=np):
     the slowest thread each time). Results come back in slice order, so any sum
     over them is deterministic. On the GPU, or with one slice or one core, it is a
     plain loop."""
-    global _slice_pool
+    global _slice_pool, _blas_controller
     workers = slice_workers()
     if xp is not np or workers == 1 or len(slices) < 2:
         return [fn(s) for s in slices]
     try:
-        from threadpoolctl import threadpool_limits
+        from threadpoolctl import ThreadpoolController
     except ImportError:               # without it BLAS would oversubscribe the cores
         return [fn(s) for s in slices]
     with _slice_pool_lock:
         if _slice_pool is None:
             _slice_pool = concurrent.futures.ThreadPoolExecutor(
                 workers, thread_name_prefix="tinygrad_cnn", initializer=_single_thread_worker)
-        with threadpool_limits(1, user_api="blas"):
+            # Finding the BLAS libraries scans every loaded library (about 1 ms); done once,
+            # a limit costs microseconds.
+            _blas_controller = ThreadpoolController()
+        with _blas_controller.limit(limits=1, user_api="blas"):
             return list(_slice_pool.map(fn, slices))
 
 

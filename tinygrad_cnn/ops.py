@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .autograd import Function
+from . import backend
+from .autograd import Function, is_grad_enabled
 from .backend import get_array_module
 
 
@@ -306,19 +307,39 @@ class Sigmoid(Function):
         return g * out * (1.0 - out)
 
 
+@backend.register_reference("relu_forward")
+def _relu_forward_reference(x):
+    """x: any shape -> max(x, 0), same shape and dtype; NaN stays NaN (as PyTorch)."""
+    # maximum is one pass (where() with a scalar is much slower in NumPy) and keeps NaN.
+    return get_array_module(x).maximum(x, 0)
+
+
+@backend.register_reference("relu_backward")
+def _relu_backward_reference(grad_output, output):
+    """grad_output, output: same shape -> grad_output where output > 0, else 0.
+
+    Written as a select, not ``g * mask``, so a NaN gradient does not leak through
+    where the unit was off (PyTorch's threshold_backward does the same)."""
+    xp = get_array_module(output)
+    return xp.where(output > 0, grad_output, xp.zeros((), dtype=grad_output.dtype))
+
+
 class Relu(Function):
-    """out = max(x, 0);  dx = g * [x > 0] (0 at x = 0, as PyTorch)."""
+    """out = max(x, 0);  dx = g * [x > 0] (0 at x = 0, as PyTorch).
+
+    The output is kept instead of a mask: out > 0 exactly where x > 0, and the next
+    layer holds the output anyway. Kernels ``relu_forward``/``relu_backward``."""
 
     def forward(self, x):
-        xp = get_array_module(x)
-        # maximum is one fast pass (where() with a scalar is ~20x slower in NumPy) and
-        # propagates NaN like PyTorch. The output is kept instead of a mask: out > 0
-        # exactly where x > 0, and the next layer holds the output anyway.
-        self.output = xp.maximum(x, 0)
+        self.output = backend.kernel("relu_forward", get_array_module(x))(x)
         return self.output
 
     def backward(self, g):
-        return g * (self.output > 0)
+        if is_grad_enabled():
+            # create_graph=True: the mask is a constant, so this is linear in g.
+            return g * (self.output > 0)
+        xp = get_array_module(self.output)
+        return type(g)._wrap(backend.kernel("relu_backward", xp)(g.data, self.output))
 
 
 class Clamp(Function):

@@ -1,8 +1,11 @@
-"""Numba kernel for the error function (used by the exact GELU).
+"""Numba kernels for activations: ReLU's forward and backward, and the error function.
 
-Signature follows the NumPy reference in ``tinygrad_cnn.nn.functional.activation``:
-``erf(x) -> array of x's shape and dtype``. Numba compiles ``math.erf`` to the C library's
-``erf``, correctly rounded to within an ulp or so. Small arrays run on one thread.
+Signatures follow the NumPy references: ``relu_forward``/``relu_backward`` in
+``tinygrad_cnn.ops`` (next to the ReLU op) and ``erf`` in
+``tinygrad_cnn.nn.functional.activation`` (used by the exact GELU). Numba compiles
+``math.erf`` to the C library's ``erf``, correctly rounded to within an ulp or so.
+ReLU is one memory pass on every core instead of NumPy's single-threaded pass (two for
+the backward: the mask, then the product). Small arrays run on one thread.
 """
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ import numba
 import numpy as np
 from numba import prange
 
-__all__ = ["erf", "KERNELS", "PARALLEL_MIN_ELEMENTS"]
+__all__ = ["erf", "relu_forward", "relu_backward", "KERNELS", "PARALLEL_MIN_ELEMENTS"]
 
 
 PARALLEL_MIN_ELEMENTS = 1 << 16
@@ -40,4 +43,53 @@ def erf(x):
     return out.reshape(x.shape)
 
 
-KERNELS = {"erf": erf}
+# No fastmath in the ReLU kernels: it would let LLVM assume there are no NaNs, and
+# NaN must pass through the forward (as PyTorch) and be blocked where the output is <= 0.
+
+@numba.njit(cache=True, nogil=True)
+def _relu_forward_serial(flat_x, out):
+    for i in range(flat_x.size):
+        value = flat_x[i]
+        out[i] = 0 if value <= 0 else value
+
+
+@numba.njit(cache=True, parallel=True, nogil=True)
+def _relu_forward_parallel(flat_x, out):
+    for i in prange(flat_x.size):
+        value = flat_x[i]
+        out[i] = 0 if value <= 0 else value
+
+
+def relu_forward(x):
+    """x: any shape -> max(x, 0) of x's shape and dtype (NaN stays NaN)."""
+    flat_x = np.ascontiguousarray(x).reshape(-1)
+    out = np.empty(flat_x.shape, dtype=flat_x.dtype)
+    run = _relu_forward_parallel if flat_x.size >= PARALLEL_MIN_ELEMENTS else _relu_forward_serial
+    run(flat_x, out)
+    return out.reshape(x.shape)
+
+
+@numba.njit(cache=True, nogil=True)
+def _relu_backward_serial(flat_grad, flat_output, grad_x):
+    for i in range(flat_grad.size):
+        grad_x[i] = flat_grad[i] if flat_output[i] > 0 else 0
+
+
+@numba.njit(cache=True, parallel=True, nogil=True)
+def _relu_backward_parallel(flat_grad, flat_output, grad_x):
+    for i in prange(flat_grad.size):
+        grad_x[i] = flat_grad[i] if flat_output[i] > 0 else 0
+
+
+def relu_backward(grad_output, output):
+    """grad_output, output: the same shape -> grad_output where output > 0, else 0."""
+    flat_grad = np.ascontiguousarray(grad_output).reshape(-1)
+    flat_output = np.ascontiguousarray(output).reshape(-1)
+    grad_x = np.empty(flat_grad.shape, dtype=flat_grad.dtype)
+    run = (_relu_backward_parallel if flat_grad.size >= PARALLEL_MIN_ELEMENTS
+           else _relu_backward_serial)
+    run(flat_grad, flat_output, grad_x)
+    return grad_x.reshape(grad_output.shape)
+
+
+KERNELS = {"erf": erf, "relu_forward": relu_forward, "relu_backward": relu_backward}

@@ -10,4 +10,6 @@ references'. Importing them never imports CuPy: sources are compiled on first la
 # array module, so it runs on CuPy as a few fused CuPy ufunc calls), with the reason.
 REFERENCE_ONLY = {
     "erf": "a polynomial of elementwise CuPy ufuncs; a hand-written kernel would not be faster",
+    "relu_forward": "one elementwise CuPy ufunc (maximum), already a single fused pass",
+    "relu_backward": "one elementwise CuPy where(), already a single fused pass",
 }

@@ -1,4 +1,5 @@
-"""Activations: gradients (first and second order), kinks, the erf kernel, PyTorch parity, errors."""
+"""Activations: gradients (first and second order), kinks, the ReLU and erf kernels, PyTorch
+parity, errors."""
 import math
 
 import numpy as np
@@ -132,6 +133,60 @@ def _grad_with_graph(fn, x):
     grad = x.grad
     x.grad = None
     return (grad,)
+
+
+# ---------------------------------------------------------------------------- ReLU kernels
+
+# Values with exact zeros of both signs, NaN and infinities among ordinary numbers.
+relu_values = st.one_of(st.floats(-5, 5), st.sampled_from([0.0, -0.0, np.nan, np.inf, -np.inf]))
+
+
+@settings(max_examples=25, deadline=None)
+@given(shape=shapes(0, 3, 1, 6), data=st.data(), dtype=st.sampled_from([np.float32, np.float64]),
+       large=st.booleans())
+def test_relu_numba_kernels_equal_reference(shape, data, dtype, large):
+    pytest.importorskip("numba")
+    from tinygrad_cnn.kernels.cpu import activation as kernels
+    if large:   # past the threshold of the parallel loop
+        shape = (kernels.PARALLEL_MIN_ELEMENTS + 5,)
+        x = np.random.default_rng(0).standard_normal(shape)
+        x[::7] = 0.0
+        x[3] = np.nan
+        g = np.random.default_rng(1).standard_normal(shape)
+    else:
+        x = data.draw(arrays(shape, elements=relu_values))
+        g = data.draw(arrays(shape, elements=relu_values))
+    x, g = x.astype(dtype), g.astype(dtype)
+    for name, args in [("relu_forward", (x,)),
+                       ("relu_backward", (g, backend.kernel("relu_forward", np)(x)))]:
+        fast = backend.kernel(name, np, impl="numba")(*args)
+        reference = backend.kernel(name, np, impl="numpy")(*args)
+        assert fast.dtype == reference.dtype == dtype and fast.shape == shape, name
+        # Bit for bit, NaNs in the same places; +0 and -0 compare equal.
+        np.testing.assert_array_equal(fast, reference, err_msg=name)
+
+
+def test_relu_kernels_follow_pytorch_on_nan():
+    relu = backend.kernel("relu_forward", np, impl="numpy")
+    relu_backward = backend.kernel("relu_backward", np, impl="numpy")
+    x = np.array([np.nan, -1.0, 0.0, 2.0])
+    out = relu(x)
+    assert np.isnan(out[0]) and out[1:].tolist() == [0.0, 0.0, 2.0]
+    # A NaN gradient is blocked where the unit is off, passed where it is on.
+    grad = relu_backward(np.array([1.0, np.nan, np.nan, np.nan]), out)
+    assert grad[1:3].tolist() == [0.0, 0.0] and np.isnan(grad[3])
+
+
+def test_relu_backward_is_the_fast_kernel_and_stays_differentiable():
+    rng = np.random.default_rng(4)
+    x = tg.Tensor(rng.standard_normal((3, 5)), requires_grad=True)
+    g = rng.standard_normal((3, 5))
+    F.relu(x).backward(tg.Tensor(g))
+    np.testing.assert_array_equal(x.grad.numpy(), np.where(x.numpy() > 0, g, 0))
+    x.grad = None
+    (F.relu(x) * F.relu(x)).sum().backward(create_graph=True)
+    assert x.grad.requires_grad
+    np.testing.assert_allclose(x.grad.numpy(), 2 * np.maximum(x.numpy(), 0))
 
 
 # ---------------------------------------------------------------------------- erf

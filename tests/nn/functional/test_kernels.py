@@ -30,6 +30,8 @@ KERNEL_TESTS = {
     "lrn_forward": "test_normalization.py",
     "lrn_backward": "test_normalization.py",
     "erf": "test_activation.py",
+    "relu_forward": "test_activation.py",
+    "relu_backward": "test_activation.py",
     "dropout_forward": "test_dropout.py",
     "softmax_cross_entropy_forward": "test_loss.py",
     "softmax_cross_entropy_backward": "test_loss.py",

@@ -303,7 +303,12 @@ class Conv2d(Function):
         return grad_x, grad_w, grad_b
 
     def _fast_backward(self, grad_output):
-        """The same formulas on raw arrays, slice by slice; dW sums over the slices."""
+        """The same formulas on raw arrays, slice by slice; dW sums over the slices.
+
+        Unit stride gathers the columns of ``G`` once and uses them twice: for
+        ``dx`` (a convolution with the flipped kernel) and for ``dW``, which is the
+        correlation of those columns with x (:func:`_weight_products_of_grad_columns`).
+        So the backward builds one column matrix, not two."""
         x_tensor, weight_tensor = self.saved_tensors
         x, weight, g = x_tensor.data, weight_tensor.data, grad_output.data
         xp = get_array_module(x)
@@ -311,20 +316,26 @@ class Conv2d(Function):
         c_out = g.shape[1]
         need_x, need_w, need_b = self.needs_input_grad
         grad_x = grad_w = grad_b = None
+        # Without dx (the first layer) the columns of x are the cheaper gather for dW.
         transposed = _transposed_geometry(geometry, c_out) if need_x else None
         if need_x:
             grad_x = xp.empty(x.shape, dtype=x.dtype)
             if transposed is not None:
                 weight_t = _flipped_transposed_weight(weight, groups)
-        per_image = max(_column_bytes(geometry, x.dtype),
-                        _column_bytes(transposed, x.dtype) if transposed else 0)
+        per_image = _column_bytes(transposed or geometry, x.dtype)
 
         def run_slice(bounds):
             start, stop = bounds
             g_slice = g[start:stop]
-            if need_x and transposed is not None:
-                grad_x[start:stop] = _conv_products(g_slice, weight_t, groups, transposed)
-            elif need_x:
+            if transposed is not None:
+                grad_cols, grid_width = _columns(g_slice, transposed)
+                grad_x[start:stop] = _grid_products(weight_t, grad_cols, groups, transposed,
+                                                    grid_width)
+                if need_w:
+                    return _weight_products_of_grad_columns(x[start:stop], grad_cols, groups,
+                                                            transposed, grid_width)
+                return None
+            if need_x:
                 grad_x[start:stop] = _col2im_of_products(g_slice, weight, groups, geometry)
             if need_w:
                 return _weight_products(x[start:stop], g_slice, groups, geometry)
@@ -337,10 +348,9 @@ class Conv2d(Function):
             grad_w = partial_w[0]
             for part in partial_w[1:]:
                 grad_w += part
+            grad_w = _weight_from_products(grad_w, weight.shape, transposed is not None)
         if need_b:
             grad_b = g.sum(axis=(0, 2, 3))
-        if grad_w is not None:
-            grad_w = grad_w.reshape(weight.shape)
         # _wrap keeps the arrays where they are (no copy, same device).
         return tuple(None if array is None else Tensor._wrap(array)
                      for array in (grad_x, grad_w, grad_b))
@@ -395,23 +405,70 @@ def _conv_products(x, weight_2d, groups, geometry):
     """conv of a slice x: (B, C, H, W) with weight_2d: (C_out, C/groups*kh*kw), no bias.
 
     Returns a (B, C_out, OH, OW) view of the GEMM result."""
-    size, c_out = x.shape[0], weight_2d.shape[0]
     cols, grid_width = _columns(x, geometry)
+    return _grid_products(weight_2d, cols, groups, geometry, grid_width)
+
+
+def _grid_products(weight_2d, cols, groups, geometry, grid_width):
+    """``weight_2d @ cols`` as a (B, C_out, OH, OW) view, dropping the straddling columns."""
+    c_out = weight_2d.shape[0]
     products = _group_matmul(weight_2d, cols, groups)              # (C_out, B*OH*grid_width)
-    products = products.reshape(c_out, size, geometry.out[0], grid_width)
+    products = products.reshape(c_out, -1, geometry.out[0], grid_width)
     return products[..., :geometry.out[1]].transpose(1, 0, 2, 3)
 
 
+def _on_grid_transposed(a, grid_width):
+    """(B, C, R, W) -> (B*R*grid_width, C): pixels as rows on a grid of ``grid_width``
+    columns (zero beyond W), channels last, so that a column matrix times it is one GEMM
+    whose operands are both read along their rows."""
+    xp = get_array_module(a)
+    size, channels, rows, width = a.shape
+    out = xp.empty((size, rows, grid_width, channels), dtype=a.dtype)
+    out[:, :, width:] = 0
+    out[:, :, :width] = a.transpose(0, 2, 3, 1)
+    return out.reshape(-1, channels)
+
+
 def _weight_products(x, g, groups, geometry):
-    """sum over the slice of G cols^T: (groups, C_out/groups, C/groups*kh*kw)."""
+    """dW of a slice from the columns of x: ``cols G^T``, (groups, C/g*kh*kw, C_out/g).
+
+    The edge columns of the wide grid get zero gradient, so they add nothing."""
     xp = get_array_module(x)
-    size, c_out = g.shape[:2]
+    c_out = g.shape[1]
     cols, grid_width = _columns(x, geometry)
-    # G on the same grid as the columns; the dropped edge columns get zero gradient.
-    grad_y = xp.zeros((c_out, size, geometry.out[0], grid_width), dtype=g.dtype)
-    grad_y[..., :geometry.out[1]] = g.transpose(1, 0, 2, 3)
-    grad_y = grad_y.reshape(groups, c_out // groups, -1)
-    return xp.matmul(grad_y, cols.reshape(groups, geometry.rows // groups, -1).transpose(0, 2, 1))
+    grad_y = _on_grid_transposed(g, grid_width)                    # (B*OH*grid, C_out)
+    grad_y = grad_y.reshape(-1, groups, c_out // groups).transpose(1, 0, 2)
+    return xp.matmul(cols.reshape(groups, geometry.rows // groups, -1), grad_y)
+
+
+def _weight_products_of_grad_columns(x, grad_cols, groups, transposed, grid_width):
+    """dW of a slice from the columns of G already built for dx.
+
+    With ``Gcols[(o, i', j'), (h, w)] = G_pad[o, h + i'*d, w + j'*d]`` (the transposed
+    geometry) and the forward ``dW[o, c, i, j] = sum_(h,w) G[o, h - i*d + p, w - j*d + p]
+    x[c, h, w]``, tap ``(i', j') = (kh-1-i, kw-1-j)`` reads exactly that G value, so
+    ``dW`` (flipped, transposed) ``= Gcols x^T``: (groups, C_out/g*kh*kw, C/g)."""
+    xp = get_array_module(x)
+    channels = x.shape[1]
+    pixels = _on_grid_transposed(x, grid_width)                    # (B*H*grid, C)
+    pixels = pixels.reshape(-1, groups, channels // groups).transpose(1, 0, 2)
+    return xp.matmul(grad_cols.reshape(groups, transposed.rows // groups, -1), pixels)
+
+
+def _weight_from_products(products, weight_shape, from_grad_columns):
+    """The summed slice products -> dW of ``weight_shape`` (C_out, C/g, kh, kw)."""
+    c_out, c_per_group, kh, kw = weight_shape
+    groups = products.shape[0]
+    if from_grad_columns:
+        # (groups, (o, i', j'), c) with (i', j') the flipped tap.
+        products = products.reshape(groups, c_out // groups, kh, kw, c_per_group)
+        products = products[:, :, ::-1, ::-1].transpose(0, 1, 4, 2, 3)
+    else:
+        # (groups, (c, i, j), o).
+        products = products.reshape(groups, c_per_group, kh, kw, c_out // groups)
+        products = products.transpose(0, 4, 1, 2, 3)
+    xp = get_array_module(products)
+    return xp.ascontiguousarray(products).reshape(weight_shape)
 
 
 def _col2im_of_products(g, weight, groups, geometry):
