@@ -250,6 +250,8 @@ class Conv2d(Function):
     * Unit stride also gets ``dx`` as a convolution of ``G`` with the flipped,
       transposed kernel (``dx = corr(pad(G), rot180(W)^T)``), a gather plus a GEMM
       instead of a GEMM plus the scatter-add of col2im.
+    * ...and ``dW`` from the same columns of ``G``: ``Gcols @ x^T`` on the grid, with
+      the taps rotated back, so the backward gathers one column matrix, not two.
     * With ``create_graph=True`` the backward is built from differentiable Tensor
       operations and the :class:`Im2col`/:class:`Col2im` pair instead.
     """
