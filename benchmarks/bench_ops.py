@@ -21,14 +21,21 @@ import time
 import numpy as np
 
 
-def _median_time(fn, repeat, warmup=2):
+def _median_time(fn, repeat, warmup=2, sample_seconds=0.02):
+    """Median seconds per call over ``repeat`` samples. A sample runs ``fn`` enough times to
+    last about ``sample_seconds``: one call of a sub-millisecond op is mostly timer and
+    scheduler noise on a shared machine."""
     for _ in range(warmup):
         fn()
+    start = time.perf_counter()
+    fn()
+    calls = max(1, int(sample_seconds / max(time.perf_counter() - start, 1e-9)))
     times = []
     for _ in range(repeat):
         start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
+        for _ in range(calls):
+            fn()
+        times.append((time.perf_counter() - start) / calls)
     return statistics.median(times)
 
 
@@ -214,6 +221,16 @@ def bench_memory_bound(repeat, torch, only):
     return rows
 
 
+def _limit_threads(threads):
+    """Give our kernels, the slice workers and BLAS ``threads`` threads (torch gets the same
+    through ``torch.set_num_threads``), before the first op runs."""
+    import numba
+    from threadpoolctl import threadpool_limits
+    os.environ["TINYGRAD_CNN_NUM_THREADS"] = str(threads)
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    threadpool_limits(threads, user_api="blas")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--repeat", type=int, default=5)
@@ -222,6 +239,7 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--no-torch", action="store_true")
     args = p.parse_args(argv)
+    _limit_threads(args.threads)
     from tinygrad_cnn import backend
     backend.set_cpu_backend(args.backend)
     torch = None if args.no_torch else _torch()

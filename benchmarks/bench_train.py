@@ -147,7 +147,11 @@ def _child(framework, depth, batch_size, steps, warmup, threads, mode, clock="wa
 def profile(depth, batch_size, threads, steps=3, clock="wall"):
     """Forward time per Function class (wrapping ``apply``) and backward time per class
     (time between consecutive backward-observer calls, i.e. the node's backward plus the
-    accumulation of its gradients)."""
+    accumulation of its gradients). Runs in this process, so the thread counts are set
+    before NumPy and Numba load."""
+    if "numpy" in sys.modules:
+        raise RuntimeError("profile: NumPy is already imported, so --threads cannot apply")
+    os.environ.update(_thread_env(threads))
     import numpy as np
     timer = time.process_time if clock == "cpu" else time.perf_counter
     import tinygrad_cnn as tg
@@ -205,7 +209,8 @@ def profile(depth, batch_size, threads, steps=3, clock="wall"):
         autograd.backward_observers.remove(observer)
     names = sorted(set(forward_time) | set(backward_time),
                    key=lambda n: -(forward_time.get(n, 0) + backward_time.get(n, 0)))
-    print(f"profile of resnet{depth}, batch {batch_size}, {steps} steps, {clock} clock "
+    print(f"profile of resnet{depth}, batch {batch_size}, {threads} threads, {steps} steps, "
+          f"{clock} clock "
           f"({total_step / steps * 1000:.1f} ms/step, {batch_size * steps / total_step:.1f} img/s)")
     print(f"{'op':<28}{'calls/step':>10}{'forward ms':>12}{'backward ms':>13}{'share':>8}")
     for n in names:
@@ -219,13 +224,19 @@ def profile(depth, batch_size, threads, steps=3, clock="wall"):
 # parent side
 # ---------------------------------------------------------------------------
 
+def _thread_env(threads):
+    """Environment that gives every thread pool (OpenMP, MKL, OpenBLAS, Numba, our slice
+    workers) ``threads`` threads; read when those libraries load."""
+    return {name: str(threads) for name in (
+        "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS",
+        "TINYGRAD_CNN_NUM_THREADS")}
+
+
 def _run_child(args, framework, mode):
     cmd = [sys.executable, __file__, "--child", framework, "--mode", mode, "--depth", str(args.depth),
            "--batch-size", str(args.batch_size), "--steps", str(args.steps), "--warmup",
            str(args.warmup), "--threads", str(args.threads), "--clock", args.clock]
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads),
-               OPENBLAS_NUM_THREADS=str(args.threads), NUMBA_NUM_THREADS=str(args.threads),
-               TINYGRAD_CNN_NUM_THREADS=str(args.threads))
+    env = dict(os.environ, **_thread_env(args.threads))
     out = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if out.returncode != 0:
         raise RuntimeError(f"{framework} child failed:\n{out.stderr[-3000:]}")

@@ -1,0 +1,100 @@
+"""benchmarks/bench_train.py and bench_ops.py: they run, report what they claim, and the
+PyTorch network bench_train times is the same function as ours."""
+import importlib.util
+import json
+import pathlib
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import tinygrad_cnn
+from tinygrad_cnn import checkpoint, models
+
+BENCHMARKS = pathlib.Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def bench_train():
+    return _load("bench_train")
+
+
+def test_train_and_inference_measured_and_written(bench_train, tmp_path):
+    out = tmp_path / "r.json"
+    bench_train.main(["--no-torch", "--batch-size", "2", "--steps", "1", "--warmup", "1",
+                      "--rounds", "1", "--threads", "1", "--json", str(out)])
+    results = json.loads(out.read_text())
+    assert set(results) == {"train", "inference"}
+    for mode in results.values():
+        ours = mode["ours"]
+        assert ours["median_images_per_s"] > 0 and ours["peak_rss_mib"] > 0
+
+
+def test_profile_lists_every_op_of_a_resnet20_step_at_the_asked_threads():
+    # In a fresh process: the thread counts must be set before NumPy loads.
+    run = subprocess.run([sys.executable, str(BENCHMARKS / "bench_train.py"), "--profile",
+                          "--threads", "1", "--batch-size", "2"],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "1 threads" in run.stdout
+    calls = {m.group(1): int(m.group(2))
+             for m in re.finditer(r"^(\w+)\s+(\d+)\s+[\d.]+\s+[\d.]+", run.stdout, re.M)}
+    # ResNet-20: 19 convolutions, each followed by BatchNorm; 19 ReLUs (the stem's, two per
+    # block).
+    assert calls["Conv2d"] == 19 and calls["_BatchNormTrain"] == 19 and calls["Relu"] == 19
+    assert "optimizer step" in run.stdout
+
+
+def test_profile_refuses_once_numpy_is_loaded(bench_train):
+    with pytest.raises(RuntimeError, match="NumPy is already imported"):
+        bench_train.profile(20, 2, 1)
+
+
+def test_torch_network_is_ours(bench_train):
+    """The PyTorch ResNet-20 bench_train times computes the same function as ours: same
+    weights in, same outputs and loss gradient out, in training mode."""
+    torch = pytest.importorskip("torch")
+    tinygrad_cnn.manual_seed(0)
+    ours = models.resnet20()
+    theirs = bench_train._torch_resnet(20)
+    our_state = checkpoint.model_state_arrays(ours)
+    their_names = list(theirs.state_dict())
+    assert len(their_names) == len(our_state)
+    mapped = {}
+    for their_name, (our_name, value) in zip(their_names, our_state.items()):
+        assert their_name.split(".")[-1] == our_name.split(".")[-1]
+        mapped[their_name] = torch.from_numpy(np.array(value))
+    theirs.load_state_dict(mapped)
+    x = np.random.default_rng(0).normal(size=(4, 3, 32, 32)).astype(np.float32)
+    y = np.array([1, 0, 3, 9])
+    ours.train(), theirs.train()
+    our_logits = ours(tinygrad_cnn.Tensor(x))
+    loss = tinygrad_cnn.nn.functional.cross_entropy(our_logits, tinygrad_cnn.Tensor(y))
+    loss.backward()
+    their_logits = theirs(torch.from_numpy(x))
+    their_loss = torch.nn.functional.cross_entropy(their_logits, torch.from_numpy(y))
+    their_loss.backward()
+    np.testing.assert_allclose(our_logits.numpy(), their_logits.detach().numpy(),
+                               rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(ours.conv1.weight.grad.numpy(),
+                               theirs[0].weight.grad.numpy(), rtol=1e-3, atol=1e-5)
+
+
+def test_bench_ops_reports_each_family():
+    run = subprocess.run([sys.executable, str(BENCHMARKS / "bench_ops.py"), "--only", "relu",
+                          "--repeat", "1", "--no-torch", "--threads", "1"],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "GEMM peak" in run.stdout
+    row = next(line for line in run.stdout.splitlines() if line.startswith("relu"))
+    fwd_ms, bwd_ms = (float(v) for v in row.split()[2:4])
+    assert fwd_ms > 0 and bwd_ms > 0
