@@ -20,6 +20,7 @@ import sys
 import warnings
 
 import concurrent.futures
+import itertools
 import threading
 
 import numpy as np
@@ -254,7 +255,25 @@ def map_slices(fn, slices, xp=np):
             # a limit costs microseconds.
             _blas_controller = ThreadpoolController()
         with _blas_controller.limit(limits=1, user_api="blas"):
-            return list(_slice_pool.map(fn, slices))
+            return _run_on_workers(fn, slices, workers)
+
+
+def _run_on_workers(fn, slices, workers):
+    """One task per worker, each taking the next slice from a shared counter until none
+    is left. A task per slice cost a future and a queue hand-off each, tens of
+    microseconds under the GIL: 18% of a ResNet-20 stage-1 convolution, which has 64
+    slices. The counter still balances the load when one core is slowed by other work."""
+    next_index = itertools.count().__next__        # atomic under the GIL
+    results = [None] * len(slices)
+
+    def work():
+        while (index := next_index()) < len(slices):
+            results[index] = fn(slices[index])
+
+    tasks = [_slice_pool.submit(work) for _ in range(min(workers, len(slices)))]
+    for task in tasks:
+        task.result()                               # re-raises a worker's exception
+    return results
 
 
 def set_cpu_backend(name: str) -> None:
