@@ -13,6 +13,11 @@ plain row-major BLAS call.
 The loops first compute, per kernel offset, the range of output columns whose
 input column is inside the image; the inner loops then run without bounds
 tests (and vectorise), and the padding is written as zeros separately.
+
+The Python wrappers allocate the outputs with NumPy and the compiled loops fill them.
+NumPy asks the kernel for transparent huge pages on large arrays; an array allocated
+inside compiled code above malloc's mmap threshold was page-faulted in 4 KiB at a time
+on every call (19,000 faults, about 27 ms, for a 75 MiB whole-batch column matrix).
 """
 import numba
 import numpy as np
@@ -84,35 +89,30 @@ def _im2col_task(x, cols, task, kernel_h, kernel_w, stride_h, stride_w, pad_h, p
         src_base = src0 + (oi * stride_h + row_off) * width + col_off
         for oj in range(j_lo):
             flat_cols[base + oj] = 0
-        if j_hi > j_lo:
-            _copy(flat_cols[base + j_lo:base + j_hi],
-                  flat_x[src_base + j_lo * stride_w:src_base + (j_hi - 1) * stride_w + 1:stride_w])
+        if j_hi > j_lo and stride_w == 1:
+            # A view with a step (even a step of 1) copies element by element.
+            _copy(flat_cols[base + j_lo:base + j_hi], flat_x[src_base + j_lo:src_base + j_hi])
+        else:
+            for oj in range(j_lo, j_hi):
+                flat_cols[base + oj] = flat_x[src_base + oj * stride_w]
         for oj in range(j_hi, out_w):
             flat_cols[base + oj] = 0
 
 
 @njit(cache=True, parallel=True, nogil=True)
-def _im2col_parallel(x, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
+def _im2col_parallel(x, cols, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
                      out_h, out_w):
-    n_batch, channels = x.shape[0], x.shape[1]
-    rows = channels * kernel_h * kernel_w
-    cols = np.empty((rows, n_batch * out_h * out_w), dtype=x.dtype)
-    for task in prange(rows * n_batch):
+    for task in prange(cols.shape[0] * x.shape[0]):
         _im2col_task(x, cols, task, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dil_h,
                      dil_w, out_h, out_w)
-    return cols
 
 
 @njit(cache=True, nogil=True)
-def _im2col_serial(x, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
+def _im2col_serial(x, cols, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
                    out_h, out_w):
-    n_batch, channels = x.shape[0], x.shape[1]
-    rows = channels * kernel_h * kernel_w
-    cols = np.empty((rows, n_batch * out_h * out_w), dtype=x.dtype)
-    for task in range(rows * n_batch):
+    for task in range(cols.shape[0] * x.shape[0]):
         _im2col_task(x, cols, task, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dil_h,
                      dil_w, out_h, out_w)
-    return cols
 
 
 @njit(cache=True, nogil=True)
@@ -149,25 +149,21 @@ def _col2im_task(cols, x, task, kernel_h, kernel_w, stride_h, stride_w, pad_h, p
 
 
 @njit(cache=True, parallel=True, nogil=True)
-def _col2im_parallel(cols, n_batch, channels, height, width, kernel_h, kernel_w, stride_h,
-                     stride_w, pad_h, pad_w, dil_h, dil_w, out_h, out_w):
-    x = np.empty((n_batch, channels, height, width), dtype=cols.dtype)
+def _col2im_parallel(cols, x, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
+                     out_h, out_w):
     # One task per (image, channel): it owns its output plane, so no two threads
     # ever add into the same element.
-    for task in prange(n_batch * channels):
+    for task in prange(x.shape[0] * x.shape[1]):
         _col2im_task(cols, x, task, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dil_h,
                      dil_w, out_h, out_w)
-    return x
 
 
 @njit(cache=True, nogil=True)
-def _col2im_serial(cols, n_batch, channels, height, width, kernel_h, kernel_w, stride_h,
-                   stride_w, pad_h, pad_w, dil_h, dil_w, out_h, out_w):
-    x = np.empty((n_batch, channels, height, width), dtype=cols.dtype)
-    for task in range(n_batch * channels):
+def _col2im_serial(cols, x, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
+                   out_h, out_w):
+    for task in range(x.shape[0] * x.shape[1]):
         _col2im_task(cols, x, task, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dil_h,
                      dil_w, out_h, out_w)
-    return x
 
 
 @njit(cache=True, nogil=True)
@@ -196,48 +192,41 @@ def _wide_copy_task(flat_padded, flat_cols, task, n_batch, kernel_h, kernel_w, d
     _copy(flat_cols[dst:dst + run], flat_padded[src:src + run])
 
 
-@njit(cache=True, nogil=True)
-def _wide_buffers(x, kernel_h, pad_h, pad_w, dil_h, rows):
-    """The padded planes of x and the (unfilled) column matrix, with its geometry."""
-    n_batch, channels, height, width = x.shape
-    grid_w = width + 2 * pad_w
-    run = (height + 2 * pad_h - dil_h * (kernel_h - 1)) * grid_w
-    padded = np.empty((n_batch, channels, height + 2 * pad_h + 1, grid_w), dtype=x.dtype)
-    _pad_for_wide(x, pad_h, pad_w, padded)
-    cols = np.empty((rows, n_batch * run), dtype=x.dtype)
-    return padded.reshape(-1), cols, (height + 2 * pad_h + 1) * grid_w, grid_w, run
-
-
 @njit(cache=True, parallel=True, nogil=True)
-def _im2col_wide_parallel(x, kernel_h, kernel_w, pad_h, pad_w, dil_h, dil_w):
-    n_batch, rows = x.shape[0], x.shape[1] * kernel_h * kernel_w
-    flat_padded, cols, plane, grid_w, run = _wide_buffers(x, kernel_h, pad_h, pad_w, dil_h, rows)
-    flat_cols = cols.reshape(-1)
-    for task in prange(rows * n_batch):
+def _im2col_wide_parallel(x, padded, cols, kernel_h, kernel_w, pad_h, pad_w, dil_h, dil_w):
+    _pad_for_wide(x, pad_h, pad_w, padded)
+    n_batch, grid_w = x.shape[0], padded.shape[3]
+    plane, run = padded.shape[2] * grid_w, cols.shape[1] // n_batch
+    flat_padded, flat_cols = padded.reshape(-1), cols.reshape(-1)
+    for task in prange(cols.shape[0] * n_batch):
         _wide_copy_task(flat_padded, flat_cols, task, n_batch, kernel_h, kernel_w, dil_h, dil_w,
                         plane, grid_w, run)
-    return cols
 
 
 @njit(cache=True, nogil=True)
-def _im2col_wide_serial(x, kernel_h, kernel_w, pad_h, pad_w, dil_h, dil_w):
-    n_batch, rows = x.shape[0], x.shape[1] * kernel_h * kernel_w
-    flat_padded, cols, plane, grid_w, run = _wide_buffers(x, kernel_h, pad_h, pad_w, dil_h, rows)
-    flat_cols = cols.reshape(-1)
-    for task in range(rows * n_batch):
+def _im2col_wide_serial(x, padded, cols, kernel_h, kernel_w, pad_h, pad_w, dil_h, dil_w):
+    _pad_for_wide(x, pad_h, pad_w, padded)
+    n_batch, grid_w = x.shape[0], padded.shape[3]
+    plane, run = padded.shape[2] * grid_w, cols.shape[1] // n_batch
+    flat_padded, flat_cols = padded.reshape(-1), cols.reshape(-1)
+    for task in range(cols.shape[0] * n_batch):
         _wide_copy_task(flat_padded, flat_cols, task, n_batch, kernel_h, kernel_w, dil_h, dil_w,
                         plane, grid_w, run)
-    return cols
 
 
 def im2col_wide(x, kernel_h, kernel_w, pad_h, pad_w, dil_h, dil_w):
     """x: (B, C, H, W) -> (C*kh*kw, B*OH*Wp); exactly the NumPy reference: pad once, then
     every (row, image) run is one contiguous copy of the padded plane."""
     n_batch, channels, height, width = x.shape
-    size = (n_batch * channels * kernel_h * kernel_w * (width + 2 * pad_w)
-            * (height + 2 * pad_h - dil_h * (kernel_h - 1)))
-    run = _im2col_wide_parallel if _worth_threads(size) else _im2col_wide_serial
-    return run(x, kernel_h, kernel_w, pad_h, pad_w, dil_h, dil_w)
+    grid_w = width + 2 * pad_w
+    run_length = (height + 2 * pad_h - dil_h * (kernel_h - 1)) * grid_w
+    # One spare zero row below the padded planes: the last run of the last row may
+    # read past the bottom by up to (kw - 1) * dw elements.
+    padded = np.empty((n_batch, channels, height + 2 * pad_h + 1, grid_w), dtype=x.dtype)
+    cols = np.empty((channels * kernel_h * kernel_w, n_batch * run_length), dtype=x.dtype)
+    run = _im2col_wide_parallel if _worth_threads(cols.size) else _im2col_wide_serial
+    run(x, padded, cols, kernel_h, kernel_w, pad_h, pad_w, dil_h, dil_w)
+    return cols
 
 
 # Below this many column entries, starting the worker threads costs more than it saves.
@@ -253,17 +242,19 @@ def _worth_threads(size):
 
 def im2col(x, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, out_h, out_w):
     """x: (N, C, H, W) -> cols: (C*kh*kw, N*out_h*out_w); same contract as the reference."""
-    size = x.shape[0] * x.shape[1] * kernel_h * kernel_w * out_h * out_w
-    run = _im2col_parallel if _worth_threads(size) else _im2col_serial
-    return run(x, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, out_h, out_w)
+    cols = np.empty((x.shape[1] * kernel_h * kernel_w, x.shape[0] * out_h * out_w), dtype=x.dtype)
+    run = _im2col_parallel if _worth_threads(cols.size) else _im2col_serial
+    run(x, cols, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, out_h, out_w)
+    return cols
 
 
 def col2im(cols, n_batch, channels, height, width, kernel_h, kernel_w, stride_h, stride_w,
            pad_h, pad_w, dil_h, dil_w, out_h, out_w):
     """cols: (C*kh*kw, N*out_h*out_w) -> x: (N, C, H, W), summing overlapping windows."""
+    x = np.empty((n_batch, channels, height, width), dtype=cols.dtype)
     run = _col2im_parallel if _worth_threads(cols.size) else _col2im_serial
-    return run(cols, n_batch, channels, height, width, kernel_h, kernel_w, stride_h, stride_w,
-               pad_h, pad_w, dil_h, dil_w, out_h, out_w)
+    run(cols, x, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, out_h, out_w)
+    return x
 
 
 KERNELS = {"im2col": im2col, "col2im": col2im, "im2col_wide": im2col_wide}

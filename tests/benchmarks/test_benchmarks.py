@@ -1,5 +1,6 @@
-"""benchmarks/bench_train.py and bench_ops.py: they run, report what they claim, and the
-PyTorch network bench_train times is the same function as ours."""
+"""benchmarks/bench_train.py, bench_ops.py and bench_kernels.py: they run, report what they
+claim, bench_kernels covers every CPU kernel, and the PyTorch network bench_train times is
+the same function as ours."""
 import importlib.util
 import json
 import pathlib
@@ -98,3 +99,14 @@ def test_bench_ops_reports_each_family():
     row = next(line for line in run.stdout.splitlines() if line.startswith("relu"))
     fwd_ms, bwd_ms = (float(v) for v in row.split()[2:4])
     assert fwd_ms > 0 and bwd_ms > 0
+
+
+def test_bench_kernels_times_every_cpu_kernel_against_its_reference():
+    pytest.importorskip("numba")
+    bench_kernels = _load("bench_kernels")
+    from tinygrad_cnn import backend
+    cpu_kernels = set(backend._load_family_kernels("cpu"))
+    assert {name for name, _ in bench_kernels.cases(scale=0.02).values()} == cpu_kernels
+    rows = bench_kernels.main(["--scale", "0.02", "--repeat", "1", "--only", "relu"])
+    assert [row["kernel"] for row in rows] == ["relu_forward", "relu_backward"]
+    assert all(row["numpy_ms"] > 0 and row["numba_ms"] > 0 for row in rows)
