@@ -47,7 +47,9 @@ def cases(scale=1.0):
     def randn(*shape):
         return rng.standard_normal(shape).astype(np.float32)
 
-    reference = lambda name: backend.kernel(name, np, impl="numpy")   # noqa: E731
+    def reference(name):
+        return backend.kernel(name, np, impl="numpy")
+
     x = randn(batch, 16, 32, 32)
     unit = (3, 3, 1, 1, 1, 1, 1, 1, 32, 32)                 # kernel, stride, pad, dilation, out
     down = (3, 3, 2, 2, 1, 1, 1, 1, 16, 16)
