@@ -5,9 +5,9 @@
     python benchmarks/bench_kernels.py --scale 0.1
 
 The kernel tests compare values, not speed, so a "fast" kernel that is slower than the
-reference it replaces passes them; this table shows it (marked ``SLOWER``). Each row is the
-median over ``--repeat`` samples of one call, after warm-up, on the current thread count
-(Numba's and BLAS's defaults). Sizes are a ResNet-20 stage-1 activation (128, 16, 32, 32),
+reference it replaces passes them; this table shows it (marked ``SLOWER``). Each row is
+timed as in bench_ops.py (median of ``--repeat`` samples of about 20 ms, after warm-up), on
+the current thread count (Numba's and BLAS's defaults). Sizes are a ResNet-20 stage-1 activation (128, 16, 32, 32),
 an AlexNet LRN input and a 1000-class batch; ``--scale`` shrinks the batch dimension.
 im2col kernels appear twice: on a 2-image slice, run as a convolution's worker runs it (on
 one Numba thread, so the serial loop), and on the whole batch (the differentiable path used
@@ -16,27 +16,12 @@ with ``create_graph=True``).
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import numpy as np
+from bench_ops import _median_time        # a sibling script: this folder is on sys.path
 
 from tinygrad_cnn import backend
 import tinygrad_cnn.nn.functional  # noqa: F401  (registers the references)
-
-
-def _median_ms(fn, repeat, sample_seconds=0.02):
-    fn()
-    start = time.perf_counter()
-    fn()
-    calls = max(1, int(sample_seconds / max(time.perf_counter() - start, 1e-9)))
-    samples = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        samples.append((time.perf_counter() - start) / calls)
-    return statistics.median(samples) * 1e3
 
 
 def cases(scale=1.0):
@@ -114,12 +99,12 @@ def main(argv=None):
             continue
         reference = backend.kernel(name, np, impl="numpy")
         fast = backend.kernel(name, np, impl="numba")
-        ref_ms = _median_ms(lambda: reference(*kernel_args), args.repeat)
+        ref_ms = _median_time(lambda: reference(*kernel_args), args.repeat) * 1e3
         threads = numba.get_num_threads()
         if "slice" in label:
             numba.set_num_threads(1)          # as inside a batch-slice worker
         try:
-            fast_ms = _median_ms(lambda: fast(*kernel_args), args.repeat)
+            fast_ms = _median_time(lambda: fast(*kernel_args), args.repeat) * 1e3
         finally:
             numba.set_num_threads(threads)
         mark = "   SLOWER" if fast_ms > 1.1 * ref_ms else ""

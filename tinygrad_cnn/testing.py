@@ -14,6 +14,10 @@ Needs Hypothesis (``pip install tinygrad_cnn[test]``).
 """
 from __future__ import annotations
 
+import importlib.util
+import pathlib
+import sys
+
 import numpy as np
 
 try:
@@ -28,7 +32,7 @@ from .tensor import Tensor
 
 __all__ = ["shapes", "broadcastable_shapes", "arrays", "finite_floats", "distinct_arrays",
            "conv2d_settings", "pool2d_settings", "tensor64", "check_grad", "check_gradgrad",
-           "assert_allclose", "non_contiguous"]
+           "assert_allclose", "non_contiguous", "load_script"]
 
 
 def finite_floats(low=-3.0, high=3.0):
@@ -151,3 +155,16 @@ def assert_allclose(actual, expected, rtol=1e-7, atol=0.0, err_msg=""):
     expected = expected.numpy() if isinstance(expected, Tensor) else np.asarray(expected)
     assert actual.shape == expected.shape, f"shape {actual.shape} != {expected.shape}. {err_msg}"
     np.testing.assert_allclose(actual, expected, rtol=rtol, atol=atol, err_msg=err_msg)
+
+
+def load_script(path):
+    """Import the script at ``path`` (an example or a benchmark) as a module, to call its
+    functions from a test. Its folder goes on ``sys.path`` first, so a script that imports
+    a sibling (``from bench_ops import ...``) works as when it is run."""
+    path = pathlib.Path(path).resolve()
+    if str(path.parent) not in sys.path:
+        sys.path.insert(0, str(path.parent))
+    spec = importlib.util.spec_from_file_location(f"{path.stem}_script", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

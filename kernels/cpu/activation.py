@@ -21,6 +21,17 @@ __all__ = ["erf", "relu_forward", "relu_backward", "KERNELS", "PARALLEL_MIN_ELEM
 PARALLEL_MIN_ELEMENTS = 1 << 16
 
 
+def _elementwise(serial, parallel, first, *others):
+    """Run an elementwise kernel pair ``kernel(*flat_inputs, out)`` on flat views of
+    same-shaped arrays; the result has ``first``'s shape and dtype."""
+    first = np.asarray(first)
+    flats = [np.ascontiguousarray(a).reshape(-1) for a in (first,) + others]
+    out = np.empty(flats[0].shape, dtype=first.dtype)
+    run = parallel if out.size >= PARALLEL_MIN_ELEMENTS else serial
+    run(*flats, out)
+    return out.reshape(first.shape)
+
+
 @numba.njit(cache=True)
 def _erf_serial(flat_x, out):
     for i in range(flat_x.size):
@@ -35,12 +46,7 @@ def _erf_parallel(flat_x, out):
 
 def erf(x):
     """x: any shape, float dtype -> erf(x), same shape and dtype."""
-    x = np.asarray(x)
-    flat_x = np.ascontiguousarray(x).reshape(-1)
-    out = np.empty(flat_x.shape, dtype=x.dtype)
-    run = _erf_parallel if flat_x.size >= PARALLEL_MIN_ELEMENTS else _erf_serial
-    run(flat_x, out)
-    return out.reshape(x.shape)
+    return _elementwise(_erf_serial, _erf_parallel, x)
 
 
 # No fastmath in the ReLU kernels: it would let LLVM assume there are no NaNs, and
@@ -62,11 +68,7 @@ def _relu_forward_parallel(flat_x, out):
 
 def relu_forward(x):
     """x: any shape -> max(x, 0) of x's shape and dtype (NaN stays NaN)."""
-    flat_x = np.ascontiguousarray(x).reshape(-1)
-    out = np.empty(flat_x.shape, dtype=flat_x.dtype)
-    run = _relu_forward_parallel if flat_x.size >= PARALLEL_MIN_ELEMENTS else _relu_forward_serial
-    run(flat_x, out)
-    return out.reshape(x.shape)
+    return _elementwise(_relu_forward_serial, _relu_forward_parallel, x)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -83,13 +85,7 @@ def _relu_backward_parallel(flat_grad, flat_output, grad_x):
 
 def relu_backward(grad_output, output):
     """grad_output, output: the same shape -> grad_output where output > 0, else 0."""
-    flat_grad = np.ascontiguousarray(grad_output).reshape(-1)
-    flat_output = np.ascontiguousarray(output).reshape(-1)
-    grad_x = np.empty(flat_grad.shape, dtype=flat_grad.dtype)
-    run = (_relu_backward_parallel if flat_grad.size >= PARALLEL_MIN_ELEMENTS
-           else _relu_backward_serial)
-    run(flat_grad, flat_output, grad_x)
-    return grad_x.reshape(grad_output.shape)
+    return _elementwise(_relu_backward_serial, _relu_backward_parallel, grad_output, output)
 
 
 KERNELS = {"erf": erf, "relu_forward": relu_forward, "relu_backward": relu_backward}

@@ -178,40 +178,33 @@ def _pad_for_wide(x, pad_h, pad_w, padded):
 
 
 @njit(cache=True, nogil=True)
-def _wide_copy_task(flat_padded, flat_cols, task, n_batch, kernel_h, kernel_w, dil_h, dil_w,
-                    plane, grid_w, run):
+def _wide_copy_task(flat_padded, flat_cols, task, n_batch, channels, kernel_h, kernel_w, dil_h,
+                    dil_w, plane, grid_w, run):
     # One (row, image) pair is ONE contiguous run of the padded plane: a single copy.
     row = task // n_batch
     n = task - row * n_batch
     c = row // (kernel_h * kernel_w)
     ki = (row // kernel_w) % kernel_h
     kj = row % kernel_w
-    src = (n * (flat_padded.size // (n_batch * plane)) + c) * plane + ki * dil_h * grid_w \
-        + kj * dil_w
+    src = (n * channels + c) * plane + ki * dil_h * grid_w + kj * dil_w
     dst = row * (n_batch * run) + n * run
     _copy(flat_cols[dst:dst + run], flat_padded[src:src + run])
 
 
 @njit(cache=True, parallel=True, nogil=True)
-def _im2col_wide_parallel(x, padded, cols, kernel_h, kernel_w, pad_h, pad_w, dil_h, dil_w):
-    _pad_for_wide(x, pad_h, pad_w, padded)
-    n_batch, grid_w = x.shape[0], padded.shape[3]
-    plane, run = padded.shape[2] * grid_w, cols.shape[1] // n_batch
-    flat_padded, flat_cols = padded.reshape(-1), cols.reshape(-1)
-    for task in prange(cols.shape[0] * n_batch):
-        _wide_copy_task(flat_padded, flat_cols, task, n_batch, kernel_h, kernel_w, dil_h, dil_w,
-                        plane, grid_w, run)
+def _wide_copies_parallel(flat_padded, flat_cols, n_batch, channels, kernel_h, kernel_w, dil_h,
+                          dil_w, plane, grid_w, run):
+    for task in prange(channels * kernel_h * kernel_w * n_batch):
+        _wide_copy_task(flat_padded, flat_cols, task, n_batch, channels, kernel_h, kernel_w,
+                        dil_h, dil_w, plane, grid_w, run)
 
 
 @njit(cache=True, nogil=True)
-def _im2col_wide_serial(x, padded, cols, kernel_h, kernel_w, pad_h, pad_w, dil_h, dil_w):
-    _pad_for_wide(x, pad_h, pad_w, padded)
-    n_batch, grid_w = x.shape[0], padded.shape[3]
-    plane, run = padded.shape[2] * grid_w, cols.shape[1] // n_batch
-    flat_padded, flat_cols = padded.reshape(-1), cols.reshape(-1)
-    for task in range(cols.shape[0] * n_batch):
-        _wide_copy_task(flat_padded, flat_cols, task, n_batch, kernel_h, kernel_w, dil_h, dil_w,
-                        plane, grid_w, run)
+def _wide_copies_serial(flat_padded, flat_cols, n_batch, channels, kernel_h, kernel_w, dil_h,
+                        dil_w, plane, grid_w, run):
+    for task in range(channels * kernel_h * kernel_w * n_batch):
+        _wide_copy_task(flat_padded, flat_cols, task, n_batch, channels, kernel_h, kernel_w,
+                        dil_h, dil_w, plane, grid_w, run)
 
 
 def im2col_wide(x, kernel_h, kernel_w, pad_h, pad_w, dil_h, dil_w):
@@ -223,9 +216,11 @@ def im2col_wide(x, kernel_h, kernel_w, pad_h, pad_w, dil_h, dil_w):
     # One spare zero row below the padded planes: the last run of the last row may
     # read past the bottom by up to (kw - 1) * dw elements.
     padded = np.empty((n_batch, channels, height + 2 * pad_h + 1, grid_w), dtype=x.dtype)
+    _pad_for_wide(x, pad_h, pad_w, padded)
     cols = np.empty((channels * kernel_h * kernel_w, n_batch * run_length), dtype=x.dtype)
-    run = _im2col_wide_parallel if _worth_threads(cols.size) else _im2col_wide_serial
-    run(x, padded, cols, kernel_h, kernel_w, pad_h, pad_w, dil_h, dil_w)
+    run = _wide_copies_parallel if _worth_threads(cols.size) else _wide_copies_serial
+    run(padded.reshape(-1), cols.reshape(-1), n_batch, channels, kernel_h, kernel_w, dil_h, dil_w,
+        padded.shape[2] * grid_w, grid_w, run_length)
     return cols
 
 

@@ -121,11 +121,13 @@ def _backward_row(logits, logsumexp, target, class_weight, weight_total, ignore_
 
 
 @numba.njit(cache=True)
-def _forward_serial(logits, target, class_weight, ignore_index, label_smoothing, loss, logsumexp):
+def _forward_rows(logits, target, class_weight, ignore_index, label_smoothing, loss, logsumexp,
+                  start, stop):
+    """Rows ``start:stop``, with one set of row scratch for all of them."""
     classes = logits.shape[1]
     shifted, exps = np.empty(classes), np.empty(classes)
     scale_bits = np.empty(classes, dtype=np.int64)
-    for i in range(logits.shape[0]):
+    for i in range(start, stop):
         _forward_row(logits, target, class_weight, ignore_index, label_smoothing, loss, logsumexp, i,
                      shifted, exps, scale_bits)
 
@@ -133,23 +135,21 @@ def _forward_serial(logits, target, class_weight, ignore_index, label_smoothing,
 @numba.njit(cache=True, parallel=True)
 def _forward_parallel(logits, target, class_weight, ignore_index, label_smoothing, loss, logsumexp,
                       blocks):
-    rows, classes = logits.shape
-    for block in prange(blocks):            # one set of row scratch per block of rows
-        shifted, exps = np.empty(classes), np.empty(classes)
-        scale_bits = np.empty(classes, dtype=np.int64)
-        for i in range(block * rows // blocks, (block + 1) * rows // blocks):
-            _forward_row(logits, target, class_weight, ignore_index, label_smoothing, loss,
-                         logsumexp, i, shifted, exps, scale_bits)
+    rows = logits.shape[0]
+    for block in prange(blocks):
+        _forward_rows(logits, target, class_weight, ignore_index, label_smoothing, loss, logsumexp,
+                      block * rows // blocks, (block + 1) * rows // blocks)
 
 
 @numba.njit(cache=True)
-def _backward_serial(logits, logsumexp, target, class_weight, ignore_index, label_smoothing,
-                     row_grad, grad):
+def _backward_rows(logits, logsumexp, target, class_weight, ignore_index, label_smoothing,
+                   row_grad, grad, start, stop):
+    """Rows ``start:stop``, with one set of row scratch for all of them."""
     weight_total = class_weight.sum()
     classes = logits.shape[1]
     shifted, probs = np.empty(classes), np.empty(classes)
     scale_bits = np.empty(classes, dtype=np.int64)
-    for i in range(logits.shape[0]):
+    for i in range(start, stop):
         _backward_row(logits, logsumexp, target, class_weight, weight_total, ignore_index,
                       label_smoothing, row_grad, grad, i, shifted, probs, scale_bits)
 
@@ -157,14 +157,10 @@ def _backward_serial(logits, logsumexp, target, class_weight, ignore_index, labe
 @numba.njit(cache=True, parallel=True)
 def _backward_parallel(logits, logsumexp, target, class_weight, ignore_index, label_smoothing,
                        row_grad, grad, blocks):
-    weight_total = class_weight.sum()
-    rows, classes = logits.shape
-    for block in prange(blocks):            # one set of row scratch per block of rows
-        shifted, probs = np.empty(classes), np.empty(classes)
-        scale_bits = np.empty(classes, dtype=np.int64)
-        for i in range(block * rows // blocks, (block + 1) * rows // blocks):
-            _backward_row(logits, logsumexp, target, class_weight, weight_total, ignore_index,
-                          label_smoothing, row_grad, grad, i, shifted, probs, scale_bits)
+    rows = logits.shape[0]
+    for block in prange(blocks):
+        _backward_rows(logits, logsumexp, target, class_weight, ignore_index, label_smoothing,
+                       row_grad, grad, block * rows // blocks, (block + 1) * rows // blocks)
 
 
 def softmax_cross_entropy_forward(logits, target, class_weight, ignore_index, label_smoothing):
@@ -178,7 +174,7 @@ def softmax_cross_entropy_forward(logits, target, class_weight, ignore_index, la
     if logits.size >= PARALLEL_MIN_ELEMENTS:
         _forward_parallel(*args, numba.get_num_threads())
     else:
-        _forward_serial(*args)
+        _forward_rows(*args, 0, logits.shape[0])
     return loss, logsumexp
 
 
@@ -194,7 +190,7 @@ def softmax_cross_entropy_backward(logits, logsumexp, target, class_weight, igno
     if logits.size >= PARALLEL_MIN_ELEMENTS:
         _backward_parallel(*args, numba.get_num_threads())
     else:
-        _backward_serial(*args)
+        _backward_rows(*args, 0, logits.shape[0])
     return grad
 
 

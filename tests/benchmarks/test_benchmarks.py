@@ -1,7 +1,6 @@
 """benchmarks/bench_train.py, bench_ops.py and bench_kernels.py: they run, report what they
 claim, bench_kernels covers every CPU kernel, and the PyTorch network bench_train times is
 the same function as ours."""
-import importlib.util
 import json
 import pathlib
 import re
@@ -13,15 +12,13 @@ import pytest
 
 import tinygrad_cnn
 from tinygrad_cnn import checkpoint, models
+from tinygrad_cnn.testing import load_script
 
 BENCHMARKS = pathlib.Path(__file__).resolve().parents[2] / "benchmarks"
 
 
 def _load(name):
-    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(BENCHMARKS / f"{name}.py")
 
 
 @pytest.fixture(scope="module")

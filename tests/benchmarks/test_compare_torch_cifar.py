@@ -1,5 +1,4 @@
 """benchmarks/compare_torch_cifar.py: skips without PyTorch; the PyTorch side is the same network and recipe."""
-import importlib.util
 import json
 import pathlib
 import sys
@@ -10,16 +9,14 @@ import pytest
 
 import tinygrad_cnn
 from tinygrad_cnn import checkpoint, models
+from tinygrad_cnn.testing import load_script
 
 SCRIPT = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "compare_torch_cifar.py"
 
 
 @pytest.fixture(scope="module")
 def compare():
-    spec = importlib.util.spec_from_file_location("compare_torch_cifar", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT)
 
 
 def test_skips_cleanly_without_torch(compare, monkeypatch, tmp_path, capsys):

@@ -3,7 +3,6 @@
 Each smoke run trains for a few batches on a handful of real images (skipped when the local
 MNIST / CIFAR-10 copies are absent) with the NumPy backend, so no kernel compilation is timed.
 """
-import importlib.util
 import json
 import pathlib
 import struct
@@ -15,17 +14,13 @@ import pytest
 
 from tinygrad_cnn import backend
 from tinygrad_cnn.data import find_shared_data
+from tinygrad_cnn.testing import load_script
 
 EXAMPLES = pathlib.Path(__file__).resolve().parents[2] / "examples"
 
 
 def _load(name):
-    if str(EXAMPLES) not in sys.path:
-        sys.path.insert(0, str(EXAMPLES))
-    spec = importlib.util.spec_from_file_location(f"{name}_example", EXAMPLES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(EXAMPLES / f"{name}.py")
 
 
 @pytest.fixture(scope="module")

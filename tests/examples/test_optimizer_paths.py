@@ -1,19 +1,17 @@
 """Smoke test of examples/optimizer_paths.py (few steps, output into tmp_path)."""
-import importlib.util
 import pathlib
 
 import numpy as np
 import pytest
+
+from tinygrad_cnn.testing import load_script
 
 EXAMPLE = pathlib.Path(__file__).resolve().parents[2] / "examples" / "optimizer_paths.py"
 
 
 @pytest.fixture(scope="module")
 def example():
-    spec = importlib.util.spec_from_file_location("optimizer_paths_example", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(EXAMPLE)
 
 
 @pytest.mark.parametrize("surface", ["rosenbrock", "beale"])

@@ -3,7 +3,6 @@
 The central property: a run interrupted (Ctrl-C) after its first epoch, or in the middle of an epoch, and
 then resumed ends with weights, optimizer and scheduler state identical to an uninterrupted run.
 """
-import importlib.util
 import json
 import os
 import pathlib
@@ -15,6 +14,7 @@ import pytest
 
 from tinygrad_cnn.checkpoint import load_checkpoint
 from tinygrad_cnn.data import find_shared_data
+from tinygrad_cnn.testing import load_script
 
 EXAMPLE = pathlib.Path(__file__).resolve().parents[2] / "examples" / "train_resnet_cifar.py"
 TINY = ["--depth", "8", "--batch-size", "16", "--eval-batch-size", "32", "--no-progress", "--no-plot",
@@ -23,10 +23,7 @@ TINY = ["--depth", "8", "--batch-size", "16", "--eval-batch-size", "32", "--no-p
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location("train_resnet_cifar_example", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(EXAMPLE)
 
 
 @pytest.fixture(scope="module")
@@ -231,10 +228,7 @@ def test_lenet_mnist_smoke(tmp_path, capsys):
     mnist = find_shared_data("mnist")
     if mnist is None:
         pytest.skip("MNIST (shared/data/mnist) is not present")
-    path = EXAMPLE.with_name("train_lenet_mnist.py")
-    spec = importlib.util.spec_from_file_location("train_lenet_mnist_example", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script(EXAMPLE.with_name("train_lenet_mnist.py"))
     result = module.main(["--data-dir", str(mnist), "--limit-train", "256", "--limit-test", "128", "--epochs", "1",
                           "--no-progress", "--no-plot", "--out", str(tmp_path)])
     assert len(result["history"]) == 1 and 0 <= result["test_acc"] <= 1

@@ -5,7 +5,6 @@ as pretrained, fine-tuning must move the backbone with a 10x smaller learning ra
 from-scratch network must share nothing with the pretrained one.
 """
 import gzip
-import importlib.util
 import pathlib
 import struct
 import warnings
@@ -14,16 +13,14 @@ import numpy as np
 import pytest
 
 from tinygrad_cnn.models import read_weights
+from tinygrad_cnn.testing import load_script
 
 EXAMPLE = pathlib.Path(__file__).resolve().parents[2] / "examples" / "transfer_learning.py"
 
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location("transfer_learning_example", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(EXAMPLE)
 
 
 def write_idx(path, array):
