@@ -22,6 +22,7 @@ import json
 import platform
 import sys
 import time
+import traceback
 
 import numpy as np
 
@@ -210,6 +211,7 @@ def run_case(framework: str, model_name: str, batch: int, train_step: bool, step
         result["ms_per_step"] = round(seconds * 1e3, 2)
         result["images_per_s"] = round(batch / seconds, 1)
     except Exception as error:  # noqa: BLE001 - one failing case (e.g. out of memory) must not hide the others
+        traceback.print_exc()
         result["error"] = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
     return result
 
@@ -224,6 +226,10 @@ def main(argv=None) -> int:
     parser.add_argument("--skip-torch", action="store_true", help="measure tinygrad_cnn only")
     parser.add_argument("--torch-tf32", action="store_true", help="let PyTorch use TF32 tensor cores")
     parser.add_argument("--json", help="also write the results to this JSON file")
+    parser.add_argument("--profile", action="store_true",
+                        help="after the timings, break a tinygrad_cnn ResNet-20 step down: GPU kernels "
+                             "(through PyTorch's CUDA profiler, which sees every kernel of the process) "
+                             "and host-side Python functions (cProfile)")
     parser.add_argument("--cpu-dry-run", action="store_true",
                         help="run the same harness on the CPU with tiny settings (checks the script, not a benchmark)")
     args = parser.parse_args(argv)
@@ -279,7 +285,52 @@ def main(argv=None) -> int:
     if args.json:
         with open(args.json, "w") as handle:
             json.dump({"header": header, "results": results}, handle, indent=2)
+    if args.profile:
+        for batch in args.resnet20_batches:
+            profile_resnet20_step(batch)
     return 0
+
+
+def profile_resnet20_step(batch: int, steps: int = 3) -> None:
+    """Where a tinygrad_cnn ResNet-20 training step spends its time, on the GPU and on the host.
+
+    The GPU side sums each kernel's device time over ``steps`` steps; comparing that sum with the
+    wall time tells whether the step is bound by the kernels or by launching them from Python.
+    """
+    import cProfile
+    import io
+    import pstats
+
+    step = _tinygrad_step_fn("resnet20", batch, True, "cuda")
+    for _ in range(3):
+        step()
+    tcuda.synchronize("cuda")
+    print(f"\n== profile: tinygrad_cnn ResNet-20 train step, batch {batch}, {steps} steps")
+    try:
+        import torch
+        from torch.profiler import ProfilerActivity, profile
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            start = time.perf_counter()
+            for _ in range(steps):
+                step()
+            tcuda.synchronize("cuda")
+            wall = time.perf_counter() - start
+        events = prof.key_averages()
+        kernel_us = sum(e.self_device_time_total for e in events)
+        print(f"wall {wall / steps * 1e3:.2f} ms/step; GPU kernels {kernel_us / steps / 1e3:.2f} ms/step "
+              f"in {sum(e.count for e in events) // steps} launches/step")
+        print(events.table(sort_by="self_device_time_total", row_limit=30, max_name_column_width=70))
+    except Exception:  # noqa: BLE001 - the host profile below is still worth having
+        traceback.print_exc()
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(steps):
+        step()
+    tcuda.synchronize("cuda")
+    profiler.disable()
+    text = io.StringIO()
+    pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(30)
+    print(text.getvalue())
 
 
 def _cpu_dry_run(args) -> int:

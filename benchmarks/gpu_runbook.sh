@@ -1,17 +1,23 @@
 #!/usr/bin/env bash
 # The checks and measurements that need a real NVIDIA GPU (see docs/cuda.md, "GPU run-book").
 #
-#   bash benchmarks/gpu_runbook.sh STEP [STEP...]      STEP: env kernels gradcheck suite train bench all
+#   bash benchmarks/gpu_runbook.sh STEP [STEP...]
+#   STEP: install env kernels gradcheck device_suite suite train bench all
 #
 # Each step writes its log (and JSON where there is one) to $OUT (default runs/gpu_runbook) and stops
-# the script on failure. Steps are separate so that each fits in a 10-minute command limit; "all" runs
-# them in order. CIFAR is read from $CIFAR_DIR (default: the first cifar-10-partial-bin found under
-# shared/data or ../shared/data).
+# the script on failure, unless KEEP_GOING=1 (then every step runs and the exit status says whether
+# any failed). STEP_TIMEOUT (seconds, default 600) bounds each step, so that one hung step cannot eat
+# the time of the others; a step stopped by it counts as failed. "all" runs every step in order.
+# CIFAR is read from $CIFAR_DIR (default: the first cifar-10-partial-bin found under shared/data or
+# ../shared/data). TRAIN_EPOCHS sets the length of the training step (default 3).
 set -euo pipefail
 
 OUT="${OUT:-runs/gpu_runbook}"
 mkdir -p "$OUT"
 PYTHON="${PYTHON:-python}"
+STEP_TIMEOUT="${STEP_TIMEOUT:-600}"
+KEEP_GOING="${KEEP_GOING:-0}"
+FAILED=()
 
 if [[ -z "${CIFAR_DIR:-}" ]]; then
     for candidate in shared/data/cifar-10-partial-bin ../shared/data/cifar-10-partial-bin; do
@@ -24,11 +30,25 @@ run() {  # run NAME COMMAND...: tee the output to $OUT/NAME.log, keep the exit s
     echo "== $name: $*" | tee "$OUT/$name.log"
     local start=$SECONDS
     set +e
-    "$@" 2>&1 | tee -a "$OUT/$name.log"
+    # SIGINT first: pytest then still prints which tests ran and which failed.
+    timeout --signal=INT --kill-after=15 "$STEP_TIMEOUT" "$@" 2>&1 | tee -a "$OUT/$name.log"
     local status=${PIPESTATUS[0]}
     set -e
+    if [[ $status -eq 124 ]]; then echo "== $name: stopped after STEP_TIMEOUT=$STEP_TIMEOUT s" | tee -a "$OUT/$name.log"; fi
     echo "== $name: exit $status after $((SECONDS - start)) s" | tee -a "$OUT/$name.log"
+    if [[ $status -ne 0 ]]; then
+        FAILED+=("$name")
+        if [[ "$KEEP_GOING" == 1 ]]; then return 0; fi
+    fi
     return "$status"
+}
+
+step_install() {   # the checkout, without dependencies and without a package index (kernels/ is mapped in)
+    if "$PYTHON" -c "import tinygrad_cnn.kernels" 2>/dev/null; then
+        echo "tinygrad_cnn is importable with its kernels; no install needed"
+        return 0
+    fi
+    run install "$PYTHON" -m pip install --no-deps --no-build-isolation --no-index -q -e .
 }
 
 step_env() {
@@ -38,7 +58,7 @@ step_env() {
     run env_test_tools "$PYTHON" -c "import pytest, hypothesis; print('pytest', pytest.__version__, \
 'hypothesis', hypothesis.__version__)"
     run env_info "$PYTHON" -m tinygrad_cnn.info
-    "$PYTHON" -m tinygrad_cnn.info --json > "$OUT/info.json"
+    "$PYTHON" -m tinygrad_cnn.info --json > "$OUT/info.json" || true
     # Refuse to go on when tinygrad_cnn does not see the GPU: every later step would only skip.
     run env_cuda_available "$PYTHON" -c "import tinygrad_cnn; assert tinygrad_cnn.cuda.is_available(), \
 'tinygrad_cnn sees no GPU (see the info output above)'; print('cuda available:', tinygrad_cnn.cuda.get_device_name())"
@@ -53,28 +73,39 @@ step_gradcheck() { # float64 gradient check of each op with the tensors on the d
         -k "gradcheck_on_device or dropout_gradient_on_device" -v
 }
 
+step_device_suite() {  # the device-parametrised tests outside tests/cuda, on cuda only
+    run device_suite "$PYTHON" -m pytest -q -rs -p no:cacheprovider --ignore=tests/cuda -k cuda --durations=10
+}
+
 step_suite() {     # the whole suite; device-parametrised tests now also run on cuda
-    run suite "$PYTHON" -m pytest -q -rs -p no:cacheprovider --durations=25
+    local workers=()
+    if "$PYTHON" -c "import xdist" 2>/dev/null; then workers=(-n "${SUITE_WORKERS:-8}"); fi
+    run suite "$PYTHON" -m pytest -q -rs -p no:cacheprovider --durations=25 "${workers[@]}"
 }
 
 step_train() {     # the training example for a few epochs on the CIFAR-10 subset
     if [[ -z "${CIFAR_DIR:-}" ]]; then echo "set CIFAR_DIR to the cifar-10-partial-bin folder" >&2; return 2; fi
     run train "$PYTHON" examples/train_resnet_cifar.py --device cuda --data-dir "$CIFAR_DIR" --no-verify \
-        --epochs 5 --schedule onecycle --no-progress --no-plot --out "$OUT/train_resnet20"
+        --epochs "${TRAIN_EPOCHS:-3}" --schedule onecycle --no-progress --no-plot --out "$OUT/train_resnet20"
 }
 
 step_bench() {     # ResNet-20 train steps (batch 128, 512) and ResNet-50 fwd+bwd at 224, next to PyTorch
-    run bench "$PYTHON" benchmarks/bench_gpu.py --steps 20 --warmup 5 --json "$OUT/bench_gpu.json"
+    run bench "$PYTHON" benchmarks/bench_gpu.py --steps 20 --warmup 5 --json "$OUT/bench_gpu.json" --profile
 }
 
 if [[ $# -eq 0 ]]; then
-    sed -n '2,9p' "$0"
+    sed -n '2,12p' "$0"
     exit 2
 fi
 for step in "$@"; do
     case "$step" in
-        env|kernels|gradcheck|suite|train|bench) "step_$step" ;;
-        all) step_env; step_kernels; step_gradcheck; step_suite; step_train; step_bench ;;
-        *) echo "unknown step $step (env kernels gradcheck suite train bench all)" >&2; exit 2 ;;
+        install|env|kernels|gradcheck|device_suite|suite|train|bench) "step_$step" ;;
+        all) step_install; step_env; step_kernels; step_gradcheck; step_device_suite; step_suite; step_train; step_bench ;;
+        *) echo "unknown step $step (install env kernels gradcheck device_suite suite train bench all)" >&2; exit 2 ;;
     esac
 done
+if [[ ${#FAILED[@]} -gt 0 ]]; then
+    echo "failed steps: ${FAILED[*]}"
+    exit 1
+fi
+echo "all steps passed"
