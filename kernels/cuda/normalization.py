@@ -2,9 +2,10 @@
 
 Wrappers have the signatures of the NumPy references in
 ``tinygrad_cnn/nn/functional/normalization.py`` and follow their precision: per-channel
-statistics and gradient sums are accumulated in double (one block per channel, a tree reduction
-in shared memory), the per-element arithmetic happens in the element type exactly where the
-reference's does.
+statistics and gradient sums are accumulated in double (in two stages: a block per group of
+batch rows of a channel with a tree reduction in shared memory, then the groups of each channel
+merged in a fixed order), the per-element arithmetic happens in the element type exactly where
+the reference's does.
 """
 from __future__ import annotations
 
@@ -15,28 +16,67 @@ __all__ = ["KERNELS", "SOURCE"]
 SOURCE = CudaSource("normalization", r"""
 #define REDUCE_BLOCK 256
 
-// x: (batch, channels, length). One block per channel: mean, then the biased variance around it
-// (two passes, both in double), written in the element type.
-extern "C" __global__ void batch_norm_stats(const T* x, T* mean_out, T* var_out, long long batch,
-                                            long long channels, long long length) {
+// BatchNorm reduces each channel over batch * length elements. One block per channel leaves
+// most of a large GPU idle (16 channels on 132 multiprocessors), so the reductions run in two
+// stages without atomics: each block reduces one *group* (a channel's rows first .. first+rows-1
+// of the batch) and writes its partial result in double; a second kernel combines the groups of
+// each channel in a fixed order, so the result does not depend on the grid size.
+// x: (batch, channels, length); group g = channel * chunks + chunk covers the batch rows
+// [chunk * rows_per_chunk, min(batch, (chunk + 1) * rows_per_chunk)).
+
+// Per group: its mean and the sum of squared deviations around that mean (two passes over the
+// group, the second mostly from cache), both in double.
+extern "C" __global__ void batch_norm_partial_stats(const T* x, double* partial_mean, double* partial_m2,
+                                                    long long batch, long long channels, long long length,
+                                                    long long rows_per_chunk, long long chunks) {
     __shared__ double shared[REDUCE_BLOCK];
-    long long count = batch * length;
-    for (long long c = blockIdx.x; c < channels; c += gridDim.x) {
+    for (long long g = blockIdx.x; g < channels * chunks; g += gridDim.x) {
+        long long c = g / chunks;
+        long long first = (g % chunks) * rows_per_chunk;
+        long long rows = batch - first < rows_per_chunk ? batch - first : rows_per_chunk;
         double sum = 0.0;
-        for (long long k = threadIdx.x; k < count; k += blockDim.x) {
-            sum += (double)x[((k / length) * channels + c) * length + k % length];
+        for (long long n = first; n < first + rows; ++n) {
+            const T* row = x + (n * channels + c) * length;
+            for (long long l = threadIdx.x; l < length; l += blockDim.x) sum += (double)row[l];
         }
-        double mean = block_sum(sum, shared) / (double)count;
+        double mean = block_sum(sum, shared) / (double)(rows * length);
         double squares = 0.0;
-        for (long long k = threadIdx.x; k < count; k += blockDim.x) {
-            double centred = (double)x[((k / length) * channels + c) * length + k % length] - mean;
-            squares += centred * centred;
+        for (long long n = first; n < first + rows; ++n) {
+            const T* row = x + (n * channels + c) * length;
+            for (long long l = threadIdx.x; l < length; l += blockDim.x) {
+                double centred = (double)row[l] - mean;
+                squares += centred * centred;
+            }
         }
-        double var = block_sum(squares, shared) / (double)count;
+        squares = block_sum(squares, shared);
         if (threadIdx.x == 0) {
-            mean_out[c] = (T)mean;
-            var_out[c] = (T)var;
+            partial_mean[g] = mean;
+            partial_m2[g] = squares;
         }
+    }
+}
+
+// Per channel: the groups' (count, mean, m2) merged in chunk order (Chan et al.'s pairwise
+// update: the variance never subtracts two large sums), then mean and biased variance.
+extern "C" __global__ void batch_norm_combine_stats(const double* partial_mean, const double* partial_m2,
+                                                    T* mean_out, T* var_out, long long batch,
+                                                    long long channels, long long length,
+                                                    long long rows_per_chunk, long long chunks) {
+    GRID_STRIDE_LOOP(c, channels) {
+        double count = 0.0, mean = 0.0, m2 = 0.0;
+        for (long long k = 0; k < chunks; ++k) {
+            long long first = k * rows_per_chunk;
+            long long rows = batch - first < rows_per_chunk ? batch - first : rows_per_chunk;
+            double group_count = (double)(rows * length);
+            double group_mean = partial_mean[c * chunks + k];
+            double delta = group_mean - mean;
+            double total = count + group_count;
+            mean += delta * (group_count / total);
+            m2 += partial_m2[c * chunks + k] + delta * delta * (count * group_count / total);
+            count = total;
+        }
+        mean_out[c] = (T)mean;
+        var_out[c] = (T)(m2 / count);
     }
 }
 
@@ -57,42 +97,76 @@ extern "C" __global__ void batch_norm_apply(const T* x, const T* mean, const T* 
     }
 }
 
-// One block per channel: the two gradient sums (double), then grad_x for the channel.
-extern "C" __global__ void batch_norm_backward(const T* grad_out, const T* x, const T* weight,
-                                               const T* mean, const T* inv_std, T* grad_x,
-                                               T* grad_weight, T* grad_bias, long long batch,
-                                               long long channels, long long length, int training) {
+// Per group: sum of g and sum of g * xhat (double), xhat = (x - mean) * inv_std.
+extern "C" __global__ void batch_norm_partial_grad_sums(const T* grad_out, const T* x, const T* mean,
+                                                        const T* inv_std, double* partial_g,
+                                                        double* partial_g_xhat, long long batch,
+                                                        long long channels, long long length,
+                                                        long long rows_per_chunk, long long chunks) {
     __shared__ double shared[REDUCE_BLOCK];
-    long long count = batch * length;
-    T count_in_t = (T)count;
-    for (long long c = blockIdx.x; c < channels; c += gridDim.x) {
+    for (long long g = blockIdx.x; g < channels * chunks; g += gridDim.x) {
+        long long c = g / chunks;
+        long long first = (g % chunks) * rows_per_chunk;
+        long long rows = batch - first < rows_per_chunk ? batch - first : rows_per_chunk;
         double m = (double)mean[c];
         double s = (double)inv_std[c];
         double sum_g = 0.0;
         double sum_g_xhat = 0.0;
-        for (long long k = threadIdx.x; k < count; k += blockDim.x) {
-            long long index = ((k / length) * channels + c) * length + k % length;
-            double g = (double)grad_out[index];
-            sum_g += g;
-            sum_g_xhat += g * (((double)x[index] - m) * s);
+        for (long long n = first; n < first + rows; ++n) {
+            long long offset = (n * channels + c) * length;
+            for (long long l = threadIdx.x; l < length; l += blockDim.x) {
+                double g_value = (double)grad_out[offset + l];
+                sum_g += g_value;
+                sum_g_xhat += g_value * (((double)x[offset + l] - m) * s);
+            }
         }
         sum_g = block_sum(sum_g, shared);
         sum_g_xhat = block_sum(sum_g_xhat, shared);
         if (threadIdx.x == 0) {
-            grad_weight[c] = (T)sum_g_xhat;
-            grad_bias[c] = (T)sum_g;
+            partial_g[g] = sum_g;
+            partial_g_xhat[g] = sum_g_xhat;
         }
+    }
+}
+
+// Per channel: the groups' sums added in chunk order; kept in double in sums (channels x 2) for
+// batch_norm_grad_input, rounded into grad_weight and grad_bias.
+extern "C" __global__ void batch_norm_combine_grad_sums(const double* partial_g, const double* partial_g_xhat,
+                                                        double* sums, T* grad_weight, T* grad_bias,
+                                                        long long channels, long long chunks) {
+    GRID_STRIDE_LOOP(c, channels) {
+        double sum_g = 0.0;
+        double sum_g_xhat = 0.0;
+        for (long long k = 0; k < chunks; ++k) {
+            sum_g += partial_g[c * chunks + k];
+            sum_g_xhat += partial_g_xhat[c * chunks + k];
+        }
+        sums[2 * c] = sum_g;
+        sums[2 * c + 1] = sum_g_xhat;
+        grad_weight[c] = (T)sum_g_xhat;
+        grad_bias[c] = (T)sum_g;
+    }
+}
+
+// grad_x = weight * inv_std / count * (count * g - sum_g - xhat * sum_g_xhat) in training,
+// g * weight * inv_std with fixed statistics (eval).
+extern "C" __global__ void batch_norm_grad_input(const T* grad_out, const T* x, const T* weight,
+                                                 const T* mean, const T* inv_std, const double* sums,
+                                                 T* grad_x, long long batch, long long channels,
+                                                 long long length, int training) {
+    long long count = batch * length;
+    T count_in_t = (T)count;
+    GRID_STRIDE_LOOP(i, batch * channels * length) {
+        long long c = (i / length) % channels;
+        double s = (double)inv_std[c];
         double gain = (double)weight[c] * s;
-        double gain_over_count = gain / (double)count;
-        for (long long k = threadIdx.x; k < count; k += blockDim.x) {
-            long long index = ((k / length) * channels + c) * length + k % length;
-            T g = grad_out[index];
-            if (training) {
-                double xhat = ((double)x[index] - m) * s;
-                grad_x[index] = (T)(gain_over_count * ((double)(count_in_t * g) - sum_g - xhat * sum_g_xhat));
-            } else {
-                grad_x[index] = (T)((double)g * gain);
-            }
+        T g = grad_out[i];
+        if (training) {
+            double xhat = ((double)x[i] - (double)mean[c]) * s;
+            grad_x[i] = (T)(gain / (double)count * ((double)(count_in_t * g) - sums[2 * c]
+                                                     - xhat * sums[2 * c + 1]));
+        } else {
+            grad_x[i] = (T)((double)g * gain);
         }
     }
 }
@@ -136,7 +210,8 @@ extern "C" __global__ void lrn_backward(const T* grad_out, const T* x, const T* 
         grad_x[i] = grad_out[i] * pow(scale[i], neg_beta) - coefficient * x[i] * mirrored;
     }
 }
-""", ["batch_norm_stats", "batch_norm_scale", "batch_norm_apply", "batch_norm_backward", "lrn_forward",
+""", ["batch_norm_partial_stats", "batch_norm_combine_stats", "batch_norm_scale", "batch_norm_apply",
+      "batch_norm_partial_grad_sums", "batch_norm_combine_grad_sums", "batch_norm_grad_input", "lrn_forward",
       "lrn_backward"])
 
 # The shared-memory arrays above hold REDUCE_BLOCK doubles.
@@ -146,6 +221,26 @@ assert MAX_BLOCK <= 256
 def _xp(array):
     from tinygrad_cnn.backend import get_array_module
     return get_array_module(array)
+
+
+# About this many groups (blocks) per reduction keep every multiprocessor of a large GPU busy;
+# tests lower it to split even tiny batches into one group per row.
+TARGET_GROUPS = 1024
+
+
+def _groups(batch: int, channels: int) -> tuple[int, int]:
+    """``(rows_per_chunk, chunks)``: how each channel's batch rows are split into groups."""
+    chunks = max(1, min(batch, -(-TARGET_GROUPS // max(channels, 1))))
+    rows_per_chunk = -(-batch // chunks) if batch else 1
+    return rows_per_chunk, (-(-batch // rows_per_chunk) if batch else 1)
+
+
+def _block_for(length: int) -> int:
+    """Threads per group: the spatial length rounded up to a power of two, 32 to MAX_BLOCK."""
+    block = 32
+    while block < min(length, MAX_BLOCK):
+        block *= 2
+    return block
 
 
 def _same_dtype(dtype, *arrays) -> bool:
@@ -165,7 +260,13 @@ def batch_norm_forward(x, weight, bias, eps, mean=None, var=None):
     if mean is None:
         mean = xp.empty(c, dtype=dtype)
         var = xp.empty(c, dtype=dtype)
-        SOURCE.launch_blocks("batch_norm_stats", dtype, c, (x, mean, var, i64(n), i64(c), i64(length)))
+        rows_per_chunk, chunks = _groups(n, c)
+        partial_mean = xp.empty(c * chunks, dtype=xp.float64)
+        partial_m2 = xp.empty(c * chunks, dtype=xp.float64)
+        geometry = (i64(n), i64(c), i64(length), i64(rows_per_chunk), i64(chunks))
+        SOURCE.launch_blocks("batch_norm_partial_stats", dtype, c * chunks, (x, partial_mean, partial_m2) + geometry,
+                             block=_block_for(length))
+        SOURCE.launch("batch_norm_combine_stats", dtype, c, (partial_mean, partial_m2, mean, var) + geometry)
     else:
         mean, var = xp.ascontiguousarray(mean), xp.ascontiguousarray(var)
     scale = xp.empty(c, dtype=dtype)
@@ -188,9 +289,21 @@ def batch_norm_backward(grad_out, x, weight, mean, inv_std, training):
     grad_x = xp.empty_like(x)
     grad_weight = xp.empty(c, dtype=dtype)
     grad_bias = xp.empty(c, dtype=dtype)
-    SOURCE.launch_blocks("batch_norm_backward", dtype, c, (
-        grad_out, x, weight, mean, inv_std, grad_x, grad_weight, grad_bias, i64(n), i64(c), i64(length),
-        i32(bool(training))))
+    if x.size == 0:
+        grad_weight[...] = 0
+        grad_bias[...] = 0
+        return grad_x, grad_weight, grad_bias
+    rows_per_chunk, chunks = _groups(n, c)
+    partial_g = xp.empty(c * chunks, dtype=xp.float64)
+    partial_g_xhat = xp.empty(c * chunks, dtype=xp.float64)
+    sums = xp.empty(2 * c, dtype=xp.float64)
+    SOURCE.launch_blocks("batch_norm_partial_grad_sums", dtype, c * chunks, (
+        grad_out, x, mean, inv_std, partial_g, partial_g_xhat, i64(n), i64(c), i64(length), i64(rows_per_chunk),
+        i64(chunks)), block=_block_for(length))
+    SOURCE.launch("batch_norm_combine_grad_sums", dtype, c, (
+        partial_g, partial_g_xhat, sums, grad_weight, grad_bias, i64(c), i64(chunks)))
+    SOURCE.launch("batch_norm_grad_input", dtype, x.size, (
+        grad_out, x, weight, mean, inv_std, sums, grad_x, i64(n), i64(c), i64(length), i32(bool(training))))
     return grad_x, grad_weight, grad_bias
 
 

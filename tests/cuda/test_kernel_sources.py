@@ -310,9 +310,21 @@ def test_avg_pool2d_matches_reference(emulated, setting, dtype, seed, count_incl
 
 @needs_cxx
 @settings(max_examples=12, deadline=None)
-@given(shape=st.tuples(st.integers(1, 4), st.integers(1, 4), st.integers(1, 7)), dtype=st.sampled_from(DTYPES),
-       seed=st.integers(0, 2**16), eps=st.sampled_from([1e-5, 1e-3]), training=st.booleans())
-def test_batch_norm_matches_reference(emulated, shape, dtype, seed, eps, training):
+@given(shape=st.tuples(st.integers(1, 7), st.integers(1, 4), st.integers(1, 7)), dtype=st.sampled_from(DTYPES),
+       seed=st.integers(0, 2**16), eps=st.sampled_from([1e-5, 1e-3]), training=st.booleans(),
+       target_groups=st.sampled_from([1, 2, 5, normalization.TARGET_GROUPS]))
+def test_batch_norm_matches_reference(emulated, shape, dtype, seed, eps, training, target_groups):
+    # target_groups decides how each channel's batch rows are split into reduction groups: one
+    # group, groups of several rows with a shorter last one, or one row per group.
+    default_groups = normalization.TARGET_GROUPS
+    normalization.TARGET_GROUPS = target_groups
+    try:
+        _check_batch_norm(shape, dtype, seed, eps, training)
+    finally:
+        normalization.TARGET_GROUPS = default_groups
+
+
+def _check_batch_norm(shape, dtype, seed, eps, training):
     rng = np.random.default_rng(seed)
     x = (rng.standard_normal(shape) * 3 + 2).astype(dtype)
     c = shape[1]
