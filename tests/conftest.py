@@ -38,6 +38,20 @@ def device(request):
     return request.param
 
 
+@pytest.fixture
+def torch_2_13():
+    """PyTorch, for checks of what PyTorch 2.13 prints and names (module reprs, state-dict keys).
+
+    Earlier releases differ there (BatchNorm, LayerNorm and GroupNorm gained ``bias=`` in their
+    arguments and reprs), so such a check skips on them instead of comparing with another API.
+    """
+    torch = pytest.importorskip("torch")
+    version = tuple(int(part) for part in torch.__version__.split("+")[0].split(".")[:2])
+    if version < (2, 13):
+        pytest.skip(f"compares with PyTorch 2.13's module API; torch {torch.__version__} is installed")
+    return torch
+
+
 @pytest.fixture(params=["numpy", "numba"])
 def cpu_backend(request):
     """Run a test with the NumPy reference kernels and with the Numba kernels."""

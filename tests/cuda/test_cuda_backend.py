@@ -144,6 +144,26 @@ def test_tensor_moves_between_devices_and_gradients_follow():
     np.testing.assert_allclose(x.grad.numpy(), 2 * np.arange(6.0).reshape(2, 3))
 
 
+def test_a_tensor_built_from_a_gpu_array_stays_on_the_gpu():
+    # PyTorch's rule: without device=, a tensor is made where its data already is.
+    array = to_gpu(np.arange(6.0).reshape(2, 3))
+    t = tinygrad_cnn.Tensor(array)
+    assert t.device == "cuda" and t.dtype == np.float64
+    assert tinygrad_cnn.Tensor(t).device == "cuda"
+    assert tinygrad_cnn.Tensor(array, device="cpu").device == "cpu"
+    array[0, 0] = 7.0                      # the tensor holds a copy, as for host arrays
+    assert t[0, 0].item() == 0.0
+
+
+def test_clip_grad_norm_returns_the_norm_on_the_parameters_device():
+    p = tinygrad_cnn.Tensor(np.zeros(4, np.float32), device="cuda", requires_grad=True)
+    p.grad = tinygrad_cnn.Tensor(np.full(4, 3.0, np.float32), device="cuda")
+    total = tinygrad_cnn.nn.utils.clip_grad_norm_([p], max_norm=1.0)
+    assert total.device == "cuda" and p.grad.device == "cuda"
+    assert abs(total.item() - 6.0) < 1e-5
+    assert abs(float(np.linalg.norm(p.grad.numpy())) - 1.0) < 1e-5
+
+
 def test_mixing_devices_names_both():
     a = tinygrad_cnn.Tensor([1.0, 2.0])
     b = tinygrad_cnn.Tensor([1.0, 2.0], device="cuda")

@@ -420,8 +420,8 @@ LAYER_EXPRESSIONS = [
 
 
 @pytest.mark.parametrize("expression", LAYER_EXPRESSIONS)
-def test_repr_and_state_dict_keys_match_torch(expression):
-    torch = pytest.importorskip("torch")
+def test_repr_and_state_dict_keys_match_torch(expression, torch_2_13):
+    torch = torch_2_13
     ours = eval(expression, {"nn": nn})
     theirs = eval(expression, {"nn": torch.nn})
     assert repr(ours) == repr(theirs)

@@ -484,8 +484,8 @@ def build_tree(nn, ones):
     return model
 
 
-def test_module_traversal_state_dict_and_repr_match_torch():
-    torch = pytest.importorskip("torch")
+def test_module_traversal_state_dict_and_repr_match_torch(torch_2_13):
+    torch = torch_2_13
     ours, theirs = build_tree(nn, tinygrad_cnn.ones), build_tree(torch.nn, torch.ones)
     assert repr(ours) == repr(theirs)
     for method in ("named_parameters", "named_buffers", "named_modules", "named_children"):
