@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+import pkgutil
 import sys
 import warnings
 
@@ -28,12 +29,9 @@ import numpy as np
 __all__ = [
     "get_array_module", "cupy_or_none", "numba_available", "register_reference", "kernel",
     "set_cpu_backend", "get_cpu_backend", "cpu_backend", "to_device", "device_of",
-    "KERNEL_FAMILIES", "available_implementations", "chunk_bytes", "map_slices", "slice_workers",
+    "kernel_families", "kernel_table", "kernel_module", "kernel_choice", "available_implementations", "chunk_bytes", "map_slices", "slice_workers",
 ]
 
-# Modules under kernels/cpu and kernels/cuda that may define kernels.
-KERNEL_FAMILIES = ("conv", "pooling", "normalization", "activation", "dropout", "loss", "optim",
-                   "elementwise")
 
 def _keep_freed_memory_mapped():
     """Let glibc's malloc recycle freed activation buffers instead of unmapping them.
@@ -66,7 +64,8 @@ MALLOC_TUNED = _keep_freed_memory_mapped()
 CPU_CHUNK_BYTES = 1 << 20
 
 _references: dict[str, object] = {}
-_compiled: dict[str, dict[str, object]] = {}
+_tables: dict[str, dict[str, object]] = {}     # kind -> {kernel name: implementation}
+_owners: dict[str, dict[str, str]] = {}       # kind -> {kernel name: defining module}
 _cpu_backend = os.environ.get("TINYGRAD_CNN_CPU_BACKEND", "numba").lower()
 _cupy = None
 _cupy_checked = False
@@ -88,16 +87,24 @@ def cupy_or_none():
 
 
 def numba_available() -> bool:
+    """Whether Numba imports. Without it the CPU runs the NumPy references: a deliberate
+    fallback (Numba may lag behind a new Python), announced once with the reason."""
     global _numba_state
     if _numba_state is None:
         try:
             import numba  # noqa: F401
             _numba_state = True
-        except Exception:
+        except Exception as error:  # an ImportError, or a broken Numba/llvmlite install
             _numba_state = False
-            warnings.warn("Numba is not installed: tinygrad_cnn falls back to its (slower) NumPy "
-                          "reference kernels. Install it with `pip install numba`.", RuntimeWarning)
+            _warn_fallback("tinygrad_cnn.kernels.cpu", error,
+                           "the NumPy reference kernels run on the CPU instead (often 10x slower); "
+                           "install Numba with `pip install numba`")
     return _numba_state
+
+
+def _warn_fallback(module: str, error: BaseException, slower_path: str) -> None:
+    warnings.warn(f"tinygrad_cnn: {module} is not usable ({type(error).__name__}: {error}); "
+                  f"{slower_path}.", RuntimeWarning, stacklevel=3)
 
 
 def get_array_module(x):
@@ -151,21 +158,45 @@ def register_reference(name: str, fn=None):
     return fn
 
 
-def _load_family_kernels(kind: str) -> dict:
-    if kind not in _compiled:
-        table = {}
-        for family in KERNEL_FAMILIES:
+def kernel_families(kind: str) -> list[str]:
+    """The family modules of ``tinygrad_cnn.kernels.<kind>`` (``"cpu"`` or ``"cuda"``), found on disk:
+    every module whose name does not start with an underscore."""
+    package = importlib.import_module(f"tinygrad_cnn.kernels.{kind}")
+    return sorted(info.name for info in pkgutil.iter_modules(package.__path__)
+                  if not info.name.startswith("_"))
+
+
+def kernel_table(kind: str) -> dict[str, object]:
+    """``{kernel name: implementation}`` over every family of ``tinygrad_cnn.kernels.<kind>``.
+
+    A family module that exists but fails to import raises: its kernels would otherwise be
+    replaced by the slower references without a word. Only a missing Numba is a deliberate
+    fallback (warned once by :func:`numba_available`); the CUDA modules never import CuPy."""
+    if kind not in _tables:
+        table, owners = {}, {}
+        if kind == "cpu" and not numba_available():
+            _tables[kind], _owners[kind] = table, owners
+            return table
+        for family in kernel_families(kind):
+            module_name = f"tinygrad_cnn.kernels.{kind}.{family}"
             try:
-                module = importlib.import_module(f"tinygrad_cnn.kernels.{kind}.{family}")
-            except ModuleNotFoundError as error:
-                if error.name and error.name.startswith("tinygrad_cnn.kernels"):
-                    continue
-                if kind == "cpu" and error.name == "numba":
-                    continue
-                raise
-            table.update(getattr(module, "KERNELS", {}))
-        _compiled[kind] = table
-    return _compiled[kind]
+                module = importlib.import_module(module_name)
+            except Exception as error:
+                raise ImportError(
+                    f"tinygrad_cnn: the kernel module {module_name} exists but failed to import "
+                    f"({type(error).__name__}: {error}). Its ops would silently run the slower NumPy "
+                    "references, so this is an error; `python -m tinygrad_cnn.info` describes the "
+                    "installation.") from error
+            for name, implementation in getattr(module, "KERNELS", {}).items():
+                table[name], owners[name] = implementation, module_name
+        _tables[kind], _owners[kind] = table, owners
+    return _tables[kind]
+
+
+def kernel_module(name: str, kind: str) -> str | None:
+    """The module that defines the ``kind`` implementation of kernel ``name`` (None: not written)."""
+    kernel_table(kind)
+    return _owners[kind].get(name)
 
 
 def kernel(name: str, xp=np, impl: str | None = None):
@@ -181,12 +212,12 @@ def kernel(name: str, xp=np, impl: str | None = None):
         else:
             impl = "numpy"
     if impl == "cupy":
-        table = _load_family_kernels("cuda")
+        table = kernel_table("cuda")
         if name in table:
             return table[name]
         impl = "numpy"  # a reference written with the array module works on CuPy arrays too
     if impl == "numba":
-        table = _load_family_kernels("cpu")
+        table = kernel_table("cpu")
         if name in table:
             return table[name]
         impl = "numpy"
@@ -197,12 +228,30 @@ def kernel(name: str, xp=np, impl: str | None = None):
     raise ValueError(f"unknown kernel implementation {impl!r}: expected 'numpy', 'numba' or 'cupy'")
 
 
+def kernel_choice(name: str, on_gpu: bool = False) -> tuple[str, str]:
+    """``(implementation, why)``: what :func:`kernel` runs for ``name`` on CPU or GPU arrays."""
+    if on_gpu:
+        module = kernel_module(name, "cuda")
+        if module is not None:
+            return "cupy", f"CUDA kernel in {module}"
+        from .kernels.cuda import REFERENCE_ONLY
+        return "numpy", REFERENCE_ONLY.get(name, "no CUDA kernel written")
+    if _cpu_backend != "numba":
+        return "numpy", "CPU backend set to numpy (TINYGRAD_CNN_CPU_BACKEND or set_cpu_backend)"
+    if not numba_available():
+        return "numpy", "Numba is not installed"
+    module = kernel_module(name, "cpu")
+    if module is not None:
+        return "numba", f"Numba kernel in {module}"
+    return "numpy", "no Numba kernel written: the NumPy reference is the CPU implementation"
+
+
 def available_implementations(name: str) -> list[str]:
     """Which implementations of kernel ``name`` exist here (for ``python -m tinygrad_cnn.info``)."""
     found = ["numpy"] if name in _references else []
-    if numba_available() and name in _load_family_kernels("cpu"):
+    if numba_available() and name in kernel_table("cpu"):
         found.append("numba")
-    if cupy_or_none() is not None and name in _load_family_kernels("cuda"):
+    if cupy_or_none() is not None and name in kernel_table("cuda"):
         found.append("cupy")
     return found
 

@@ -102,7 +102,7 @@ def test_bench_kernels_times_every_cpu_kernel_against_its_reference():
     pytest.importorskip("numba")
     bench_kernels = _load("bench_kernels")
     from tinygrad_cnn import backend
-    cpu_kernels = set(backend._load_family_kernels("cpu"))
+    cpu_kernels = set(backend.kernel_table("cpu"))
     assert {name for name, _ in bench_kernels.cases(scale=0.02).values()} == cpu_kernels
     rows = bench_kernels.main(["--scale", "0.02", "--repeat", "1", "--only", "relu"])
     assert [row["kernel"] for row in rows] == ["relu_forward", "relu_backward"]
