@@ -37,7 +37,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ... import backend
-from ...autograd import Function, is_grad_enabled
+from ...autograd import Function
 from ...backend import get_array_module
 from ...tensor import Tensor, pad as _pad
 
@@ -277,12 +277,6 @@ class Conv2d(Function):
         return out
 
     def backward(self, grad_output):
-        if is_grad_enabled():
-            # create_graph=True: build the gradients from differentiable pieces.
-            return self._differentiable_backward(grad_output)
-        return self._fast_backward(grad_output)
-
-    def _differentiable_backward(self, grad_output):
         x, weight = self.saved_tensors
         geometry, groups = self.geometry, self.groups
         n_batch, c_out = grad_output.shape[:2]
@@ -304,7 +298,7 @@ class Conv2d(Function):
             grad_b = grad_y.sum(-1).reshape(c_out)
         return grad_x, grad_w, grad_b
 
-    def _fast_backward(self, grad_output):
+    def fast_backward(self, grad_output):
         """The same formulas on raw arrays, slice by slice; dW sums over the slices.
 
         Unit stride gathers the columns of ``G`` once and uses them twice: for
@@ -312,7 +306,7 @@ class Conv2d(Function):
         correlation of those columns with x (:func:`_weight_products_of_grad_columns`).
         So the backward builds one column matrix, not two."""
         x_tensor, weight_tensor = self.saved_tensors
-        x, weight, g = x_tensor.data, weight_tensor.data, grad_output.data
+        x, weight, g = x_tensor.data, weight_tensor.data, grad_output
         xp = get_array_module(x)
         geometry, groups = self.geometry, self.groups
         c_out = g.shape[1]
@@ -353,9 +347,7 @@ class Conv2d(Function):
             grad_w = _weight_from_products(grad_w, weight.shape, transposed is not None)
         if need_b:
             grad_b = g.sum(axis=(0, 2, 3))
-        # _wrap keeps the arrays where they are (no copy, same device).
-        return tuple(None if array is None else Tensor._wrap(array)
-                     for array in (grad_x, grad_w, grad_b))
+        return grad_x, grad_w, grad_b
 
 
 # ---------------------------------------------------------------------------

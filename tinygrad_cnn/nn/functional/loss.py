@@ -32,7 +32,7 @@ import warnings
 import numpy as np
 
 from ... import backend
-from ...autograd import Function, is_grad_enabled
+from ...autograd import Function
 from ...backend import get_array_module
 from .activation import _Softmax, log_softmax
 
@@ -124,20 +124,19 @@ class _SoftmaxCrossEntropy(Function):
         return loss
 
     def backward(self, g):
-        from ...tensor import Tensor
         (logits,) = self.saved_tensors
         xp = get_array_module(logits.data)
-        if not is_grad_enabled():
-            # First order: one fused pass, nothing recorded.
-            backward = backend.kernel("softmax_cross_entropy_backward", xp)
-            return Tensor._wrap(backward(logits.data, self.logsumexp, self.target, self.class_weight,
-                                         self.ignore_index, self.label_smoothing, g.data))
-        # create_graph=True: the same formula in Tensor ops, differentiable in g and the logits.
         a = _smoothed_target_weights(xp, self.target, self.class_weight, self.ignore_index,
                                      self.label_smoothing, logits.shape[1], logits.dtype)
         mass = a.sum(axis=1, keepdims=True)
         probs = _Softmax.apply(logits, dim=1)
         return g.reshape(-1, 1) * (probs * mass - a)
+
+    def fast_backward(self, g):
+        (logits,) = self.saved_tensors
+        backward = backend.kernel("softmax_cross_entropy_backward", get_array_module(g))
+        return backward(logits.data, self.logsumexp, self.target, self.class_weight,
+                        self.ignore_index, self.label_smoothing, g)
 
 
 class _WeightedPick(Function):
