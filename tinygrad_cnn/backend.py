@@ -28,7 +28,8 @@ import numpy as np
 
 __all__ = [
     "get_array_module", "cupy_or_none", "numba_available", "register_reference", "kernel",
-    "set_cpu_backend", "get_cpu_backend", "cpu_backend", "to_device", "device_of",
+    "set_cpu_backend", "get_cpu_backend", "cpu_backend", "to_device", "to_host", "is_cupy_array",
+    "device_of",
     "kernel_families", "kernel_table", "kernel_module", "kernel_choice", "available_implementations", "chunk_bytes", "map_slices", "slice_workers",
 ]
 
@@ -119,6 +120,20 @@ def get_array_module(x):
     return np
 
 
+def is_cupy_array(value) -> bool:
+    """Whether ``value`` is a CuPy array (told by its type, without importing CuPy)."""
+    return type(value).__module__.split(".")[0] == "cupy"
+
+
+def to_host(array) -> np.ndarray:
+    """``array`` (NumPy or CuPy) as a NumPy array: itself on the CPU, a copy from the GPU."""
+    if isinstance(array, np.ndarray):
+        return array
+    if is_cupy_array(array):
+        return array.get()
+    return np.asarray(array)
+
+
 def device_of(array) -> str:
     return "cuda" if get_array_module(array) is not np else "cpu"
 
@@ -127,11 +142,7 @@ def to_device(array, device: str):
     """Copy ``array`` to ``"cpu"`` or ``"cuda"`` (no copy if it is already there)."""
     device = normalize_device(device)
     if device == "cpu":
-        if isinstance(array, np.ndarray):
-            return array
-        if hasattr(array, "get"):
-            return array.get()
-        return np.asarray(array)
+        return to_host(array)
     cupy = cupy_or_none()
     if cupy is None:
         raise RuntimeError(

@@ -42,6 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .backend import to_host
 from .optim._flatten import flatten_state, unflatten_state
 
 __all__ = [
@@ -259,14 +260,6 @@ def latest_checkpoint(directory, name: str = "checkpoint.npz"):
 
 # ---------------------------------------------------------------- training-state helpers
 
-def _host(array):
-    if isinstance(array, np.ndarray):
-        return array
-    if hasattr(array, "get"):  # cupy
-        return array.get()
-    return np.asarray(array)
-
-
 def _tensors_to_arrays(node):
     """Replace Tensor leaves (anything with ``.data`` and ``.requires_grad``) by host arrays."""
     if isinstance(node, dict):
@@ -276,7 +269,7 @@ def _tensors_to_arrays(node):
     if isinstance(node, tuple):
         return tuple(_tensors_to_arrays(v) for v in node)
     if hasattr(node, "requires_grad") and hasattr(node, "data"):
-        return _host(node.data)
+        return to_host(node.data)
     return node
 
 
@@ -300,7 +293,7 @@ def model_state_arrays(model) -> dict:
     for name, value in model.state_dict().items():
         if hasattr(value, "requires_grad") and hasattr(value, "data"):
             value = value.data
-        out[str(name)] = np.array(_host(value), copy=True)
+        out[str(name)] = np.array(to_host(value), copy=True)
     return out
 
 

@@ -23,6 +23,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from .backend import is_cupy_array, to_host
+
 __all__ = ["save", "load", "flatten_dict", "unflatten"]
 
 SEPARATOR = "/"
@@ -33,8 +35,8 @@ def _to_array(value, key: str):
     from .tensor import Tensor
     if isinstance(value, Tensor):
         value = value.data
-    if hasattr(value, "get") and type(value).__module__.startswith("cupy"):
-        value = value.get()
+    if is_cupy_array(value):
+        value = to_host(value)
     if isinstance(value, np.ndarray):
         array = value
     elif isinstance(value, (bool, int, float, complex, str, bytes, np.generic)):

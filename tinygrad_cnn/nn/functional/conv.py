@@ -32,11 +32,12 @@ and the Numba versions live in ``tinygrad_cnn/kernels/cpu/conv.py``.
 from __future__ import annotations
 
 import numbers
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import numpy as np
 
 from ... import backend
+from ..._arguments import WindowGeometry, check_tensor, pair
 from ...autograd import Function
 from ...backend import get_array_module
 from ...tensor import Tensor, pad as _pad
@@ -96,89 +97,6 @@ def _col2im_reference(cols, n_batch, channels, height, width, kernel_h, kernel_w
             # With stride >= 1 a single tap never hits one pixel twice, so += is safe here.
             x_padded[:, :, rows, columns] += cols[:, i, j].transpose(1, 0, 2, 3)
     return x_padded[:, :, pad_h:pad_h + height, pad_w:pad_w + width].copy()
-
-
-# ---------------------------------------------------------------------------
-# Argument handling
-# ---------------------------------------------------------------------------
-
-def _pair(value, op, name, minimum):
-    """An int or a pair of ints -> (a, b), each >= ``minimum``."""
-    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
-        pair = (int(value), int(value))
-    else:
-        try:
-            pair = tuple(value)
-        except TypeError:
-            raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {value!r}") \
-                from None
-        if len(pair) != 2 or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool)
-                                     for v in pair):
-            raise ValueError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
-        pair = (int(pair[0]), int(pair[1]))
-    if min(pair) < minimum:
-        raise ValueError(f"{op}: {name} must be >= {minimum}, got {value!r}")
-    return pair
-
-
-def conv2d_output_size(size, kernel_size, stride=1, padding=0, dilation=1):
-    """(OH, OW) of a convolution (or im2col) of an input with spatial ``size`` (H, W)."""
-    size = _pair(size, "conv2d_output_size", "size", 0)
-    kernel = _pair(kernel_size, "conv2d_output_size", "kernel_size", 1)
-    stride = _pair(stride, "conv2d_output_size", "stride", 1)
-    padding = _pair(padding, "conv2d_output_size", "padding", 0)
-    dilation = _pair(dilation, "conv2d_output_size", "dilation", 1)
-    return tuple((s + 2 * p - d * (k - 1) - 1) // st + 1
-                 for s, k, st, p, d in zip(size, kernel, stride, padding, dilation))
-
-
-@dataclass(frozen=True)
-class _Geometry:
-    """Everything the kernels need to map an (N, C, H, W) image to its column matrix."""
-
-    n_batch: int
-    channels: int
-    height: int
-    width: int
-    kernel: tuple
-    stride: tuple
-    padding: tuple
-    dilation: tuple
-    out: tuple
-
-    @classmethod
-    def build(cls, op, input_shape, kernel_size, stride, padding, dilation):
-        n_batch, channels, height, width = (int(s) for s in input_shape)
-        kernel = _pair(kernel_size, op, "kernel_size", 1)
-        stride = _pair(stride, op, "stride", 1)
-        padding = _pair(padding, op, "padding", 0)
-        dilation = _pair(dilation, op, "dilation", 1)
-        out = tuple((s + 2 * p - d * (k - 1) - 1) // st + 1 for s, k, st, p, d in
-                    zip((height, width), kernel, stride, padding, dilation))
-        if min(out) <= 0:
-            raise ValueError(
-                f"{op}: output size {out} is not positive: input spatial size {(height, width)} "
-                f"with padding {padding} is smaller than the dilated kernel "
-                f"{tuple(d * (k - 1) + 1 for d, k in zip(dilation, kernel))} "
-                f"(kernel_size {kernel}, dilation {dilation})")
-        return cls(n_batch, channels, height, width, kernel, stride, padding, dilation, out)
-
-    @property
-    def rows(self):
-        return self.channels * self.kernel[0] * self.kernel[1]
-
-    @property
-    def columns(self):
-        return self.n_batch * self.out[0] * self.out[1]
-
-    @property
-    def input_shape(self):
-        return (self.n_batch, self.channels, self.height, self.width)
-
-    def kernel_args(self):
-        """The trailing arguments shared by the im2col and col2im kernels."""
-        return (self.kernel[0], self.kernel[1], self.stride[0], self.stride[1], self.padding[0],
-                self.padding[1], self.dilation[0], self.dilation[1], self.out[0], self.out[1])
 
 
 def _run_im2col(x, geometry):
@@ -488,7 +406,7 @@ def _transposed_geometry(geometry, c_out):
                  zip(geometry.kernel, geometry.dilation, geometry.padding))
     if min(pads) < 0:
         return None
-    return _Geometry(geometry.n_batch, c_out, geometry.out[0], geometry.out[1], geometry.kernel,
+    return WindowGeometry(geometry.n_batch, c_out, geometry.out[0], geometry.out[1], geometry.kernel,
                      (1, 1), pads, geometry.dilation, (geometry.height, geometry.width))
 
 
@@ -545,13 +463,6 @@ def _group_matmul(weight_2d, cols, groups):
 # Public functions
 # ---------------------------------------------------------------------------
 
-def _check_tensor(op, name, value):
-    if not isinstance(value, Tensor):
-        raise TypeError(f"{op}: {name} must be a Tensor, got {type(value).__name__}")
-    if value.dtype.kind != "f":
-        raise TypeError(f"{op}: {name} must have a floating dtype, got {value.dtype}")
-
-
 def _same_padding(op, kernel, dilation, stride):
     """((top, bottom), (left, right)) for padding='same' (extra row/column at the end)."""
     if stride != (1, 1):
@@ -575,8 +486,8 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     ``dW = G im2col(x)^T``, ``db = sum of G over N, OH, OW``.
     """
     op = "conv2d"
-    _check_tensor(op, "input", input)
-    _check_tensor(op, "weight", weight)
+    check_tensor(op, "input", input, floating=True)
+    check_tensor(op, "weight", weight, floating=True)
     if weight.ndim != 4:
         raise ValueError(f"{op}: weight must be 4-D (C_out, C_in/groups, kh, kw), got shape "
                          f"{tuple(weight.shape)}")
@@ -601,7 +512,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     if input.dtype != weight.dtype:
         raise TypeError(f"{op}: input dtype {input.dtype} and weight dtype {weight.dtype} differ")
     if bias is not None:
-        _check_tensor(op, "bias", bias)
+        check_tensor(op, "bias", bias, floating=True)
         if tuple(bias.shape) != (c_out,):
             raise ValueError(f"{op}: bias must have shape ({c_out},) to match weight of shape "
                              f"{tuple(weight.shape)}, got {tuple(bias.shape)}")
@@ -609,8 +520,8 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
             raise TypeError(f"{op}: bias dtype {bias.dtype} differs from input dtype {input.dtype}")
     kernel = tuple(weight.shape[2:])
     if isinstance(padding, str):
-        stride_pair = _pair(stride, op, "stride", 1)
-        dilation_pair = _pair(dilation, op, "dilation", 1)
+        stride_pair = pair(op, "stride", stride, 1)
+        dilation_pair = pair(op, "dilation", dilation, 1)
         if padding == "valid":
             padding = 0
         elif padding == "same":
@@ -622,7 +533,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         else:
             raise ValueError(f"{op}: padding must be an int, a pair, 'valid' or 'same', "
                              f"got {padding!r}")
-    geometry = _Geometry.build(op, input.shape, kernel, stride, padding, dilation)
+    geometry = WindowGeometry.build(op, input.shape, kernel, stride, padding, dilation)
     return Conv2d.apply(input, weight, bias, geometry=geometry, groups=groups)
 
 
@@ -645,9 +556,9 @@ def im2col(input, kernel_size, dilation=1, padding=0, stride=1):
     Backward: ``col2im`` of the gradient (im2col is linear and col2im is its adjoint).
     """
     op = "im2col"
-    _check_tensor(op, "input", input)
+    check_tensor(op, "input", input, floating=True)
     input, unbatched = _unbatched(op, input, 4)
-    geometry = _Geometry.build(op, input.shape, kernel_size, stride, padding, dilation)
+    geometry = WindowGeometry.build(op, input.shape, kernel_size, stride, padding, dilation)
     cols = Im2col.apply(input, geometry=geometry)
     out = cols.reshape(geometry.rows, geometry.n_batch, -1).permute(1, 0, 2)
     return out.squeeze(0) if unbatched else out
@@ -661,16 +572,16 @@ def col2im(input, output_size, kernel_size, dilation=1, padding=0, stride=1):
     each pixel. It is the adjoint of im2col, whose backward it is, and vice versa.
     """
     op = "col2im"
-    _check_tensor(op, "input", input)
+    check_tensor(op, "input", input, floating=True)
     input, unbatched = _unbatched(op, input, 3)
-    height, width = _pair(output_size, op, "output_size", 1)
-    kernel = _pair(kernel_size, op, "kernel_size", 1)
+    height, width = pair(op, "output_size", output_size, 1)
+    kernel = pair(op, "kernel_size", kernel_size, 1)
     n_batch, rows, length = input.shape
     if rows % (kernel[0] * kernel[1]):
         raise ValueError(f"{op}: input of shape {tuple(input.shape)}: dimension 1 ({rows}) must be "
                          f"divisible by kh*kw = {kernel[0] * kernel[1]} (kernel_size {kernel})")
     channels = rows // (kernel[0] * kernel[1])
-    geometry = _Geometry.build(op, (n_batch, channels, height, width), kernel, stride, padding,
+    geometry = WindowGeometry.build(op, (n_batch, channels, height, width), kernel, stride, padding,
                                dilation)
     if length != geometry.out[0] * geometry.out[1]:
         raise ValueError(f"{op}: input of shape {tuple(input.shape)} has {length} windows per image "

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from ... import backend
+from ..._arguments import check_tensor
 from ...autograd import Function, is_grad_enabled
 from ...backend import get_array_module
 
@@ -56,9 +57,7 @@ class _DropoutFromNoise(Function):
 
 
 def _check(op, input, p, training):
-    from ...tensor import Tensor
-    if not isinstance(input, Tensor):
-        raise TypeError(f"{op}: argument 'input' must be a Tensor, got {type(input).__name__}")
+    check_tensor(op, "input", input)
     if isinstance(p, bool) or not isinstance(p, (int, float, np.floating, np.integer)):
         raise TypeError(f"{op}: p must be a number in [0, 1], got {p!r}")
     if not 0.0 <= p <= 1.0:

@@ -32,6 +32,7 @@ import warnings
 import numpy as np
 
 from ... import backend
+from ..._arguments import check_tensor
 from ...autograd import Function
 from ...backend import get_array_module
 from .activation import _Softmax, log_softmax
@@ -187,9 +188,7 @@ def _legacy_reduction(op, size_average, reduce, reduction):
 
 
 def _check_input(op, input):
-    from ...tensor import Tensor
-    if not isinstance(input, Tensor):
-        raise TypeError(f"{op}: argument 'input' must be a Tensor, got {type(input).__name__}")
+    check_tensor(op, "input", input)
     if input.dtype.kind != "f":
         raise TypeError(f"{op}: expected a floating-point input, got dtype {input.dtype} "
                         f"(shape {input.shape})")
@@ -369,8 +368,7 @@ def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", we
     from ...tensor import Tensor
     op = "mse_loss"
     reduction = _legacy_reduction(op, size_average, reduce, reduction)
-    if not isinstance(input, Tensor):
-        raise TypeError(f"{op}: argument 'input' must be a Tensor, got {type(input).__name__}")
+    check_tensor(op, "input", input)
     if not isinstance(target, Tensor):
         target = input._operand(target)
     if target.shape != input.shape:

@@ -14,6 +14,7 @@ import numbers
 import numpy as np
 
 from ... import backend
+from ..._arguments import check_tensor
 from ...autograd import Function
 from ...backend import get_array_module
 
@@ -145,12 +146,6 @@ def _lrn_backward_reference(grad_out, x, scale, size, alpha, beta):
 # Argument checking
 # ---------------------------------------------------------------------------
 
-def _check_tensor(op, name, value):
-    Tensor = _tensor_class()
-    if value is not None and not isinstance(value, Tensor):
-        raise TypeError(f"{op}: {name} must be a Tensor or None, got {type(value).__name__}")
-
-
 def _check_channel_vector(op, name, value, channels, input_shape):
     if value is None:
         return
@@ -167,8 +162,7 @@ def _check_float(op, input):
 
 def _checked_input_shape(op, input, min_dims=0, expected=""):
     """The shape of ``input`` after checking it is a floating Tensor with >= min_dims dims."""
-    if not isinstance(input, _tensor_class()):
-        raise TypeError(f"{op}: input must be a Tensor, got {type(input).__name__}")
+    check_tensor(op, "input", input)
     _check_float(op, input)
     shape = _shape(input)
     if len(shape) < min_dims:
@@ -327,7 +321,7 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     channels = shape[1]
     for name, value in (("running_mean", running_mean), ("running_var", running_var),
                         ("weight", weight), ("bias", bias)):
-        _check_tensor(op, name, value)
+        check_tensor(op, name, value, optional=True)
         _check_channel_vector(op, name, value, channels, shape)
     if not isinstance(eps, numbers.Real) or not eps >= 0:
         raise ValueError(f"{op}: eps must be a number >= 0, got {eps!r}")
@@ -456,7 +450,7 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
         raise ValueError(f"{op}: normalized_shape {normalized_shape} must be a non-empty suffix "
                          f"of the input shape {shape}")
     for name, value in (("weight", weight), ("bias", bias)):
-        _check_tensor(op, name, value)
+        check_tensor(op, name, value, optional=True)
         if value is not None and _shape(value) != normalized_shape:
             raise ValueError(f"{op}: {name} must have shape normalized_shape = {normalized_shape}, "
                              f"got shape {_shape(value)}")
@@ -484,7 +478,7 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
         raise ValueError(f"{op}: num_groups must be a positive divisor of the number of channels "
                          f"C = {channels}, got {num_groups!r}")
     for name, value in (("weight", weight), ("bias", bias)):
-        _check_tensor(op, name, value)
+        check_tensor(op, name, value, optional=True)
         _check_channel_vector(op, name, value, channels, shape)
     n_batch = shape[0]
     out = _normalize_last_axis(input.reshape(n_batch, int(num_groups), -1), eps).reshape(shape)
