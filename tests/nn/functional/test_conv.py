@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 import tinygrad_cnn
 import tinygrad_cnn.nn.functional as F
 from tinygrad_cnn import backend
+from tinygrad_cnn.kernels.cpu import _workers
 from tinygrad_cnn.testing import (
     assert_allclose, check_grad, check_gradgrad, conv2d_settings, non_contiguous, tensor64,
 )
@@ -378,7 +379,7 @@ def test_conv2d_in_batch_slices_equals_the_whole_batch(impl, s, monkeypatch):
     (upstream,) = random_arrays(42, (5, 6) + output_size(s))
     results = {}
     for budget in (None, 1):
-        monkeypatch.setattr(backend, "chunk_bytes", lambda xp, budget=budget: budget)
+        monkeypatch.setattr(_workers, "chunk_bytes", lambda xp, budget=budget: budget)
         inputs = [tensor64(a) for a in arrays]
         with backend.cpu_backend(impl):
             out = conv_fn(s)(*inputs)

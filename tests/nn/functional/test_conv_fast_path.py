@@ -7,8 +7,10 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 import tinygrad_cnn as tc
 from tinygrad_cnn import backend
+from tinygrad_cnn._arguments import WindowGeometry
 from tinygrad_cnn.nn import functional as F
-from tinygrad_cnn.nn.functional import conv as conv_module
+from tinygrad_cnn.kernels import sliced_conv
+from tinygrad_cnn.kernels.cpu import _workers
 from tinygrad_cnn.testing import assert_allclose
 
 
@@ -49,7 +51,7 @@ def conv_cases(draw):
 def test_fast_backward_equals_textbook_backward(monkeypatch, cpu_backend, chunk_bytes, case, seed,
                                                 needs):
     # chunk_bytes=1 processes one image per slice; 2**30 takes the whole batch at once.
-    monkeypatch.setattr(backend, "CPU_CHUNK_BYTES", chunk_bytes)
+    monkeypatch.setattr(_workers, "CPU_CHUNK_BYTES", chunk_bytes)
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((case["n"], case["c_in"]) + case["size"])
     w = rng.standard_normal((case["c_out"], case["c_in"] // case["groups"]) + case["kernel"])
@@ -64,6 +66,42 @@ def test_fast_backward_equals_textbook_backward(monkeypatch, cpu_backend, chunk_
         assert (a is not None) == need, name
         if need:
             assert_allclose(a, c, rtol=1e-10, atol=1e-10, err_msg=name)
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 1 << 30])
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])   # the patch is constant
+@given(case=conv_cases(), seed=st.integers(0, 2**16), bias=st.booleans(),
+       needs=st.sampled_from([(True, True, True), (True, False, False), (False, True, True)]))
+def test_conv_kernels_equal_their_textbook_references(monkeypatch, chunk_bytes, case, seed, bias,
+                                                     needs):
+    """The sliced CPU kernels "conv2d_forward" and "conv2d_backward" against im2col + GEMM and
+    col2im(W^T G), G cols^T, sum G, in float64 and float32."""
+    pytest.importorskip("numba")
+    monkeypatch.setattr(_workers, "CPU_CHUNK_BYTES", chunk_bytes)
+    rng = np.random.default_rng(seed)
+    geometry = WindowGeometry.build("conv2d", (case["n"], case["c_in"]) + case["size"],
+                                    case["kernel"], case["stride"], case["padding"],
+                                    case["dilation"])
+    for dtype, tol in ((np.float64, 1e-10), (np.float32, 1e-4)):
+        x = rng.standard_normal((case["n"], case["c_in"]) + case["size"]).astype(dtype)
+        w = rng.standard_normal((case["c_out"], case["c_in"] // case["groups"]) + case["kernel"])
+        w = w.astype(dtype)
+        b = rng.standard_normal(case["c_out"]).astype(dtype) if bias else None
+        g = rng.standard_normal((case["n"], case["c_out"]) + geometry.out).astype(dtype)
+        results = {}
+        for impl in ("numpy", "numba"):
+            forward = backend.kernel("conv2d_forward", np, impl=impl)
+            backward = backend.kernel("conv2d_backward", np, impl=impl)
+            results[impl] = (forward(x, w, b, geometry, case["groups"]),
+                             *backward(g, x, w, geometry, case["groups"], needs))
+        assert results["numba"][0].dtype == dtype
+        for fast, ref, name, need in zip(results["numba"], results["numpy"], ["y", "dx", "dw", "db"],
+                                         (True,) + needs):
+            assert (fast is None) == (ref is None) == (not need), name
+            if need:
+                assert fast.shape == ref.shape, name
+                assert_allclose(fast, ref, rtol=tol, atol=tol, err_msg=name)
 
 
 def test_forward_matches_the_reference_kernels_whole_batch():
@@ -106,14 +144,14 @@ def test_wide_columns_are_standard_columns_on_the_valid_grid():
 
 
 def test_slices_cover_the_batch_exactly(monkeypatch):
-    monkeypatch.setattr(backend, "CPU_CHUNK_BYTES", 100)
-    monkeypatch.setattr(backend, "slice_workers", lambda: 2)
+    monkeypatch.setattr(_workers, "CPU_CHUNK_BYTES", 100)
+    monkeypatch.setattr(_workers, "slice_workers", lambda: 2)
     # 7 images of 30 bytes in 100-byte slices: 3 slices, rounded up to 4 for 2 workers.
-    assert conv_module._image_chunks(7, 30, np) == [(0, 2), (2, 4), (4, 6), (6, 7)]
-    assert conv_module._image_chunks(7, 10**9, np) == [(i, i + 1) for i in range(7)]
-    assert conv_module._image_chunks(1, 10**9, np) == [(0, 1)]
-    monkeypatch.setattr(backend, "CPU_CHUNK_BYTES", 10**9)
-    assert conv_module._image_chunks(7, 30, np) == [(0, 4), (4, 7)]
+    assert sliced_conv._image_chunks(7, 30, np) == [(0, 2), (2, 4), (4, 6), (6, 7)]
+    assert sliced_conv._image_chunks(7, 10**9, np) == [(i, i + 1) for i in range(7)]
+    assert sliced_conv._image_chunks(1, 10**9, np) == [(0, 1)]
+    monkeypatch.setattr(_workers, "CPU_CHUNK_BYTES", 10**9)
+    assert sliced_conv._image_chunks(7, 30, np) == [(0, 4), (4, 7)]
 
 
 def test_threaded_slices_give_the_same_bits_as_one_thread(monkeypatch):
@@ -122,10 +160,10 @@ def test_threaded_slices_give_the_same_bits_as_one_thread(monkeypatch):
     x = rng.standard_normal((9, 3, 6, 6)).astype(np.float32)
     w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
     g = rng.standard_normal((9, 4, 6, 6)).astype(np.float32)
-    monkeypatch.setattr(backend, "CPU_CHUNK_BYTES", 1)
+    monkeypatch.setattr(_workers, "CPU_CHUNK_BYTES", 1)
 
     def run(workers):
-        monkeypatch.setattr(backend, "slice_workers", lambda: workers)
+        monkeypatch.setattr(_workers, "slice_workers", lambda: workers)
         X, W = tc.Tensor(x, requires_grad=True), tc.Tensor(w, requires_grad=True)
         y = F.conv2d(X, W, padding=1)
         y.backward(tc.Tensor(g))

@@ -21,6 +21,8 @@ KERNEL_TESTS = {
     "im2col": "test_conv.py",
     "col2im": "test_conv.py",
     "im2col_wide": "test_conv.py",
+    "conv2d_forward": "test_conv_fast_path.py",
+    "conv2d_backward": "test_conv_fast_path.py",
     "max_pool2d_forward": "test_pooling.py",
     "max_pool2d_backward": "test_pooling.py",
     "avg_pool2d_forward": "test_pooling.py",
