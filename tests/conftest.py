@@ -38,6 +38,13 @@ def device(request):
     return request.param
 
 
+@pytest.fixture(scope="session")
+def torch():
+    """PyTorch, for the tests that compare with it; they skip cleanly where it is not installed.
+    (Session-scoped, so Hypothesis tests may take it too.)"""
+    return pytest.importorskip("torch")
+
+
 @pytest.fixture(params=["numpy", "numba"])
 def cpu_backend(request):
     """Run a test with the NumPy reference kernels and with the Numba kernels."""

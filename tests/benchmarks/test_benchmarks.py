@@ -57,10 +57,9 @@ def test_profile_refuses_once_numpy_is_loaded(bench_train):
         bench_train.profile(20, 2, 1)
 
 
-def test_torch_network_is_ours(bench_train):
+def test_torch_network_is_ours(torch, bench_train):
     """The PyTorch ResNet-20 bench_train times computes the same function as ours: same
     weights in, same outputs and loss gradient out, in training mode."""
-    torch = pytest.importorskip("torch")
     tinygrad_cnn.manual_seed(0)
     ours = models.resnet20()
     theirs = bench_train._torch_resnet(20)

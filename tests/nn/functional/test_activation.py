@@ -48,15 +48,10 @@ def test_softmax_family_gradcheck_and_gradgradcheck(op, data):
     check_gradgrad(lambda t: op(t, dim), x)
 
 
-def _torch():
-    return pytest.importorskip("torch")
-
-
 @pytest.mark.parametrize("name", ["relu", "leaky_relu", "sigmoid", "tanh", "gelu", "gelu_tanh"])
 @settings(max_examples=5, deadline=None)
 @given(x=shapes(1, 3, 1, 5).flatmap(lambda s: arrays(s, elements=st.floats(-6, 6))))
-def test_elementwise_match_torch(name, x):
-    torch = _torch()
+def test_elementwise_match_torch(torch, name, x):
     TF = torch.nn.functional
     reference = {"relu": TF.relu, "leaky_relu": lambda t: TF.leaky_relu(t, 0.2),
                  "sigmoid": torch.sigmoid, "tanh": torch.tanh, "gelu": TF.gelu,
@@ -76,8 +71,7 @@ def test_elementwise_match_torch(name, x):
 @pytest.mark.parametrize("op", ["softmax", "log_softmax"])
 @settings(max_examples=5, deadline=None)
 @given(data=st.data())
-def test_softmax_family_match_torch(op, data):
-    torch = _torch()
+def test_softmax_family_match_torch(torch, op, data):
     shape = data.draw(shapes(1, 4, 1, 5))
     dim = data.draw(st.integers(-len(shape), len(shape) - 1))
     x = data.draw(arrays(shape, elements=st.floats(-20, 20)))
@@ -106,8 +100,7 @@ def test_leaky_relu_gradient_at_zero_is_the_slope():
     assert_allclose(x.grad, [0.1, 0.1, 1.0])
 
 
-def test_kinks_match_torch():
-    torch = _torch()
+def test_kinks_match_torch(torch):
     values = np.array([-1.0, 0.0, 1.0])
     for ours_fn, torch_fn in [(F.relu, torch.relu),
                               (lambda t: F.leaky_relu(t, 0.3),

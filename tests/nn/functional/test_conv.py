@@ -16,11 +16,6 @@ Tensor = tinygrad_cnn.Tensor
 IMPLS = ["numpy", "numba"]
 
 
-@pytest.fixture(scope="module")
-def torch():
-    return pytest.importorskip("torch")
-
-
 def random_arrays(seed, *shapes, dtype=np.float64):
     rng = np.random.default_rng(seed)
     return [rng.standard_normal(shape).astype(dtype) for shape in shapes]

@@ -202,15 +202,10 @@ def test_mse_loss_gradcheck(shape_pair, reduction, data):
 
 # ---------------------------------------------------------------------------- PyTorch parity
 
-def _torch():
-    return pytest.importorskip("torch")
-
-
 @pytest.mark.parametrize("impl", IMPLEMENTATIONS)
 @settings(max_examples=25, deadline=None)
 @given(problem=classification_problems(max_rows=6, max_classes=6))
-def test_cross_entropy_matches_torch(problem, impl):
-    torch = _torch()
+def test_cross_entropy_matches_torch(torch, problem, impl):
     logits = tensor64(problem["logits"])
     with backend.cpu_backend(impl):
         out = _ours(problem, logits)
@@ -234,8 +229,7 @@ def test_cross_entropy_matches_torch(problem, impl):
 
 @settings(max_examples=15, deadline=None)
 @given(problem=classification_problems(max_rows=6, max_classes=6))
-def test_nll_loss_matches_torch(problem):
-    torch = _torch()
+def test_nll_loss_matches_torch(torch, problem):
     weight = problem["weight"]
     log_probs = tensor64(problem["logits"])
     out = F.nll_loss(log_probs, Tensor(problem["target"]),
@@ -255,8 +249,7 @@ def test_nll_loss_matches_torch(problem):
 
 @pytest.mark.parametrize("shape", [(4, 3), (2, 3, 2, 2), (5,)])
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-def test_probability_targets_match_torch(shape, reduction):
-    torch = _torch()
+def test_probability_targets_match_torch(torch, shape, reduction):
     rng = np.random.default_rng(1)
     logits = rng.normal(size=shape)
     probs = rng.uniform(size=shape)
@@ -271,8 +264,7 @@ def test_probability_targets_match_torch(shape, reduction):
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-def test_mse_loss_matches_torch_including_weights(reduction):
-    torch = _torch()
+def test_mse_loss_matches_torch_including_weights(torch, reduction):
     rng = np.random.default_rng(2)
     x, y, w = rng.normal(size=(3, 4)), rng.normal(size=(3, 4)), rng.uniform(0.1, 2, size=(3, 4))
     assert_allclose(F.mse_loss(Tensor(x), Tensor(y), reduction=reduction),

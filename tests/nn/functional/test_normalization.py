@@ -375,8 +375,7 @@ def test_batch_norm_errors():
     assert out.shape == (1, 3)
 
 
-def test_batch_norm_matches_torch():
-    torch = pytest.importorskip("torch")
+def test_batch_norm_matches_torch(torch):
     x = normal(0, (6, 3, 4, 5), 2.0, 0.5)
     w, b = channel_vector(1, 3), channel_vector(2, 3)
     upstream = normal(3, x.shape)
@@ -471,8 +470,7 @@ def test_lrn_differentiable_backward_equals_fast_backward():
 
 @pytest.mark.parametrize("size,alpha,beta,k", [(5, 1e-4, 0.75, 2.0), (2, 0.5, 0.6, 1.0),
                                                (4, 1.0, 1.25, 1.0)])
-def test_lrn_matches_torch(size, alpha, beta, k):
-    torch = pytest.importorskip("torch")
+def test_lrn_matches_torch(torch, size, alpha, beta, k):
     for shape in [(2, 7, 5, 6), (3, 6, 4)]:
         x = normal(size, shape, 10.0)
         upstream = normal(1, shape)
@@ -520,8 +518,7 @@ def test_layer_norm_gradcheck(shape, seed, normalized_dims, affine):
         check_grad(lambda t: F.layer_norm(t, normalized_shape), x)
 
 
-def test_layer_norm_matches_torch():
-    torch = pytest.importorskip("torch")
+def test_layer_norm_matches_torch(torch):
     x = normal(0, (3, 4, 5), 3.0, 1.0)
     w, b = normal(1, (4, 5)), normal(2, (4, 5))
     upstream = normal(3, x.shape)
@@ -545,11 +542,10 @@ def test_layer_norm_errors():
         F.layer_norm(x, (3, 4), tg.Tensor(np.ones(4)))
 
 
-def test_group_norm_matches_torch_and_gradcheck():
+def test_group_norm_matches_torch_and_gradcheck(torch):
     x = normal(0, (2, 6, 3, 2), 2.0, 1.0)
     w, b = channel_vector(1, 6), channel_vector(2, 6)
     check_grad(lambda t, w, b: F.group_norm(t, 3, w, b), x, w, b)
-    torch = pytest.importorskip("torch")
     upstream = normal(3, x.shape)
     for groups in (1, 2, 3, 6):
         ours = [tensor64(a) for a in (x, w, b)]

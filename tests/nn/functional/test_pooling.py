@@ -17,11 +17,6 @@ Tensor = tinygrad_cnn.Tensor
 IMPLS = ["numpy", "numba"]
 
 
-@pytest.fixture(scope="module")
-def torch():
-    return pytest.importorskip("torch")
-
-
 def tie_heavy_array(seed, shape, dtype=np.float64):
     """Small integers, so windows often hold several equal maxima."""
     return np.random.default_rng(seed).integers(-2, 3, size=shape).astype(dtype)
