@@ -4,6 +4,11 @@
 All are elementwise (input and output of any shape ``(*)``) except ``softmax`` and
 ``log_softmax``, which normalise along ``dim``. Every backward is written with Tensor
 operations (masks are constants), so second derivatives work through all of them.
+
+Where the kernels live: ReLU's ``relu_forward``/``relu_backward`` references are in
+``tinygrad_cnn/ops.py`` and ``erf``'s below; their Numba versions in
+``tinygrad_cnn/kernels/cpu/activation.py``; on the GPU the references run on CuPy arrays
+(``REFERENCE_ONLY`` in ``tinygrad_cnn/kernels/cuda/__init__.py`` says why).
 """
 from __future__ import annotations
 

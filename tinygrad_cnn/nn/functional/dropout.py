@@ -6,6 +6,9 @@ so the expected output equals the input and evaluation needs no rescaling: in ev
 
 The mask is drawn from ``tinygrad_cnn.random.get_generator()`` (CuPy's generator for GPU
 tensors), so ``tinygrad_cnn.manual_seed(n)`` makes it reproducible.
+
+Where the kernels live: the ``dropout_forward`` reference below; Numba in
+``tinygrad_cnn/kernels/cpu/dropout.py``; CUDA in ``tinygrad_cnn/kernels/cuda/dropout.py``.
 """
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""The affine map of a fully connected layer: ``linear(input, weight, bias=None)``."""
+"""The affine map of a fully connected layer: ``linear(input, weight, bias=None)``.
+
+Where the kernels live: nowhere else; it is one matrix product run by NumPy's or CuPy's BLAS.
+"""
 from __future__ import annotations
 
 from ..._arguments import check_tensor

@@ -23,6 +23,9 @@ Its gradient, using ``d log p_ij / d x_ik = [j == k] - p_ik``::
     d loss_i / d x_ik = s_i * p_ik - a_ik,      s_i = sum_j a_ij
 
 which for ``eps = 0`` and no weights is the familiar ``softmax - onehot``.
+
+Where the kernels live: the ``softmax_cross_entropy_forward``/``_backward`` references below;
+Numba in ``tinygrad_cnn/kernels/cpu/loss.py``; CUDA in ``tinygrad_cnn/kernels/cuda/loss.py``.
 """
 from __future__ import annotations
 

@@ -2,10 +2,13 @@
 
 ``batch_norm`` and ``local_response_norm`` are fused ops: their forward and first-order backward
 run one hand-written kernel each (chosen by :mod:`tinygrad_cnn.backend`; the NumPy references
-below define the kernels' signatures). When a backward pass is itself recorded
-(``backward(create_graph=True)``), the same gradient formula is evaluated with Tensor ops
-instead, so second derivatives are exact. ``layer_norm`` and ``group_norm`` are compositions of
-Tensor ops. The derivations are in ``docs/ops/normalization.md``.
+below define the kernels' signatures). Their ``backward`` is the gradient formula in Tensor ops
+(so second derivatives are exact); the first-order ``fast_backward`` that the engine calls when
+no graph is recorded is the backward kernel. ``layer_norm`` and ``group_norm`` are compositions
+of Tensor ops. The derivations are in ``docs/ops/normalization.md``.
+
+Where the kernels live: the NumPy references below; Numba in
+``tinygrad_cnn/kernels/cpu/normalization.py``; CUDA in ``tinygrad_cnn/kernels/cuda/normalization.py``.
 """
 from __future__ import annotations
 

@@ -22,8 +22,10 @@ Gradients (``g = dL/d out``, derivations in ``docs/ops/pooling.md``):
 
 The hot loops are kernels chosen by :mod:`tinygrad_cnn.backend`:
 ``max_pool2d_forward``, ``max_pool2d_backward``, ``avg_pool2d_forward`` and
-``avg_pool2d_backward``. The NumPy references below define their contracts; the
-Numba versions are in ``tinygrad_cnn/kernels/cpu/pooling.py``.
+``avg_pool2d_backward``.
+
+Where the kernels live: the NumPy references (their contracts) below; Numba in
+``tinygrad_cnn/kernels/cpu/pooling.py``; CUDA in ``tinygrad_cnn/kernels/cuda/pooling.py``.
 """
 from __future__ import annotations
 
