@@ -170,7 +170,8 @@ def kernel_table(kind: str) -> dict[str, object]:
 
 
 def kernel_module(name: str, kind: str) -> str | None:
-    """The module that defines the ``kind`` implementation of kernel ``name`` (None: not written)."""
+    """The family module whose ``KERNELS`` registers the ``kind`` implementation of kernel
+    ``name`` (None: not written)."""
     kernel_table(kind)
     return _owners[kind].get(name)
 

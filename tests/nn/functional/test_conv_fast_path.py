@@ -68,42 +68,6 @@ def test_fast_backward_equals_textbook_backward(monkeypatch, cpu_backend, chunk_
             assert_allclose(a, c, rtol=1e-10, atol=1e-10, err_msg=name)
 
 
-@pytest.mark.parametrize("chunk_bytes", [1, 1 << 30])
-@settings(max_examples=25, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])   # the patch is constant
-@given(case=conv_cases(), seed=st.integers(0, 2**16), bias=st.booleans(),
-       needs=st.sampled_from([(True, True, True), (True, False, False), (False, True, True)]))
-def test_conv_kernels_equal_their_textbook_references(monkeypatch, chunk_bytes, case, seed, bias,
-                                                     needs):
-    """The sliced CPU kernels "conv2d_forward" and "conv2d_backward" against im2col + GEMM and
-    col2im(W^T G), G cols^T, sum G, in float64 and float32."""
-    pytest.importorskip("numba")
-    monkeypatch.setattr(_workers, "CPU_CHUNK_BYTES", chunk_bytes)
-    rng = np.random.default_rng(seed)
-    geometry = WindowGeometry.build("conv2d", (case["n"], case["c_in"]) + case["size"],
-                                    case["kernel"], case["stride"], case["padding"],
-                                    case["dilation"])
-    for dtype, tol in ((np.float64, 1e-10), (np.float32, 1e-4)):
-        x = rng.standard_normal((case["n"], case["c_in"]) + case["size"]).astype(dtype)
-        w = rng.standard_normal((case["c_out"], case["c_in"] // case["groups"]) + case["kernel"])
-        w = w.astype(dtype)
-        b = rng.standard_normal(case["c_out"]).astype(dtype) if bias else None
-        g = rng.standard_normal((case["n"], case["c_out"]) + geometry.out).astype(dtype)
-        results = {}
-        for impl in ("numpy", "numba"):
-            forward = backend.kernel("conv2d_forward", np, impl=impl)
-            backward = backend.kernel("conv2d_backward", np, impl=impl)
-            results[impl] = (forward(x, w, b, geometry, case["groups"]),
-                             *backward(g, x, w, geometry, case["groups"], needs))
-        assert results["numba"][0].dtype == dtype
-        for fast, ref, name, need in zip(results["numba"], results["numpy"], ["y", "dx", "dw", "db"],
-                                         (True,) + needs):
-            assert (fast is None) == (ref is None) == (not need), name
-            if need:
-                assert fast.shape == ref.shape, name
-                assert_allclose(fast, ref, rtol=tol, atol=tol, err_msg=name)
-
-
 def test_forward_matches_the_reference_kernels_whole_batch():
     rng = np.random.default_rng(0)
     x = rng.standard_normal((3, 4, 9, 8))
@@ -116,22 +80,6 @@ def test_forward_matches_the_reference_kernels_whole_batch():
         for j in range(3):
             expected += np.einsum("oc,nchw->nohw", w[:, :, i, j], xp[:, :, i:i + 9, j:j + 8])
     assert_allclose(y, expected, rtol=1e-12, atol=1e-12)
-
-
-@settings(max_examples=20, deadline=None)
-@given(n=st.integers(1, 3), c=st.integers(1, 3), h=st.integers(1, 6), w=st.integers(1, 6),
-       kh=st.integers(1, 3), kw=st.integers(1, 3), ph=st.integers(0, 2), pw=st.integers(0, 2),
-       dh=st.integers(1, 2), dw=st.integers(1, 2))
-def test_wide_columns_numba_equals_reference(n, c, h, w, kh, kw, ph, pw, dh, dw):
-    if h + 2 * ph < dh * (kh - 1) + 1 or w + 2 * pw < dw * (kw - 1) + 1:
-        return
-    pytest.importorskip("numba")
-    x = np.random.default_rng(1).standard_normal((n, c, h, w)).astype(np.float32)
-    fast = backend.kernel("im2col_wide", np, impl="numba")(x, kh, kw, ph, pw, dh, dw)
-    ref = backend.kernel("im2col_wide", np, impl="numpy")(x, kh, kw, ph, pw, dh, dw)
-    assert fast.shape == ref.shape
-    # Equal everywhere, the straddling columns that callers drop included.
-    np.testing.assert_array_equal(fast, ref)
 
 
 def test_wide_columns_are_standard_columns_on_the_valid_grid():
