@@ -233,7 +233,8 @@ class Conv2d(Function):
     def forward(self, x, weight, bias, *, geometry, groups):
         self.geometry, self.groups = geometry, groups
         self.save_for_backward(x, weight)
-        return backend.kernel("conv2d_forward", get_array_module(x))(x, weight, bias, geometry, groups)
+        forward = backend.kernel("conv2d_forward", get_array_module(x))
+        return forward(x, weight, bias, geometry, groups)
 
     def backward(self, grad_output):
         x, weight = self.saved_tensors
@@ -261,9 +262,6 @@ class Conv2d(Function):
         x, weight = self.saved_tensors
         return backend.kernel("conv2d_backward", get_array_module(grad_output))(
             grad_output, x.data, weight.data, self.geometry, self.groups, self.needs_input_grad)
-
-
-
 
 
 # ---------------------------------------------------------------------------
