@@ -21,6 +21,7 @@ import numpy as np
 from bench_ops import _median_time        # a sibling script: this folder is on sys.path
 
 from tinygrad_cnn import backend
+from tinygrad_cnn._arguments import WindowGeometry
 import tinygrad_cnn.nn.functional  # noqa: F401  (registers the references)
 
 
@@ -49,7 +50,14 @@ def cases(scale=1.0):
     ones = np.ones(1000, np.float32)
     logsumexp = np.log(np.exp(logits.astype(np.float64)).sum(axis=1))
     down_cols = reference("im2col")(x[:2], *down)
+    conv_weight = randn(16, 16, 3, 3)
+    conv_geometry = WindowGeometry.build("conv2d", x.shape, 3, 1, 1, 1)
     return {
+        "conv2d_forward 3x3, 16 channels": ("conv2d_forward",
+                                            (x, conv_weight, None, conv_geometry, 1)),
+        "conv2d_backward 3x3, 16 channels": ("conv2d_backward",
+                                             (randn(*x.shape), x, conv_weight, conv_geometry, 1,
+                                              (True, True, False))),
         "im2col_wide, 2-image slice": ("im2col_wide", (x[:2], 3, 3, 1, 1, 1, 1)),
         "im2col_wide, whole batch": ("im2col_wide", (x, 3, 3, 1, 1, 1, 1)),
         "im2col stride 2, 2-image slice": ("im2col", (x[:2],) + down),

@@ -38,14 +38,20 @@ def device(request):
     return request.param
 
 
+@pytest.fixture(scope="session")
+def torch():
+    """PyTorch, for the tests that compare with it; they skip cleanly where it is not installed.
+    (Session-scoped, so Hypothesis tests may take it too.)"""
+    return pytest.importorskip("torch")
+
+
 @pytest.fixture
-def torch_2_13():
+def torch_2_13(torch):
     """PyTorch, for checks of what PyTorch 2.13 prints and names (module reprs, state-dict keys).
 
     Earlier releases differ there (BatchNorm, LayerNorm and GroupNorm gained ``bias=`` in their
     arguments and reprs), so such a check skips on them instead of comparing with another API.
     """
-    torch = pytest.importorskip("torch")
     version = tuple(int(part) for part in torch.__version__.split("+")[0].split(".")[:2])
     if version < (2, 13):
         pytest.skip(f"compares with PyTorch 2.13's module API; torch {torch.__version__} is installed")

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from tinygrad_cnn import backend, info
+from tinygrad_cnn.kernels import cuda as cuda_kernels
 
 
 def test_module_runs_and_prints_json():
@@ -100,3 +101,18 @@ def test_broken_cuda_install_is_reported_not_raised(monkeypatch):
     assert not cuda["available"] and "driver too old" in cuda["error"]
     text = info.format_report({**report, "cuda": cuda})
     assert "none usable" in text and "driver too old" in text
+
+
+def test_report_says_why_each_implementation_runs():
+    report = info.collect(probe_threading=False)
+    rows = {row["kernel"]: row for row in report["kernels"]}
+    if backend.numba_available():
+        assert rows["im2col"]["cpu_why"] == "Numba kernel in tinygrad_cnn.kernels.cpu.conv"
+        assert rows["sgd_update"]["cpu_why"].startswith("no Numba kernel written")
+    assert rows["im2col"]["gpu_why"] == "CUDA kernel in tinygrad_cnn.kernels.cuda.conv"
+    assert rows["relu_forward"]["gpu_why"] == cuda_kernels.REFERENCE_ONLY["relu_forward"]
+    with backend.cpu_backend("numpy"):
+        report = info.collect(probe_threading=False)
+    assert all("CPU backend set to numpy" in row["cpu_why"] for row in report["kernels"])
+    text = info.format_report(report)
+    assert "CPU: CPU backend set to numpy" in text and "GPU: CUDA kernel in" in text

@@ -22,23 +22,31 @@ def _config():
 
 
 def _source_packages():
-    """Dotted names of every folder with Python files, as installed (kernels -> tinygrad_cnn.kernels)."""
+    """Dotted names of every folder with Python files under tinygrad_cnn/."""
     names = set()
-    for top, installed in (("tinygrad_cnn", "tinygrad_cnn"), ("kernels", "tinygrad_cnn.kernels")):
-        for path in (ROOT / top).rglob("*.py"):
-            if "__pycache__" in path.parts:
-                continue
-            relative = path.parent.relative_to(ROOT / top).parts
-            names.add(".".join((installed,) + relative))
+    for path in (ROOT / "tinygrad_cnn").rglob("*.py"):
+        if "__pycache__" in path.parts:
+            continue
+        names.add(".".join(path.parent.relative_to(ROOT).parts))
     return names
 
 
-def test_setup_cfg_lists_every_package_and_maps_kernels_into_the_namespace():
+def _found_packages():
+    """What setuptools installs from the ``packages = find:`` rule of setup.cfg."""
+    setuptools = pytest.importorskip("setuptools")
+    include = _config()["options.packages.find"]["include"].split()
+    return set(setuptools.find_packages(str(ROOT), include=include))
+
+
+def test_setup_cfg_finds_every_package_inside_tinygrad_cnn_with_no_folder_remapped():
     options = _config()["options"]
-    listed = set(options["packages"].split())
-    assert _source_packages() <= listed, f"not installed: {sorted(_source_packages() - listed)}"
-    assert not any(name == "kernels" or name.startswith("kernels.") for name in listed)
-    assert "tinygrad_cnn.kernels = kernels" in options["package_dir"]
+    assert options["packages"].strip() == "find:"
+    assert "package_dir" not in options
+    assert not (ROOT / "kernels").exists(), "the kernels live in tinygrad_cnn/kernels"
+    found = _found_packages()
+    assert _source_packages() <= found, f"not installed: {sorted(_source_packages() - found)}"
+    assert all(name == "tinygrad_cnn" or name.startswith("tinygrad_cnn.") for name in found), found
+    assert {"tinygrad_cnn.kernels.cpu", "tinygrad_cnn.kernels.cuda", "tinygrad_cnn.testing"} <= found
     requires = options["install_requires"]
     assert "numpy" in requires and "numba" in requires
     extras = _config()["options.extras_require"]
@@ -54,8 +62,7 @@ def test_a_built_wheel_ships_the_kernels_under_tinygrad_cnn_only(tmp_path):
     source.mkdir()
     for name in ("setup.cfg", "pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, source / name)
-    for name in ("tinygrad_cnn", "kernels"):
-        shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "tinygrad_cnn", source / "tinygrad_cnn", ignore=shutil.ignore_patterns("__pycache__"))
     result = subprocess.run([sys.executable, "-m", "pip", "wheel", ".", "--no-deps", "--no-build-isolation",
                              "--no-index", "-q", "-w", str(tmp_path / "dist")],
                             cwd=source, capture_output=True, text=True, timeout=300)
@@ -67,13 +74,11 @@ def test_a_built_wheel_ships_the_kernels_under_tinygrad_cnn_only(tmp_path):
     assert all(name == "tinygrad_cnn" or name.endswith(".dist-info") for name in top_level), top_level
     expected = {str(p.relative_to(ROOT)) for p in (ROOT / "tinygrad_cnn").rglob("*.py")
                 if "__pycache__" not in p.parts}
-    expected |= {"tinygrad_cnn/" + str(p.relative_to(ROOT)) for p in (ROOT / "kernels").rglob("*.py")
-                 if "__pycache__" not in p.parts}
     assert expected <= names, f"missing from the wheel: {sorted(expected - names)[:10]}"
 
 
 def test_no_top_level_kernels_module_is_installed(tmp_path):
-    # Run from an empty folder, so the repository's own kernels/ folder is not on sys.path.
+    # Run from an empty folder, so the repository root is not on sys.path.
     code = ("import importlib.util as u, tinygrad_cnn.kernels.cpu as k; s = u.find_spec('kernels'); "
             "print(s.origin if s else None); print(k.__name__)")
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,

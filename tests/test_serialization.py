@@ -170,8 +170,7 @@ def test_pytorch_zip_checkpoints_are_refused_not_returned_as_bytes(tmp_path):
         load(fake)
 
 
-def test_real_pytorch_checkpoint_is_refused(tmp_path):
-    torch = pytest.importorskip("torch")
+def test_real_pytorch_checkpoint_is_refused(torch, tmp_path):
     new_format, old_format = tmp_path / "new.pt", tmp_path / "old.pt"
     torch.save(torch.nn.Linear(2, 2).state_dict(), new_format)
     torch.save(torch.nn.Linear(2, 2).state_dict(), old_format, _use_new_zipfile_serialization=False)

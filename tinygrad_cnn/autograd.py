@@ -15,6 +15,12 @@ How it works, in four sentences:
    under ``no_grad`` (nothing is recorded, nothing costs extra); with
    ``create_graph=True`` they are recorded like any forward computation, so the
    gradient is itself differentiable and second derivatives come for free.
+
+One rule for speed: a Function may also define ``fast_backward``, the same gradients
+computed on raw arrays (usually by one fused kernel). The engine calls it instead of
+``backward`` whenever no graph is being recorded, i.e. always except under
+``create_graph=True``. ``backward`` stays the derivation, and a test checks that both
+give the same gradients for every Function that has a fast one.
 """
 from __future__ import annotations
 
@@ -166,7 +172,16 @@ class Function:
     ``self.saved_tensors``, the *Tensors* themselves, so a backward written in
     Tensor ops is differentiable again. Other state (masks, indices, options)
     is kept as plain attributes and is treated as constant.
+
+    Optionally::
+
+        def fast_backward(self, grad_output: array) -> array | tuple[array | None, ...]
+
+    the same gradients on raw arrays, which the engine calls instead of ``backward``
+    when no graph is being recorded (see the module docstring).
     """
+
+    fast_backward = None
 
     # Fields the engine keeps after the graph is released.
     _engine_fields = ("parents", "needs_input_grad", "output_ref", "out_shape", "out_dtype",
@@ -315,6 +330,14 @@ def _accumulate_into_grad(tensor, grad, create_graph):
         tensor.grad.data += grad.data
 
 
+def _wrap_arrays(grads):
+    """The raw arrays returned by a ``fast_backward`` as Tensors (no copy, same device)."""
+    from .tensor import Tensor
+    if not isinstance(grads, tuple):
+        return Tensor._wrap(grads)
+    return tuple(None if g is None else Tensor._wrap(g) for g in grads)
+
+
 def backward(root, gradient, retain_graph=False, create_graph=False):
     """Backpropagate ``gradient`` (d loss / d root) to every leaf that requires grad."""
     from .tensor import Tensor
@@ -360,7 +383,10 @@ def backward(root, gradient, retain_graph=False, create_graph=False):
                     _accumulate_into_grad(out, grad, create_graph)
             previous, _state.in_backward = _state.in_backward, True
             try:
-                input_grads = node.backward(grad)
+                if node.fast_backward is not None and not create_graph:
+                    input_grads = _wrap_arrays(node.fast_backward(grad.data))
+                else:
+                    input_grads = node.backward(grad)
             finally:
                 _state.in_backward = previous
             if not isinstance(input_grads, tuple):

@@ -16,57 +16,22 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
-import sys
+import pkgutil
 import warnings
-
-import concurrent.futures
-import itertools
-import threading
 
 import numpy as np
 
 __all__ = [
     "get_array_module", "cupy_or_none", "numba_available", "register_reference", "kernel",
-    "set_cpu_backend", "get_cpu_backend", "cpu_backend", "to_device", "device_of",
-    "KERNEL_FAMILIES", "available_implementations", "chunk_bytes", "map_slices", "slice_workers",
+    "set_cpu_backend", "get_cpu_backend", "cpu_backend", "to_device", "to_host", "is_cupy_array",
+    "device_of", "kernel_families", "kernel_table", "kernel_module", "kernel_choice",
+    "available_implementations",
 ]
 
-# Modules under kernels/cpu and kernels/cuda that may define kernels.
-KERNEL_FAMILIES = ("conv", "pooling", "normalization", "activation", "dropout", "loss", "optim",
-                   "elementwise")
-
-def _keep_freed_memory_mapped():
-    """Let glibc's malloc recycle freed activation buffers instead of unmapping them.
-
-    A training step frees and re-allocates the same few-MiB arrays hundreds of times.
-    By default glibc returns large blocks to the OS and every new array is page-faulted
-    in again (the kernel zeroes each page); raising the mmap and trim thresholds keeps
-    them in the heap, like the caching allocators of other frameworks. Measured 10-15%
-    per ResNet-20 step on 2 cores. Peak memory is unchanged; memory is returned to the
-    OS later. Opt out with TINYGRAD_CNN_MALLOC_TUNING=0. Only on Linux with glibc."""
-    if os.environ.get("TINYGRAD_CNN_MALLOC_TUNING", "1") == "0" or not sys.platform.startswith("linux"):
-        return False
-    try:
-        import ctypes
-        libc = ctypes.CDLL("libc.so.6")
-        m_trim_threshold, m_mmap_threshold = -1, -3
-        return bool(libc.mallopt(m_mmap_threshold, 64 << 20)) and \
-            bool(libc.mallopt(m_trim_threshold, 512 << 20))
-    except (OSError, AttributeError):
-        return False
-
-
-MALLOC_TUNED = _keep_freed_memory_mapped()
-
-# Ops whose backward builds a large temporary (the im2col column matrix) process the batch
-# in slices of about this many bytes of temporary on the CPU: a slice stays in the cache
-# between being written and being read by the GEMM, and its buffer is recycled by the
-# allocator instead of being mapped fresh (and page-faulted) at every call. A GPU has
-# the memory bandwidth and wants the largest launches, so it takes the whole batch.
-CPU_CHUNK_BYTES = 1 << 20
 
 _references: dict[str, object] = {}
-_compiled: dict[str, dict[str, object]] = {}
+_tables: dict[str, dict[str, object]] = {}     # kind -> {kernel name: implementation}
+_owners: dict[str, dict[str, str]] = {}       # kind -> {kernel name: defining module}
 _cpu_backend = os.environ.get("TINYGRAD_CNN_CPU_BACKEND", "numba").lower()
 _cupy = None
 _cupy_checked = False
@@ -88,16 +53,24 @@ def cupy_or_none():
 
 
 def numba_available() -> bool:
+    """Whether Numba imports. Without it the CPU runs the NumPy references: a deliberate
+    fallback (Numba may lag behind a new Python), announced once with the reason."""
     global _numba_state
     if _numba_state is None:
         try:
             import numba  # noqa: F401
             _numba_state = True
-        except Exception:
+        except Exception as error:  # an ImportError, or a broken Numba/llvmlite install
             _numba_state = False
-            warnings.warn("Numba is not installed: tinygrad_cnn falls back to its (slower) NumPy "
-                          "reference kernels. Install it with `pip install numba`.", RuntimeWarning)
+            _warn_fallback("tinygrad_cnn.kernels.cpu", error,
+                           "the NumPy reference kernels run on the CPU instead (often 10x slower); "
+                           "install Numba with `pip install numba`")
     return _numba_state
+
+
+def _warn_fallback(module: str, error: BaseException, slower_path: str) -> None:
+    warnings.warn(f"tinygrad_cnn: {module} is not usable ({type(error).__name__}: {error}); "
+                  f"{slower_path}.", RuntimeWarning, stacklevel=3)
 
 
 def get_array_module(x):
@@ -112,6 +85,20 @@ def get_array_module(x):
     return np
 
 
+def is_cupy_array(value) -> bool:
+    """Whether ``value`` is a CuPy array (told by its type, without importing CuPy)."""
+    return type(value).__module__.split(".")[0] == "cupy"
+
+
+def to_host(array) -> np.ndarray:
+    """``array`` (NumPy or CuPy) as a NumPy array: itself on the CPU, a copy from the GPU."""
+    if isinstance(array, np.ndarray):
+        return array
+    if is_cupy_array(array):
+        return array.get()
+    return np.asarray(array)
+
+
 def device_of(array) -> str:
     return "cuda" if get_array_module(array) is not np else "cpu"
 
@@ -120,11 +107,7 @@ def to_device(array, device: str):
     """Copy ``array`` to ``"cpu"`` or ``"cuda"`` (no copy if it is already there)."""
     device = normalize_device(device)
     if device == "cpu":
-        if isinstance(array, np.ndarray):
-            return array
-        if hasattr(array, "get"):
-            return array.get()
-        return np.asarray(array)
+        return to_host(array)
     cupy = cupy_or_none()
     if cupy is None:
         raise RuntimeError(
@@ -151,21 +134,46 @@ def register_reference(name: str, fn=None):
     return fn
 
 
-def _load_family_kernels(kind: str) -> dict:
-    if kind not in _compiled:
-        table = {}
-        for family in KERNEL_FAMILIES:
+def kernel_families(kind: str) -> list[str]:
+    """The family modules of ``tinygrad_cnn.kernels.<kind>`` (``"cpu"`` or ``"cuda"``), found on disk:
+    every module whose name does not start with an underscore."""
+    package = importlib.import_module(f"tinygrad_cnn.kernels.{kind}")
+    return sorted(info.name for info in pkgutil.iter_modules(package.__path__)
+                  if not info.name.startswith("_"))
+
+
+def kernel_table(kind: str) -> dict[str, object]:
+    """``{kernel name: implementation}`` over every family of ``tinygrad_cnn.kernels.<kind>``.
+
+    A family module that exists but fails to import raises: its kernels would otherwise be
+    replaced by the slower references without a word. Only a missing Numba is a deliberate
+    fallback (warned once by :func:`numba_available`); the CUDA modules never import CuPy."""
+    if kind not in _tables:
+        table, owners = {}, {}
+        if kind == "cpu" and not numba_available():
+            _tables[kind], _owners[kind] = table, owners
+            return table
+        for family in kernel_families(kind):
+            module_name = f"tinygrad_cnn.kernels.{kind}.{family}"
             try:
-                module = importlib.import_module(f"tinygrad_cnn.kernels.{kind}.{family}")
-            except ModuleNotFoundError as error:
-                if error.name and error.name.startswith("tinygrad_cnn.kernels"):
-                    continue
-                if kind == "cpu" and error.name == "numba":
-                    continue
-                raise
-            table.update(getattr(module, "KERNELS", {}))
-        _compiled[kind] = table
-    return _compiled[kind]
+                module = importlib.import_module(module_name)
+            except Exception as error:
+                raise ImportError(
+                    f"tinygrad_cnn: the kernel module {module_name} exists but failed to import "
+                    f"({type(error).__name__}: {error}). Its ops would silently run the slower NumPy "
+                    "references, so this is an error; `python -m tinygrad_cnn.info` describes the "
+                    "installation.") from error
+            for name, implementation in getattr(module, "KERNELS", {}).items():
+                table[name], owners[name] = implementation, module_name
+        _tables[kind], _owners[kind] = table, owners
+    return _tables[kind]
+
+
+def kernel_module(name: str, kind: str) -> str | None:
+    """The family module whose ``KERNELS`` registers the ``kind`` implementation of kernel
+    ``name`` (None: not written)."""
+    kernel_table(kind)
+    return _owners[kind].get(name)
 
 
 def kernel(name: str, xp=np, impl: str | None = None):
@@ -181,12 +189,12 @@ def kernel(name: str, xp=np, impl: str | None = None):
         else:
             impl = "numpy"
     if impl == "cupy":
-        table = _load_family_kernels("cuda")
+        table = kernel_table("cuda")
         if name in table:
             return table[name]
         impl = "numpy"  # a reference written with the array module works on CuPy arrays too
     if impl == "numba":
-        table = _load_family_kernels("cpu")
+        table = kernel_table("cpu")
         if name in table:
             return table[name]
         impl = "numpy"
@@ -197,83 +205,32 @@ def kernel(name: str, xp=np, impl: str | None = None):
     raise ValueError(f"unknown kernel implementation {impl!r}: expected 'numpy', 'numba' or 'cupy'")
 
 
+def kernel_choice(name: str, on_gpu: bool = False) -> tuple[str, str]:
+    """``(implementation, why)``: what :func:`kernel` runs for ``name`` on CPU or GPU arrays."""
+    if on_gpu:
+        module = kernel_module(name, "cuda")
+        if module is not None:
+            return "cupy", f"CUDA kernel in {module}"
+        from .kernels.cuda import REFERENCE_ONLY
+        return "numpy", REFERENCE_ONLY.get(name, "no CUDA kernel written")
+    if _cpu_backend != "numba":
+        return "numpy", "CPU backend set to numpy (TINYGRAD_CNN_CPU_BACKEND or set_cpu_backend)"
+    if not numba_available():
+        return "numpy", "Numba is not installed"
+    module = kernel_module(name, "cpu")
+    if module is not None:
+        return "numba", f"Numba kernel in {module}"
+    return "numpy", "no Numba kernel written: the NumPy reference is the CPU implementation"
+
+
 def available_implementations(name: str) -> list[str]:
     """Which implementations of kernel ``name`` exist here (for ``python -m tinygrad_cnn.info``)."""
     found = ["numpy"] if name in _references else []
-    if numba_available() and name in _load_family_kernels("cpu"):
+    if numba_available() and name in kernel_table("cpu"):
         found.append("numba")
-    if cupy_or_none() is not None and name in _load_family_kernels("cuda"):
+    if cupy_or_none() is not None and name in kernel_table("cuda"):
         found.append("cupy")
     return found
-
-
-def chunk_bytes(xp) -> int | None:
-    """Target size of a per-slice temporary for array module ``xp``; None = no slicing."""
-    return CPU_CHUNK_BYTES if xp is np else None
-
-
-_slice_pool = None
-_blas_controller = None
-_slice_pool_lock = threading.Lock()
-
-
-def slice_workers() -> int:
-    """Number of CPU workers :func:`map_slices` uses (env TINYGRAD_CNN_NUM_THREADS)."""
-    return max(1, int(os.environ.get("TINYGRAD_CNN_NUM_THREADS", os.cpu_count() or 1)))
-
-
-def _single_thread_worker():
-    # Inside a worker, kernels and BLAS run on one thread each: the workers already
-    # occupy every core, and nested thread pools would only fight over them.
-    if numba_available():
-        import numba
-        numba.set_num_threads(1)          # thread-local in Numba
-
-
-def map_slices(fn, slices, xp=np):
-    """``[fn(s) for s in slices]``, run by one worker per core on the CPU.
-
-    Slices of a batch are independent, so each worker takes whole slices with
-    single-threaded BLAS and kernels: one hand-off per call instead of a
-    synchronisation inside every GEMM and kernel (which on a busy machine waits for
-    the slowest thread each time). Results come back in slice order, so any sum
-    over them is deterministic. On the GPU, or with one slice or one core, it is a
-    plain loop."""
-    global _slice_pool, _blas_controller
-    workers = slice_workers()
-    if xp is not np or workers == 1 or len(slices) < 2:
-        return [fn(s) for s in slices]
-    try:
-        from threadpoolctl import ThreadpoolController
-    except ImportError:               # without it BLAS would oversubscribe the cores
-        return [fn(s) for s in slices]
-    with _slice_pool_lock:
-        if _slice_pool is None:
-            _slice_pool = concurrent.futures.ThreadPoolExecutor(
-                workers, thread_name_prefix="tinygrad_cnn", initializer=_single_thread_worker)
-            # Finding the BLAS libraries scans every loaded library (about 1 ms); done once,
-            # a limit costs microseconds.
-            _blas_controller = ThreadpoolController()
-        with _blas_controller.limit(limits=1, user_api="blas"):
-            return _run_on_workers(fn, slices, workers)
-
-
-def _run_on_workers(fn, slices, workers):
-    """One task per worker, each taking the next slice from a shared counter until none
-    is left. A task per slice cost a future and a queue hand-off each, tens of
-    microseconds under the GIL: 18% of a ResNet-20 stage-1 convolution, which has 64
-    slices. The counter still balances the load when one core is slowed by other work."""
-    next_index = itertools.count().__next__        # atomic under the GIL
-    results = [None] * len(slices)
-
-    def work():
-        while (index := next_index()) < len(slices):
-            results[index] = fn(slices[index])
-
-    tasks = [_slice_pool.submit(work) for _ in range(min(workers, len(slices)))]
-    for task in tasks:
-        task.result()                               # re-raises a worker's exception
-    return results
 
 
 def set_cpu_backend(name: str) -> None:

@@ -36,12 +36,13 @@ Typical use in a training loop::
 from __future__ import annotations
 
 import os
-import secrets
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from .backend import to_host
+from .serialization import TEMP_MARK, atomic_write, atomic_write_bytes, temp_name
 from .optim._flatten import flatten_state, unflatten_state
 
 __all__ = [
@@ -52,54 +53,13 @@ __all__ = [
 
 FORMAT = "tinygrad_cnn.checkpoint/1"
 _FORMAT_KEY = "__checkpoint_format__"
-_TMP_MARK = ".tmp-"
 
 
 class CheckpointError(ValueError):
     """A checkpoint file is missing, truncated, corrupt or not a tinygrad_cnn checkpoint."""
 
 
-# ---------------------------------------------------------------- atomic file replacement
-
-def _fsync_dir(folder: Path) -> None:
-    """Make the rename itself durable (the folder entry), where the platform allows it."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # e.g. Windows cannot open folders; os.replace is still atomic there
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _temp_name(path: Path) -> Path:
-    # Starts with "." and contains ".tmp-": never matches the names readers look for.
-    return path.with_name(f".{path.name}{_TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}")
-
-
-def _atomic_write(path: Path, write) -> Path:
-    """Call ``write(file_object)`` on a temp file beside ``path``, fsync, then ``os.replace`` it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_name(path)
-    try:
-        with open(tmp, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        raise
-    _fsync_dir(path.parent)
-    return path
-
+# ---------------------------------------------------------------- temporary files and kept copies
 
 def _pid_alive(pid: int) -> bool:
     try:
@@ -115,9 +75,9 @@ def remove_stale_temp_files(path) -> list:
     """Delete temp files of ``path`` left by writers that no longer run (killed mid-write); returns them."""
     path = Path(path)
     removed = []
-    for tmp in path.parent.glob(f".{path.name}{_TMP_MARK}*"):
+    for tmp in path.parent.glob(f".{path.name}{TEMP_MARK}*"):
         try:
-            pid = int(tmp.name[len(f".{path.name}{_TMP_MARK}"):].split("-")[0])
+            pid = int(tmp.name[len(f".{path.name}{TEMP_MARK}"):].split("-")[0])
         except ValueError:
             continue
         if pid != os.getpid() and not _pid_alive(pid):
@@ -127,11 +87,6 @@ def remove_stale_temp_files(path) -> list:
             except OSError:
                 pass
     return removed
-
-
-def atomic_write_bytes(path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (temp file in the same folder, fsync, ``os.replace``)."""
-    return _atomic_write(Path(path), lambda fh: fh.write(data))
 
 
 def previous_path(path) -> Path:
@@ -144,7 +99,7 @@ def _keep_copy(src: Path, dst: Path) -> None:
     """Atomically make ``dst`` a copy of ``src`` (a hard link when possible: no data is copied)."""
     if dst.exists() and os.path.samefile(src, dst):
         return  # already the same file (rename between two links of one file would be a no-op)
-    tmp = _temp_name(dst)
+    tmp = temp_name(dst)
     try:
         try:
             os.link(src, tmp)
@@ -200,7 +155,7 @@ def save_checkpoint(path, state: dict, keep_previous: bool = True) -> Path:
         # The old file stays reachable under the final name until os.replace below, and under
         # previous_path from now on: there is no moment without a good checkpoint on disk.
         _keep_copy(path, previous_path(path))
-    return _atomic_write(path, write)
+    return atomic_write(path, write)
 
 
 def load_checkpoint(path) -> dict:
@@ -249,7 +204,7 @@ def latest_checkpoint(directory, name: str = "checkpoint.npz"):
         return None
     preferred = [directory / name, previous_path(directory / name)]
     others = sorted((p for p in directory.glob("*.npz")
-                     if p not in preferred and not p.name.startswith(".") and _TMP_MARK not in p.name),
+                     if p not in preferred and not p.name.startswith(".") and TEMP_MARK not in p.name),
                     key=lambda p: p.stat().st_mtime, reverse=True)
     for candidate in preferred + others:
         if candidate.is_file() and is_valid_checkpoint(candidate):
@@ -258,14 +213,6 @@ def latest_checkpoint(directory, name: str = "checkpoint.npz"):
 
 
 # ---------------------------------------------------------------- training-state helpers
-
-def _host(array):
-    if isinstance(array, np.ndarray):
-        return array
-    if hasattr(array, "get"):  # cupy
-        return array.get()
-    return np.asarray(array)
-
 
 def _tensors_to_arrays(node):
     """Replace Tensor leaves (anything with ``.data`` and ``.requires_grad``) by host arrays."""
@@ -276,7 +223,7 @@ def _tensors_to_arrays(node):
     if isinstance(node, tuple):
         return tuple(_tensors_to_arrays(v) for v in node)
     if hasattr(node, "requires_grad") and hasattr(node, "data"):
-        return _host(node.data)
+        return to_host(node.data)
     return node
 
 
@@ -300,7 +247,7 @@ def model_state_arrays(model) -> dict:
     for name, value in model.state_dict().items():
         if hasattr(value, "requires_grad") and hasattr(value, "data"):
             value = value.data
-        out[str(name)] = np.array(_host(value), copy=True)
+        out[str(name)] = np.array(to_host(value), copy=True)
     return out
 
 

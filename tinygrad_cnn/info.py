@@ -118,19 +118,10 @@ def _kernel_tables() -> tuple[dict, dict, list[str]]:
     tables = {"cpu": {}, "cuda": {}}
     problems = []
     for kind in tables:
-        for family in backend.KERNEL_FAMILIES:
-            module_name = f"tinygrad_cnn.kernels.{kind}.{family}"
-            try:
-                module = importlib.import_module(module_name)
-            except ModuleNotFoundError as error:
-                if error.name == module_name:
-                    continue
-                problems.append(f"{module_name}: {_error_text(error)}")
-                continue
-            except Exception as error:  # noqa: BLE001
-                problems.append(f"{module_name}: {_error_text(error)}")
-                continue
-            tables[kind].update(getattr(module, "KERNELS", {}))
+        try:
+            tables[kind] = backend.kernel_table(kind)
+        except Exception as error:  # noqa: BLE001 - reported here; backend.kernel raises it
+            problems.append(_error_text(error))
     return tables["cpu"], tables["cuda"], problems
 
 
@@ -147,21 +138,17 @@ def _kernel_choices(gpu_available: bool) -> tuple[list[dict], list[str]]:
         written = [impl for impl, present in (("numpy", name in references), ("numba", name in cpu_table),
                                               ("cupy", name in cuda_table)) if present]
         try:
-            chosen = backend.kernel(name, np)
-            if name in cpu_table and chosen is cpu_table[name]:
-                cpu_choice = "numba"
-            elif chosen is references.get(name):
-                cpu_choice = "numpy"
-            else:
-                cpu_choice = "other"
+            cpu_choice, cpu_why = backend.kernel_choice(name, on_gpu=False)
+            if cpu_choice == "numpy" and name not in references:
+                cpu_choice, cpu_why = "missing", "no reference registered"
         except Exception as error:  # noqa: BLE001
-            cpu_choice = f"missing ({_error_text(error)})"
-        if name in cuda_table:
-            gpu_choice = "cupy"
-        elif name in references:
-            gpu_choice = "numpy reference on CuPy arrays"
-        else:
-            gpu_choice = "missing"
+            cpu_choice, cpu_why = "missing", _error_text(error)
+        try:
+            gpu_choice, gpu_why = backend.kernel_choice(name, on_gpu=True)
+            if gpu_choice == "numpy":
+                gpu_choice = "numpy reference on CuPy arrays" if name in references else "missing"
+        except Exception as error:  # noqa: BLE001
+            gpu_choice, gpu_why = "missing", _error_text(error)
         if not gpu_available:
             gpu_choice += " (no GPU here)"
         try:
@@ -169,7 +156,7 @@ def _kernel_choices(gpu_available: bool) -> tuple[list[dict], list[str]]:
         except Exception as error:  # noqa: BLE001
             usable = [f"unknown ({_error_text(error)})"]
         rows.append({"kernel": name, "written": written, "usable": usable, "cpu": cpu_choice,
-                     "gpu": gpu_choice})
+                     "cpu_why": cpu_why, "gpu": gpu_choice, "gpu_why": gpu_why})
     return rows, problems
 
 
@@ -234,12 +221,13 @@ def format_report(info: dict) -> str:
     lines.append("")
     width = max(len(row["kernel"]) for row in info["kernels"]) if info["kernels"] else 10
     lines.append("Kernels: implementations written, those usable on this machine, and the one "
-                 "backend.kernel picks")
+                 "backend.kernel picks (and why)")
     lines.append(f"{'kernel'.ljust(width)}  {'written'.ljust(17)}  {'usable here'.ljust(17)}  "
                  f"{'CPU arrays'.ljust(10)}  GPU arrays")
     for row in info["kernels"]:
         lines.append(f"{row['kernel'].ljust(width)}  {','.join(row['written']).ljust(17)}  "
                      f"{','.join(row['usable']).ljust(17)}  {row['cpu'].ljust(10)}  {row['gpu']}")
+        lines.append(f"{''.ljust(width)}  CPU: {row['cpu_why']}; GPU: {row['gpu_why']}")
     for problem in info["problems"]:
         lines.append(f"problem: {problem}")
     return "\n".join(lines)

@@ -17,13 +17,16 @@ error mid-save leaves the previous file untouched (and no half-written file behi
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 import zipfile
 from collections.abc import Mapping
+from pathlib import Path
 
 import numpy as np
 
-__all__ = ["save", "load", "flatten_dict", "unflatten"]
+from .backend import is_cupy_array, to_host
+
+__all__ = ["save", "load", "flatten_dict", "unflatten", "atomic_write", "atomic_write_bytes"]
 
 SEPARATOR = "/"
 
@@ -33,8 +36,8 @@ def _to_array(value, key: str):
     from .tensor import Tensor
     if isinstance(value, Tensor):
         value = value.data
-    if hasattr(value, "get") and type(value).__module__.startswith("cupy"):
-        value = value.get()
+    if is_cupy_array(value):
+        value = to_host(value)
     if isinstance(value, np.ndarray):
         array = value
     elif isinstance(value, (bool, int, float, complex, str, bytes, np.generic)):
@@ -123,33 +126,56 @@ def save(obj, path, compress: bool = False) -> None:
     if os.path.isdir(path):
         raise IsADirectoryError(f"save: cannot write '{path}': it is a directory; pass a file name "
                                 "such as os.path.join(path, 'weights.npz')")
-    fd, temp_path = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".",
-                                     suffix=".tmp")
+    atomic_write(path, lambda file: _write_npz(file, arrays, compress))
+
+
+# ---------------------------------------------------------------------------
+# The one atomic writer (weights, checkpoints, optimizer state, reports)
+# ---------------------------------------------------------------------------
+
+TEMP_MARK = ".tmp-"
+
+
+def temp_name(path) -> Path:
+    """A temporary name beside ``path``: ``.<name>.tmp-<pid>-<random>``. It starts with ``"."``
+    and contains ``".tmp-"``, so it never matches a name a reader looks for, and the pid tells
+    whether its writer still runs (see ``checkpoint.remove_stale_temp_files``)."""
+    path = Path(path)
+    return path.with_name(f".{path.name}{TEMP_MARK}{os.getpid()}-{secrets.token_hex(4)}")
+
+
+def atomic_write(path, write) -> Path:
+    """Call ``write(file_object)`` on a temporary file beside ``path``, flush and ``fsync`` it,
+    then ``os.replace`` it over ``path`` and ``fsync`` the folder. A crash or an error at any
+    point leaves the previous file untouched and no temporary file behind."""
+    path = Path(path)
+    tmp = temp_name(path)
     try:
-        with os.fdopen(fd, "wb") as file:
-            _write_npz(file, arrays, compress)
+        with open(tmp, "wb") as file:
+            write(file)
             file.flush()
             os.fsync(file.fileno())
-        # mkstemp creates the file readable by its owner only; give it the usual permissions.
-        os.chmod(temp_path, 0o666 & ~_current_umask())
-        os.replace(temp_path, path)
+        os.replace(tmp, path)
     except BaseException:
         try:
-            os.unlink(temp_path)
-        except FileNotFoundError:
+            tmp.unlink()
+        except OSError:
             pass
         raise
-    _fsync_directory(directory)
+    fsync_directory(path.parent)
+    return path
 
 
-def _current_umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+def atomic_write_bytes(path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_write`), creating its folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write(path, lambda file: file.write(data))
 
 
-def _fsync_directory(directory: str) -> None:
-    """Make the rename itself durable (POSIX); best effort elsewhere."""
+def fsync_directory(directory) -> None:
+    """Make a rename in ``directory`` durable (POSIX); best effort elsewhere (Windows cannot
+    open folders, and ``os.replace`` is still atomic there)."""
     try:
         fd = os.open(directory, os.O_RDONLY)
     except OSError:

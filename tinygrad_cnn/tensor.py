@@ -23,7 +23,7 @@ import numpy as np
 
 from . import autograd, ops
 from .autograd import is_grad_enabled
-from .backend import device_of, get_array_module, normalize_device, to_device
+from .backend import device_of, get_array_module, normalize_device, to_device, to_host
 
 __all__ = ["Tensor", "tensor", "zeros", "ones", "full", "empty", "zeros_like", "ones_like",
            "full_like", "empty_like", "randn", "rand", "randint", "randn_like", "rand_like",
@@ -169,7 +169,7 @@ class Tensor:
     def numpy(self):
         """The data as a NumPy array (shared on the CPU, copied from the GPU)."""
         if self.device != "cpu":
-            return self.data.get()
+            return to_host(self.data)
         return self.data
 
     def __array__(self, dtype=None, copy=None):

@@ -57,10 +57,9 @@ def test_profile_refuses_once_numpy_is_loaded(bench_train):
         bench_train.profile(20, 2, 1)
 
 
-def test_torch_network_is_ours(bench_train):
+def test_torch_network_is_ours(torch, bench_train):
     """The PyTorch ResNet-20 bench_train times computes the same function as ours: same
     weights in, same outputs and loss gradient out, in training mode."""
-    torch = pytest.importorskip("torch")
     tinygrad_cnn.manual_seed(0)
     ours = models.resnet20()
     theirs = bench_train._torch_resnet(20)
@@ -102,7 +101,7 @@ def test_bench_kernels_times_every_cpu_kernel_against_its_reference():
     pytest.importorskip("numba")
     bench_kernels = _load("bench_kernels")
     from tinygrad_cnn import backend
-    cpu_kernels = set(backend._load_family_kernels("cpu"))
+    cpu_kernels = set(backend.kernel_table("cpu"))
     assert {name for name, _ in bench_kernels.cases(scale=0.02).values()} == cpu_kernels
     rows = bench_kernels.main(["--scale", "0.02", "--repeat", "1", "--only", "relu"])
     assert [row["kernel"] for row in rows] == ["relu_forward", "relu_backward"]

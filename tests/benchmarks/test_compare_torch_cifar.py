@@ -27,8 +27,7 @@ def test_skips_cleanly_without_torch(compare, monkeypatch, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("shortcut", ["A", "B"])
-def test_torch_network_equals_ours_from_the_same_weights(compare, shortcut):
-    torch = pytest.importorskip("torch")
+def test_torch_network_equals_ours_from_the_same_weights(torch, compare, shortcut):
     tinygrad_cnn.manual_seed(0)
     ours = models.cifar_resnet(8, num_classes=10, shortcut=shortcut)
     theirs = compare.torch_resnet(torch, 8, shortcut)
@@ -44,8 +43,7 @@ def test_torch_network_equals_ours_from_the_same_weights(compare, shortcut):
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
 
 
-def test_tiny_comparison_run(compare, tmp_path, capsys):
-    pytest.importorskip("torch")
+def test_tiny_comparison_run(torch, compare, tmp_path, capsys):
     folder = tmp_path / "cifar-10-batches-bin"
     folder.mkdir()
     rng = np.random.default_rng(0)

@@ -14,6 +14,7 @@ import pytest
 
 import tinygrad_cnn
 from tinygrad_cnn import backend
+from tinygrad_cnn._arguments import WindowGeometry
 from tinygrad_cnn import cuda as tcuda
 
 pytestmark = pytest.mark.skipif(not tcuda.is_available(),
@@ -70,11 +71,15 @@ def _kernel_cases(dtype):
                                                                              (5, 4))
     _, lrn_scale = backend.kernel("lrn_forward", np, impl="numpy")(x3, 5, 1e-2, 0.75, 2.0)
     param = randn(33)
+    conv_weight = randn(4, 3, 3, 3)
+    conv_geometry = WindowGeometry.build("conv2d", x.shape, 3, 1, 1, 1)
     optional = {}
     if "im2col_wide" in backend._references:
         optional["im2col_wide"] = ((x, 3, 2, 1, 0, 2, 1), {}, ())
     return optional | {
         "im2col": ((x,) + cols_geometry, {}, ()),
+        "conv2d_forward": ((x, conv_weight, randn(4), conv_geometry, 1), {}, ()),
+        "conv2d_backward": ((randn(2, 4, 9, 8), x, conv_weight, conv_geometry, 1, (True, True, True)), {}, ()),
         "col2im": ((randn(27, 2 * 30), 2, 3, 9, 8) + cols_geometry, {}, ()),
         "max_pool2d_forward": ((x, (3, 3), (2, 2), (1, 1), (1, 1), (5, 4)), {}, ()),
         "max_pool2d_backward": ((randn(2, 3, 5, 4), max_indices, (9, 8)), {}, ()),
@@ -113,7 +118,7 @@ def test_every_cuda_kernel_matches_the_reference(dtype):
         gpu_args = [to_gpu(_copy(a)) for a in args]
         expected = backend.kernel(name, np, impl="numpy")(*cpu_args, **kwargs)
         kernel = backend.kernel(name, backend.get_array_module(gpu_args[0]))
-        assert kernel.__module__.startswith("tinygrad_cnn.kernels.cuda"), f"{name}: {kernel.__module__}"
+        assert kernel is backend.kernel_table("cuda")[name], f"{name}: {kernel.__module__}"
         got = kernel(*gpu_args, **kwargs)
         if isinstance(expected, tuple):
             for i, (a, b) in enumerate(zip(got, expected)):

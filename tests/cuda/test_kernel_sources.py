@@ -4,7 +4,7 @@
   reference has a CUDA kernel (or is declared reference-only), importing the kernel modules
   never imports CuPy or compiles anything.
 * The sources compile with ``nvcc`` (a real CUDA front end, when installed).
-* The sources *run*: the CPU emulator (``kernels/cuda/_emulator.py``) executes the same CUDA
+* The sources *run*: the CPU emulator (``tinygrad_cnn/testing/cuda_emulator.py``) executes the same CUDA
   C++ with real threads per block, checks argument types/widths and out-of-bounds writes, and
   the results are compared with the NumPy references, kernel by kernel and through the public
   ops (including float64 gradient checks) with the CUDA kernels selected by the backend.
@@ -24,7 +24,8 @@ import tinygrad_cnn.nn.functional as F
 import tinygrad_cnn.optim  # noqa: F401 - registers the optimizer references
 from tinygrad_cnn import backend
 from tinygrad_cnn.kernels import cuda as cuda_kernels
-from tinygrad_cnn.kernels.cuda import _emulator, _runtime
+from tinygrad_cnn.kernels.cuda import _runtime
+from tinygrad_cnn.testing import cuda_emulator as _emulator
 from tinygrad_cnn.kernels.cuda import conv, dropout, loss, normalization, optim, pooling
 from tinygrad_cnn.testing import check_grad, pool2d_settings
 

@@ -1,6 +1,6 @@
 """The ``device="cuda"`` code paths, run without a GPU on the NumPy-backed CuPy stand-in.
 
-``kernels/cuda/_simulated_cupy.py`` imitates what device-agnostic code gets wrong most often with
+``tinygrad_cnn/testing/simulated_cupy.py`` imitates what device-agnostic code gets wrong most often with
 CuPy (no implicit device-to-host conversion, no NumPy operands, 0-d results of reductions) and runs
 the CUDA sources in the CPU emulator. The first tests check that the stand-in refuses what CuPy
 refuses; the last one runs the GPU test file and every ``device``-parametrised test on it, in a
@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from tinygrad_cnn import cuda as tcuda
-from tinygrad_cnn.kernels.cuda import _emulator
-from tinygrad_cnn.kernels.cuda import _simulated_cupy as sim
+from tinygrad_cnn.testing import cuda_emulator as _emulator
+from tinygrad_cnn.testing import simulated_cupy as sim
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -74,7 +74,7 @@ def test_gpu_tests_pass_on_the_simulated_device():
     """Every test whose id names cuda (tests/cuda/test_cuda_backend.py, the ``device``-parametrised
     tests, the other CuPy tests; the two largest models left out for time) on the simulated device:
     every device path runs, and no host/device mix-up slips through."""
-    command = [sys.executable, "-m", "pytest", "-p", "tinygrad_cnn.kernels.cuda._simulated_cupy", "-q",
+    command = [sys.executable, "-m", "pytest", "-p", "tinygrad_cnn.testing.simulated_cupy", "-q",
                "--tb=line", "-rf", "-p", "no:cacheprovider", "-k", "cuda and not alexnet and not resnet20",
                "tests", "--ignore=tests/cuda/test_simulated_device.py", "--ignore=tests/cuda/test_kernel_sources.py"]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900,

@@ -143,8 +143,7 @@ def test_init_on_device(device):
     assert np.array_equal(on_device.numpy(), cpu)
 
 
-def test_gains_and_default_bounds_match_torch():
-    torch = pytest.importorskip("torch")
+def test_gains_and_default_bounds_match_torch(torch):
     for name, param in [("relu", None), ("tanh", None), ("leaky_relu", 0.2), ("selu", None)]:
         assert init.calculate_gain(name, param) == pytest.approx(torch.nn.init.calculate_gain(name, param))
     w = torch.empty(64, 32, 3, 3)
@@ -172,8 +171,7 @@ TORCH_INIT_CASES = [
 
 
 @pytest.mark.parametrize("name, kwargs", TORCH_INIT_CASES)
-def test_init_distributions_match_torch(name, kwargs):
-    torch = pytest.importorskip("torch")
+def test_init_distributions_match_torch(torch, name, kwargs):
     shape = (96, 64, 4, 4)                     # fan_in = 1024, fan_out = 1536
     torch.manual_seed(0)
     theirs = getattr(torch.nn.init, name)(torch.empty(shape), **kwargs).numpy()
@@ -192,8 +190,7 @@ def test_init_distributions_match_torch(name, kwargs):
     "nn.Conv2d(3, 96, 11, stride=4)", "nn.BatchNorm2d(16)", "nn.LayerNorm([4, 5])",
     "nn.BatchNorm1d(8, affine=False)",
 ])
-def test_default_layer_initialisation_matches_torch(expression):
-    torch = pytest.importorskip("torch")
+def test_default_layer_initialisation_matches_torch(torch, expression):
     torch.manual_seed(0)
     theirs = dict(eval(expression, {"nn": torch.nn}).named_parameters())
     tinygrad_cnn.manual_seed(0)

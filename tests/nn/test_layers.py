@@ -382,8 +382,7 @@ def test_lecture_style_resblock_runs_unchanged_and_trains():
     assert model(x).shape == (2, 10)
 
 
-def test_lecture_network_matches_torch_with_the_same_weights():
-    torch = pytest.importorskip("torch")
+def test_lecture_network_matches_torch_with_the_same_weights(torch):
     theirs = lecture_network(torch.nn, torch.flatten)
     ours = lecture_network(nn, tinygrad_cnn.flatten)
     their_state = theirs.state_dict()
@@ -473,8 +472,7 @@ TORCH_PARITY_LAYERS = [
 
 
 @pytest.mark.parametrize("expression, shape, modes", TORCH_PARITY_LAYERS)
-def test_layer_matches_torch_with_copied_weights(expression, shape, modes):
-    torch = pytest.importorskip("torch")
+def test_layer_matches_torch_with_copied_weights(torch, expression, shape, modes):
     theirs = eval(expression, {"nn": torch.nn}).double()
     ours = eval(expression, {"nn": nn}).double()
     ours.load_state_dict({k: v.numpy() for k, v in theirs.state_dict().items()})
@@ -506,8 +504,7 @@ def test_layer_matches_torch_with_copied_weights(expression, shape, modes):
 @pytest.mark.parametrize("kwargs", [{}, {"label_smoothing": 0.2}, {"reduction": "sum"},
                                     {"reduction": "none", "label_smoothing": 0.1}, {"weight": True},
                                     {"weight": True, "label_smoothing": 0.3, "ignore_index": 2}])
-def test_cross_entropy_loss_matches_torch(kwargs):
-    torch = pytest.importorskip("torch")
+def test_cross_entropy_loss_matches_torch(torch, kwargs):
     rng = np.random.default_rng(0)
     logits, target = rng.standard_normal((7, 5)), rng.integers(0, 5, size=7)
     weight = rng.uniform(0.5, 2.0, size=5)
@@ -523,8 +520,7 @@ def test_cross_entropy_loss_matches_torch(kwargs):
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-def test_mse_loss_matches_torch(reduction):
-    torch = pytest.importorskip("torch")
+def test_mse_loss_matches_torch(torch, reduction):
     rng = np.random.default_rng(1)
     a, b = rng.standard_normal((2, 3, 4)), rng.standard_normal((2, 3, 4))
     our_x, their_x = tensor64(a), torch.tensor(a, requires_grad=True)
@@ -631,8 +627,7 @@ def train_step(images, labels):
 
 
 @pytest.mark.parametrize("model_class", ["SmallResNet", "CifarStyleNet"])
-def test_lecture_source_runs_unchanged_after_swapping_the_import(model_class):
-    torch = pytest.importorskip("torch")
+def test_lecture_source_runs_unchanged_after_swapping_the_import(torch, model_class):
     body = LECTURE_BODY.replace("model = MODEL()", f"model = {model_class}()")
     theirs, ours = {}, {}
     exec(LECTURE_IMPORTS_TORCH + body, theirs)

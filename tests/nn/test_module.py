@@ -499,8 +499,7 @@ def test_module_traversal_state_dict_and_repr_match_torch(torch_2_13):
     assert len(list(ours.buffers())) == len(list(theirs.buffers()))
 
 
-def test_load_state_dict_errors_read_as_torch():
-    torch = pytest.importorskip("torch")
+def test_load_state_dict_errors_read_as_torch(torch):
     ours, theirs = build_tree(nn, tinygrad_cnn.ones), build_tree(torch.nn, torch.ones)
     state = {k: v.numpy() for k, v in theirs.state_dict().items()}
     del state["0.bn.running_var"]

@@ -135,8 +135,7 @@ def test_bad_arguments():
 
 
 @pytest.mark.parametrize("norm_type", [1.0, 2.0, 3.0, math.inf, 0.5])
-def test_clip_grad_norm_matches_torch(norm_type):
-    torch = pytest.importorskip("torch")
+def test_clip_grad_norm_matches_torch(torch, norm_type):
     rng = np.random.default_rng(1)
     grads = [rng.standard_normal(s) for s in [(3, 4), (5,), ()]]
     params = params_with_grads(grads)

@@ -15,6 +15,9 @@ import math
 
 import numpy as np
 
+from .._arguments import pair
+from ..backend import get_array_module
+
 __all__ = [
     "Transform", "Compose", "ToFloat", "SubtractMeanImage", "SubtractChannelMean", "Normalize",
     "RandomCrop", "CenterCrop", "RandomHorizontalFlip", "RandomResizedCrop", "Resize", "ColorJitter",
@@ -23,26 +26,9 @@ __all__ = [
 ]
 
 
-def get_array_module(x):
-    """numpy or cupy, whichever owns ``x`` (cupy is never imported unless ``x`` is a cupy array)."""
-    if type(x).__module__.split(".")[0] == "cupy":
-        import cupy
-        return cupy
-    return np
-
-
 def _check_batch(name, x):
     if getattr(x, "ndim", None) != 4:
         raise ValueError(f"{name}: expected a batch (N, C, H, W), got shape {getattr(x, 'shape', None)}")
-
-
-def _pair(name, value):
-    if isinstance(value, (int, np.integer)):
-        value = (int(value), int(value))
-    value = tuple(int(v) for v in value)
-    if len(value) != 2 or min(value) < 0:
-        raise ValueError(f"{name}: expected a non-negative int or (h, w) pair, got {value}")
-    return value
 
 
 def _float(x, xp):
@@ -243,8 +229,8 @@ class RandomCrop(Transform):
 
     def __init__(self, size, padding=0, fill=0, padding_mode="constant", seed=None):
         super().__init__(seed)
-        self.size = _pair("RandomCrop size", size)
-        self.padding = _pair("RandomCrop padding", padding)
+        self.size = pair("RandomCrop", "size", size)
+        self.padding = pair("RandomCrop", "padding", padding)
         self.fill, self.padding_mode = fill, padding_mode
         if padding_mode not in ("constant", "reflect", "edge"):
             raise ValueError(f"RandomCrop: padding_mode must be constant/reflect/edge, got {padding_mode!r}")
@@ -274,7 +260,7 @@ class CenterCrop(Transform):
 
     def __init__(self, size):
         super().__init__()
-        self.size = _pair("CenterCrop size", size)
+        self.size = pair("CenterCrop", "size", size)
 
     def __call__(self, x, rng=None):
         _check_batch("CenterCrop", x)
@@ -359,7 +345,7 @@ def resize(x, size, interpolation="bilinear"):
     _check_batch("resize", x)
     n, _, h, w = x.shape
     zeros = np.zeros(n)
-    return _resize_boxes(x, zeros, zeros, np.full(n, h), np.full(n, w), _pair("resize size", size), interpolation)
+    return _resize_boxes(x, zeros, zeros, np.full(n, h), np.full(n, w), pair("resize", "size", size), interpolation)
 
 
 class Resize(Transform):
@@ -367,7 +353,7 @@ class Resize(Transform):
 
     def __init__(self, size, interpolation="bilinear"):
         super().__init__()
-        self.size, self.interpolation = _pair("Resize size", size), interpolation
+        self.size, self.interpolation = pair("Resize", "size", size), interpolation
 
     def __call__(self, x, rng=None):
         return resize(x, self.size, self.interpolation)
@@ -385,7 +371,7 @@ class RandomResizedCrop(Transform):
     def __init__(self, size, scale=(0.08, 1.0), ratio=(3.0 / 4.0, 4.0 / 3.0), interpolation="bilinear",
                  seed=None):
         super().__init__(seed)
-        self.size = _pair("RandomResizedCrop size", size)
+        self.size = pair("RandomResizedCrop", "size", size)
         if not (0 < scale[0] <= scale[1] <= 1) or not (0 < ratio[0] <= ratio[1]):
             raise ValueError(f"RandomResizedCrop: need 0 < scale[0] <= scale[1] <= 1 and 0 < ratio[0] <= ratio[1], "
                              f"got scale={scale}, ratio={ratio}")
@@ -553,7 +539,7 @@ def five_crop(x, size):
     """
     data, wrap = _unwrap(x)
     _check_batch("five_crop", data)
-    th, tw = _pair("five_crop size", size)
+    th, tw = pair("five_crop", "size", size)
     h, w = data.shape[2:]
     if th > h or tw > w:
         raise ValueError(f"five_crop: size {(th, tw)} larger than image {(h, w)}")

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..backend import to_host
+
 __all__ = ["save_weights", "read_weights", "load_weights", "state_arrays", "WeightsError"]
 
 
@@ -25,9 +27,7 @@ def _host_array(value) -> np.ndarray:
     """A NumPy copy of a Tensor, NumPy array or CuPy array."""
     if hasattr(value, "requires_grad") and hasattr(value, "data"):
         value = value.data
-    if hasattr(value, "get") and type(value).__module__.startswith("cupy"):
-        value = value.get()
-    return np.array(value, copy=True)
+    return np.array(to_host(value), copy=True)
 
 
 def state_arrays(model_or_state) -> dict:

@@ -24,6 +24,8 @@ import json
 
 import numpy as np
 
+from ..backend import is_cupy_array, to_host
+
 __all__ = ["flatten_state", "unflatten_state", "state_dict_to_arrays", "arrays_to_state_dict"]
 
 SPEC_KEY = "__spec__"
@@ -33,18 +35,8 @@ def _key_of(prefix: str, name: str) -> str:
     return f"{prefix}/{name}" if prefix else name
 
 
-def _to_numpy(array) -> np.ndarray:
-    if isinstance(array, np.ndarray):
-        return array
-    if hasattr(array, "get"):  # cupy.ndarray -> host copy
-        return array.get()
-    raise TypeError(f"flatten_state: cannot store array of type {type(array).__name__}")
-
-
 def _is_array(value) -> bool:
-    if isinstance(value, np.ndarray):
-        return True
-    return type(value).__module__.startswith("cupy") and hasattr(value, "get")
+    return isinstance(value, np.ndarray) or is_cupy_array(value)
 
 
 def flatten_state(tree, prefix: str = "") -> dict[str, np.ndarray]:
@@ -84,7 +76,7 @@ def flatten_state(tree, prefix: str = "") -> dict[str, np.ndarray]:
         if node is None:
             return {"t": "none"}
         if _is_array(node):
-            array = _to_numpy(node)
+            array = to_host(node)
             if array.dtype.hasobject:
                 raise TypeError(f"flatten_state: object array at {where} cannot be saved without pickle")
             store(path, array)

@@ -392,8 +392,7 @@ class Optimizer:
                                  f"{tuple(p.shape)}")
             xp = backend.get_array_module(p.data)
             if xp is np:
-                array = value.get() if not isinstance(value, np.ndarray) and hasattr(value, "get") else value
-                return np.array(array, dtype=p.data.dtype, copy=True)
+                return np.array(backend.to_host(value), dtype=p.data.dtype, copy=True)
             return xp.array(value, dtype=p.data.dtype, copy=True)
         return _copy_value(value)
 

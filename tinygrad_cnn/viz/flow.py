@@ -22,9 +22,11 @@ import json
 
 import numpy as np
 
+from ..backend import to_host
+
 
 def _host64(array):
-    return np.asarray(array.get() if hasattr(array, "get") else array, dtype=np.float64)
+    return np.asarray(to_host(array), dtype=np.float64)
 
 
 def _squared_norm(array):

@@ -7,17 +7,13 @@ from hypothesis import strategies as st
 import tinygrad_cnn
 import tinygrad_cnn.nn.functional as F
 from tinygrad_cnn import backend
+from tinygrad_cnn.kernels.cpu import _workers
 from tinygrad_cnn.testing import (
     assert_allclose, check_grad, check_gradgrad, conv2d_settings, non_contiguous, tensor64,
 )
 
 Tensor = tinygrad_cnn.Tensor
 IMPLS = ["numpy", "numba"]
-
-
-@pytest.fixture(scope="module")
-def torch():
-    return pytest.importorskip("torch")
 
 
 def random_arrays(seed, *shapes, dtype=np.float64):
@@ -65,33 +61,6 @@ def kernel_geometry(s):
     (kh, kw), (sh, sw) = s["weight_shape"][2:], s["stride"]
     (ph, pw), (dh, dw) = s["padding"], s["dilation"]
     return (kh, kw, sh, sw, ph, pw, dh, dw) + output_size(s)
-
-
-# ---------------------------------------------------------------------------
-# Kernels: Numba == NumPy reference, and col2im is the adjoint of im2col
-# ---------------------------------------------------------------------------
-
-@settings(max_examples=40, deadline=None)
-@given(s=conv2d_settings(max_batch=3, max_channels_per_group=3, max_kernel=4, max_stride=3,
-                         max_padding=3, max_dilation=3, max_spatial=9),
-       dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2**16))
-def test_numba_kernels_equal_the_numpy_reference(s, dtype, seed):
-    pytest.importorskip("numba")
-    n_batch, channels, height, width = s["input_shape"]
-    args = kernel_geometry(s)
-    rows = channels * args[0] * args[1]
-    (x,) = random_arrays(seed, s["input_shape"], dtype=dtype)
-    cols_ref = backend.kernel("im2col", np, impl="numpy")(x, *args)
-    cols = backend.kernel("im2col", np, impl="numba")(x, *args)
-    assert cols.shape == (rows, n_batch * args[-2] * args[-1]) and cols.dtype == dtype
-    np.testing.assert_array_equal(cols, cols_ref)
-
-    (y,) = random_arrays(seed + 1, cols.shape, dtype=dtype)
-    back_ref = backend.kernel("col2im", np, impl="numpy")(y, n_batch, channels, height, width, *args)
-    back = backend.kernel("col2im", np, impl="numba")(y, n_batch, channels, height, width, *args)
-    assert back.shape == s["input_shape"] and back.dtype == dtype
-    tol = 1e-5 if dtype == np.float32 else 1e-12
-    np.testing.assert_allclose(back, back_ref, rtol=tol, atol=tol)
 
 
 def wide_case(s):
@@ -378,7 +347,7 @@ def test_conv2d_in_batch_slices_equals_the_whole_batch(impl, s, monkeypatch):
     (upstream,) = random_arrays(42, (5, 6) + output_size(s))
     results = {}
     for budget in (None, 1):
-        monkeypatch.setattr(backend, "chunk_bytes", lambda xp, budget=budget: budget)
+        monkeypatch.setattr(_workers, "chunk_bytes", lambda xp, budget=budget: budget)
         inputs = [tensor64(a) for a in arrays]
         with backend.cpu_backend(impl):
             out = conv_fn(s)(*inputs)

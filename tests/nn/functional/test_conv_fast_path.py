@@ -7,8 +7,10 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 import tinygrad_cnn as tc
 from tinygrad_cnn import backend
+from tinygrad_cnn._arguments import WindowGeometry
 from tinygrad_cnn.nn import functional as F
-from tinygrad_cnn.nn.functional import conv as conv_module
+from tinygrad_cnn.kernels import sliced_conv
+from tinygrad_cnn.kernels.cpu import _workers
 from tinygrad_cnn.testing import assert_allclose
 
 
@@ -49,7 +51,7 @@ def conv_cases(draw):
 def test_fast_backward_equals_textbook_backward(monkeypatch, cpu_backend, chunk_bytes, case, seed,
                                                 needs):
     # chunk_bytes=1 processes one image per slice; 2**30 takes the whole batch at once.
-    monkeypatch.setattr(backend, "CPU_CHUNK_BYTES", chunk_bytes)
+    monkeypatch.setattr(_workers, "CPU_CHUNK_BYTES", chunk_bytes)
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((case["n"], case["c_in"]) + case["size"])
     w = rng.standard_normal((case["c_out"], case["c_in"] // case["groups"]) + case["kernel"])
@@ -80,22 +82,6 @@ def test_forward_matches_the_reference_kernels_whole_batch():
     assert_allclose(y, expected, rtol=1e-12, atol=1e-12)
 
 
-@settings(max_examples=20, deadline=None)
-@given(n=st.integers(1, 3), c=st.integers(1, 3), h=st.integers(1, 6), w=st.integers(1, 6),
-       kh=st.integers(1, 3), kw=st.integers(1, 3), ph=st.integers(0, 2), pw=st.integers(0, 2),
-       dh=st.integers(1, 2), dw=st.integers(1, 2))
-def test_wide_columns_numba_equals_reference(n, c, h, w, kh, kw, ph, pw, dh, dw):
-    if h + 2 * ph < dh * (kh - 1) + 1 or w + 2 * pw < dw * (kw - 1) + 1:
-        return
-    pytest.importorskip("numba")
-    x = np.random.default_rng(1).standard_normal((n, c, h, w)).astype(np.float32)
-    fast = backend.kernel("im2col_wide", np, impl="numba")(x, kh, kw, ph, pw, dh, dw)
-    ref = backend.kernel("im2col_wide", np, impl="numpy")(x, kh, kw, ph, pw, dh, dw)
-    assert fast.shape == ref.shape
-    # Equal everywhere, the straddling columns that callers drop included.
-    np.testing.assert_array_equal(fast, ref)
-
-
 def test_wide_columns_are_standard_columns_on_the_valid_grid():
     rng = np.random.default_rng(2)
     x = rng.standard_normal((2, 3, 5, 6))
@@ -106,14 +92,14 @@ def test_wide_columns_are_standard_columns_on_the_valid_grid():
 
 
 def test_slices_cover_the_batch_exactly(monkeypatch):
-    monkeypatch.setattr(backend, "CPU_CHUNK_BYTES", 100)
-    monkeypatch.setattr(backend, "slice_workers", lambda: 2)
+    monkeypatch.setattr(_workers, "CPU_CHUNK_BYTES", 100)
+    monkeypatch.setattr(_workers, "slice_workers", lambda: 2)
     # 7 images of 30 bytes in 100-byte slices: 3 slices, rounded up to 4 for 2 workers.
-    assert conv_module._image_chunks(7, 30, np) == [(0, 2), (2, 4), (4, 6), (6, 7)]
-    assert conv_module._image_chunks(7, 10**9, np) == [(i, i + 1) for i in range(7)]
-    assert conv_module._image_chunks(1, 10**9, np) == [(0, 1)]
-    monkeypatch.setattr(backend, "CPU_CHUNK_BYTES", 10**9)
-    assert conv_module._image_chunks(7, 30, np) == [(0, 4), (4, 7)]
+    assert sliced_conv._image_chunks(7, 30, np) == [(0, 2), (2, 4), (4, 6), (6, 7)]
+    assert sliced_conv._image_chunks(7, 10**9, np) == [(i, i + 1) for i in range(7)]
+    assert sliced_conv._image_chunks(1, 10**9, np) == [(0, 1)]
+    monkeypatch.setattr(_workers, "CPU_CHUNK_BYTES", 10**9)
+    assert sliced_conv._image_chunks(7, 30, np) == [(0, 4), (4, 7)]
 
 
 def test_threaded_slices_give_the_same_bits_as_one_thread(monkeypatch):
@@ -122,10 +108,10 @@ def test_threaded_slices_give_the_same_bits_as_one_thread(monkeypatch):
     x = rng.standard_normal((9, 3, 6, 6)).astype(np.float32)
     w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
     g = rng.standard_normal((9, 4, 6, 6)).astype(np.float32)
-    monkeypatch.setattr(backend, "CPU_CHUNK_BYTES", 1)
+    monkeypatch.setattr(_workers, "CPU_CHUNK_BYTES", 1)
 
     def run(workers):
-        monkeypatch.setattr(backend, "slice_workers", lambda: workers)
+        monkeypatch.setattr(_workers, "slice_workers", lambda: workers)
         X, W = tc.Tensor(x, requires_grad=True), tc.Tensor(w, requires_grad=True)
         y = F.conv2d(X, W, padding=1)
         y.backward(tc.Tensor(g))

@@ -15,40 +15,17 @@ from tinygrad_cnn import backend
 
 OP_FAMILIES = ("conv", "pooling", "normalization", "activation", "dropout", "loss")
 
-# Every Numba kernel of the op families, and the test file that compares it with its NumPy
-# reference over Hypothesis-drawn inputs. A new kernel must be added here (with its test).
-KERNEL_TESTS = {
-    "im2col": "test_conv.py",
-    "col2im": "test_conv.py",
-    "im2col_wide": "test_conv.py",
-    "max_pool2d_forward": "test_pooling.py",
-    "max_pool2d_backward": "test_pooling.py",
-    "avg_pool2d_forward": "test_pooling.py",
-    "avg_pool2d_backward": "test_pooling.py",
-    "batch_norm_forward": "test_normalization.py",
-    "batch_norm_backward": "test_normalization.py",
-    "lrn_forward": "test_normalization.py",
-    "lrn_backward": "test_normalization.py",
-    "erf": "test_activation.py",
-    "relu_forward": "test_activation.py",
-    "relu_backward": "test_activation.py",
-    "dropout_forward": "test_dropout.py",
-    "softmax_cross_entropy_forward": "test_loss.py",
-    "softmax_cross_entropy_backward": "test_loss.py",
-}
-
 # The hot ops the design requires a hand-written CPU kernel for.
 REQUIRED_FAST = ("im2col", "col2im", "max_pool2d_forward", "max_pool2d_backward",
                  "avg_pool2d_forward", "avg_pool2d_backward", "batch_norm_forward",
                  "batch_norm_backward", "lrn_forward", "lrn_backward")
 
-HERE = pathlib.Path(__file__).resolve().parent
 needs_numba = pytest.mark.skipif(not backend.numba_available(), reason="Numba is not installed")
 
 
 def numba_kernel_names():
     names = {}
-    for family in OP_FAMILIES:
+    for family in backend.kernel_families("cpu"):
         module = importlib.import_module(f"tinygrad_cnn.kernels.cpu.{family}")
         for name, fn in module.KERNELS.items():
             names[name] = fn
@@ -56,24 +33,21 @@ def numba_kernel_names():
 
 
 @needs_numba
-def test_every_numba_kernel_has_a_reference_and_a_kernel_equals_reference_test():
+def test_every_numba_kernel_has_a_reference_and_the_backend_picks_it():
+    """(That each equals its reference is tests/kernels/test_kernels_equal_references.py.)"""
     kernels = numba_kernel_names()
-    assert set(kernels) == set(KERNEL_TESTS), (
-        "kernels without an entry in KERNEL_TESTS (add a kernel == reference test): "
-        f"{sorted(set(kernels) - set(KERNEL_TESTS))}; stale entries: "
-        f"{sorted(set(KERNEL_TESTS) - set(kernels))}")
-    for name, test_file in KERNEL_TESTS.items():
+    assert set(kernels) == set(backend.kernel_table("cpu"))
+    for name, kernel in kernels.items():
         reference = backend.kernel(name, np, impl="numpy")
-        assert reference is not kernels[name], name
-        assert backend.kernel(name, np, impl="numba") is kernels[name], name
-        assert f'"{name}"' in (HERE / test_file).read_text(), (name, test_file)
+        assert reference is not kernel, name
+        assert backend.kernel(name, np, impl="numba") is kernel, name
     for name in REQUIRED_FAST:
         assert backend.available_implementations(name)[:2] == ["numpy", "numba"], name
 
 
 @needs_numba
 def test_the_backend_setting_picks_the_implementation():
-    for name in KERNEL_TESTS:
+    for name in numba_kernel_names():
         with backend.cpu_backend("numpy"):
             assert backend.kernel(name, np) is backend.kernel(name, np, impl="numpy")
         with backend.cpu_backend("numba"):
@@ -140,7 +114,7 @@ def test_without_numba_the_references_run_with_exactly_one_warning():
             for n in names)
         result["warnings"] = caught
         print(json.dumps(result))
-    """) % (sorted(KERNEL_TESTS),)
+    """) % (sorted(numba_kernel_names()),)
     completed = subprocess.run([sys.executable, "-c", script], capture_output=True,
                                text=True, timeout=120)
     assert completed.returncode == 0, completed.stderr

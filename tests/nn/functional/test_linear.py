@@ -35,8 +35,7 @@ def test_gradcheck_and_gradgradcheck(problem):
 
 @settings(max_examples=15, deadline=None)
 @given(problem=linear_problems())
-def test_matches_torch(problem):
-    torch = pytest.importorskip("torch")
+def test_matches_torch(torch, problem):
     x, weight, bias = problem
     # torch 2.x routes a 2-D input with a 1-D weight and a bias to addmm, which rejects the
     # 1-D weight ("mat2 must be a matrix"); that combination is checked by gradcheck only.

@@ -75,32 +75,6 @@ def test_all_kernels_registered():
 
 
 @needs_numba
-@settings(max_examples=25, deadline=None)
-@given(shape=shapes(min_dims=3, max_dims=3, min_side=1, max_side=9), seed=seeds,
-       dtype=st.sampled_from([np.float64, np.float32]), training=st.booleans())
-def test_batch_norm_kernels_match_reference(shape, seed, dtype, training):
-    x, grad_out, weight, bias = ncl_case(seed, shape, dtype)
-    eps = 1e-5
-    given_stats = () if training else (x.mean(axis=(0, 2)) + 0.1, x.var(axis=(0, 2)) + 0.2)
-    ref = backend.kernel("batch_norm_forward", impl="numpy")(x, weight, bias, eps, *given_stats)
-    fast = backend.kernel("batch_norm_forward", impl="numba")(x, weight, bias, eps, *given_stats)
-    for name, r, f in zip(("y", "mean", "var"), ref, fast):
-        assert f.dtype == dtype and f.shape == r.shape
-        assert_allclose(f, r, err_msg=f"batch_norm_forward {name}", **tolerances(dtype))
-    mean, var = ref[1], ref[2]
-    inv_std = (1.0 / np.sqrt(var.astype(np.float64) + eps)).astype(dtype)
-    ref = backend.kernel("batch_norm_backward", impl="numpy")(grad_out, x, weight, mean, inv_std,
-                                                              training)
-    fast = backend.kernel("batch_norm_backward", impl="numba")(grad_out, x, weight, mean, inv_std,
-                                                               training)
-    for name, r, f in zip(("grad_x", "grad_weight", "grad_bias"), ref, fast):
-        assert f.dtype == dtype and f.shape == r.shape
-        scale = max(1.0, float(np.abs(r).max()))
-        assert_allclose(f / scale, r / scale, err_msg=f"batch_norm_backward {name}",
-                        **tolerances(dtype))
-
-
-@needs_numba
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_kernels_take_the_parallel_path_on_large_inputs(dtype):
     """Above PARALLEL_MIN_ELEMENTS the prange drivers run: compare them with the reference too."""
@@ -144,26 +118,6 @@ def test_batch_norm_kernel_constant_channel():
         assert_allclose(mean, [7.25, 7.25])
         assert_allclose(var, [0.0, 0.0], atol=1e-20)
         assert_allclose(y, np.broadcast_to(bias[None, :, None], x.shape), atol=1e-9)
-
-
-@needs_numba
-@settings(max_examples=25, deadline=None)
-@given(shape=shapes(min_dims=3, max_dims=3, min_side=1, max_side=8), seed=seeds,
-       dtype=st.sampled_from([np.float64, np.float32]), size=st.integers(1, 7),
-       beta=st.sampled_from([0.75, 0.5, 1.3]), alpha=st.sampled_from([1e-4, 0.1, 2.0]),
-       k=st.sampled_from([1.0, 2.0]))
-def test_lrn_kernels_match_reference(shape, seed, dtype, size, beta, alpha, k):
-    x, grad_out, _, _ = ncl_case(seed, shape, dtype)
-    ref_y, ref_scale = backend.kernel("lrn_forward", impl="numpy")(x, size, alpha, beta, k)
-    fast_y, fast_scale = backend.kernel("lrn_forward", impl="numba")(x, size, alpha, beta, k)
-    tol = dict(rtol=1e-12, atol=1e-12) if dtype == np.float64 else dict(rtol=2e-5, atol=1e-6)
-    assert fast_y.dtype == dtype and fast_scale.dtype == dtype
-    assert_allclose(fast_y, ref_y, err_msg="lrn_forward y", **tol)
-    assert_allclose(fast_scale, ref_scale, err_msg="lrn_forward scale", **tol)
-    ref = backend.kernel("lrn_backward", impl="numpy")(grad_out, x, ref_scale, size, alpha, beta)
-    fast = backend.kernel("lrn_backward", impl="numba")(grad_out, x, ref_scale, size, alpha, beta)
-    assert fast.dtype == dtype
-    assert_allclose(fast, ref, err_msg="lrn_backward", **tol)
 
 
 # ---------------------------------------------------------------------------
@@ -366,7 +320,7 @@ def test_batch_norm_errors():
         F.batch_norm(x, None, None, training=False)
     with pytest.raises(ValueError, match="momentum=None"):
         F.batch_norm(x, good_mean, good_var, training=True, momentum=None)
-    with pytest.raises(TypeError, match="batch_norm: running_mean must be a Tensor"):
+    with pytest.raises(TypeError, match="batch_norm: argument 'running_mean' must be a Tensor or None"):
         F.batch_norm(x, np.zeros(3), good_var)
     with pytest.raises(TypeError, match="floating-point"):
         F.batch_norm(tg.Tensor(np.zeros((4, 3), dtype=np.int64)), good_mean, good_var)
@@ -375,8 +329,7 @@ def test_batch_norm_errors():
     assert out.shape == (1, 3)
 
 
-def test_batch_norm_matches_torch():
-    torch = pytest.importorskip("torch")
+def test_batch_norm_matches_torch(torch):
     x = normal(0, (6, 3, 4, 5), 2.0, 0.5)
     w, b = channel_vector(1, 3), channel_vector(2, 3)
     upstream = normal(3, x.shape)
@@ -471,8 +424,7 @@ def test_lrn_differentiable_backward_equals_fast_backward():
 
 @pytest.mark.parametrize("size,alpha,beta,k", [(5, 1e-4, 0.75, 2.0), (2, 0.5, 0.6, 1.0),
                                                (4, 1.0, 1.25, 1.0)])
-def test_lrn_matches_torch(size, alpha, beta, k):
-    torch = pytest.importorskip("torch")
+def test_lrn_matches_torch(torch, size, alpha, beta, k):
     for shape in [(2, 7, 5, 6), (3, 6, 4)]:
         x = normal(size, shape, 10.0)
         upstream = normal(1, shape)
@@ -520,8 +472,7 @@ def test_layer_norm_gradcheck(shape, seed, normalized_dims, affine):
         check_grad(lambda t: F.layer_norm(t, normalized_shape), x)
 
 
-def test_layer_norm_matches_torch():
-    torch = pytest.importorskip("torch")
+def test_layer_norm_matches_torch(torch):
     x = normal(0, (3, 4, 5), 3.0, 1.0)
     w, b = normal(1, (4, 5)), normal(2, (4, 5))
     upstream = normal(3, x.shape)
@@ -545,11 +496,10 @@ def test_layer_norm_errors():
         F.layer_norm(x, (3, 4), tg.Tensor(np.ones(4)))
 
 
-def test_group_norm_matches_torch_and_gradcheck():
+def test_group_norm_matches_torch_and_gradcheck(torch):
     x = normal(0, (2, 6, 3, 2), 2.0, 1.0)
     w, b = channel_vector(1, 6), channel_vector(2, 6)
     check_grad(lambda t, w, b: F.group_norm(t, 3, w, b), x, w, b)
-    torch = pytest.importorskip("torch")
     upstream = normal(3, x.shape)
     for groups in (1, 2, 3, 6):
         ours = [tensor64(a) for a in (x, w, b)]

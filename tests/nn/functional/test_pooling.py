@@ -17,11 +17,6 @@ Tensor = tinygrad_cnn.Tensor
 IMPLS = ["numpy", "numba"]
 
 
-@pytest.fixture(scope="module")
-def torch():
-    return pytest.importorskip("torch")
-
-
 def tie_heavy_array(seed, shape, dtype=np.float64):
     """Small integers, so windows often hold several equal maxima."""
     return np.random.default_rng(seed).integers(-2, 3, size=shape).astype(dtype)
@@ -156,50 +151,8 @@ def test_adaptive_pools_match_brute_force(shape, out_size, seed):
 
 
 # ---------------------------------------------------------------------------
-# Numba kernels == NumPy references
+# The Numba kernels' parallel drivers (kernel == reference in general: tests/kernels)
 # ---------------------------------------------------------------------------
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@settings(max_examples=30, deadline=None)
-@given(s=pool2d_settings(max_batch=3, max_spatial=9), seed=st.integers(0, 2**31))
-def test_max_pool_kernels_match_reference(dtype, s, seed):
-    x = tie_heavy_array(seed, s["input_shape"], dtype)
-    args = (s["kernel_size"], s["stride"], s["padding"], s["dilation"], output_size(s))
-    ref_out, ref_idx = backend.kernel("max_pool2d_forward", np, impl="numpy")(x, *args)
-    out, idx = backend.kernel("max_pool2d_forward", np, impl="numba")(x, *args)
-    assert out.dtype == ref_out.dtype == dtype
-    np.testing.assert_array_equal(out, ref_out)
-    np.testing.assert_array_equal(idx, ref_idx)
-    grad = np.random.default_rng(seed + 1).standard_normal(out.shape).astype(dtype)
-    hw = s["input_shape"][2:]
-    ref_grad = backend.kernel("max_pool2d_backward", np, impl="numpy")(grad, ref_idx, hw)
-    fast_grad = backend.kernel("max_pool2d_backward", np, impl="numba")(grad, idx, hw)
-    assert fast_grad.dtype == ref_grad.dtype == dtype
-    np.testing.assert_allclose(fast_grad, ref_grad, rtol=1e-5 if dtype == np.float32 else 1e-12,
-                               atol=1e-6 if dtype == np.float32 else 1e-12)
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@settings(max_examples=30, deadline=None)
-@given(s=pool2d_settings(max_batch=3, max_spatial=9), seed=st.integers(0, 2**31),
-       count_include_pad=st.booleans(), divisor_override=st.sampled_from([None, 1, 3]))
-def test_avg_pool_kernels_match_reference(dtype, s, seed, count_include_pad, divisor_override):
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal(s["input_shape"]).astype(dtype)
-    out_size = output_size(s, dilation=False)
-    geometry = (s["kernel_size"], s["stride"], s["padding"])
-    tol = dict(rtol=1e-5, atol=1e-6) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
-    forward = [backend.kernel("avg_pool2d_forward", np, impl=impl)(
-        x, *geometry, out_size, count_include_pad, divisor_override) for impl in IMPLS]
-    assert forward[0].dtype == forward[1].dtype == dtype
-    np.testing.assert_allclose(forward[1], forward[0], **tol)
-    grad = rng.standard_normal(forward[0].shape).astype(dtype)
-    backward = [backend.kernel("avg_pool2d_backward", np, impl=impl)(
-        grad, s["input_shape"][2:], *geometry, count_include_pad, divisor_override)
-        for impl in IMPLS]
-    assert backward[0].dtype == backward[1].dtype == dtype
-    np.testing.assert_allclose(backward[1], backward[0], **tol)
-
 
 def test_kernels_take_the_parallel_path_on_large_inputs():
     """Big enough to cross PARALLEL_MIN_WORK, so the prange drivers are compared too."""

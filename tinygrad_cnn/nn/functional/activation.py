@@ -4,6 +4,11 @@
 All are elementwise (input and output of any shape ``(*)``) except ``softmax`` and
 ``log_softmax``, which normalise along ``dim``. Every backward is written with Tensor
 operations (masks are constants), so second derivatives work through all of them.
+
+Where the kernels live: ReLU's ``relu_forward``/``relu_backward`` references are in
+``tinygrad_cnn/ops.py`` and ``erf``'s below; their Numba versions in
+``tinygrad_cnn/kernels/cpu/activation.py``; on the GPU the references run on CuPy arrays
+(``REFERENCE_ONLY`` in ``tinygrad_cnn/kernels/cuda/__init__.py`` says why).
 """
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ import warnings
 import numpy as np
 
 from ... import backend
+from ..._arguments import check_tensor
 from ...autograd import Function, is_grad_enabled
 from ...backend import get_array_module
 
@@ -22,17 +28,6 @@ __all__ = ["relu", "relu_", "leaky_relu", "leaky_relu_", "sigmoid", "tanh", "gel
 _SQRT1_2 = 1.0 / math.sqrt(2.0)
 _TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
-
-
-def _tensor_class():
-    from ...tensor import Tensor
-    return Tensor
-
-
-def _check_tensor(op, name, value):
-    Tensor = _tensor_class()
-    if not isinstance(value, Tensor):
-        raise TypeError(f"{op}: argument '{name}' must be a Tensor, got {type(value).__name__}")
 
 
 def _check_float(op, tensor):
@@ -63,7 +58,7 @@ def relu(input, inplace=False):
     ``inplace=True`` overwrites ``input`` when no graph is being recorded (under ``no_grad``);
     otherwise a new tensor is returned (with the same values).
     """
-    _check_tensor("relu", "input", input)
+    check_tensor("relu", "input", input)
     if inplace and _in_place_allowed(input):
         xp = get_array_module(input.data)
         xp.maximum(input.data, 0, out=input.data)
@@ -98,7 +93,7 @@ def leaky_relu(input, negative_slope=0.01, inplace=False):
     Backward: ``dx = g * (1 if x > 0 else negative_slope)`` (``negative_slope`` at 0).
     ``inplace`` behaves as in :func:`relu`.
     """
-    _check_tensor("leaky_relu", "input", input)
+    check_tensor("leaky_relu", "input", input)
     _check_float("leaky_relu", input)
     if not isinstance(negative_slope, (int, float, np.floating)) or isinstance(negative_slope, bool):
         raise TypeError(f"leaky_relu: negative_slope must be a number, got {negative_slope!r}")
@@ -116,13 +111,13 @@ def leaky_relu_(input, negative_slope=0.01):
 
 def sigmoid(input):
     """1 / (1 + exp(-input)), overflow-free. ``(*)`` -> ``(*)``.  Backward: ``dx = g * s * (1 - s)``."""
-    _check_tensor("sigmoid", "input", input)
+    check_tensor("sigmoid", "input", input)
     return input.sigmoid()
 
 
 def tanh(input):
     """Hyperbolic tangent. ``(*)`` -> ``(*)``.  Backward: ``dx = g * (1 - tanh(x)**2)``."""
-    _check_tensor("tanh", "input", input)
+    check_tensor("tanh", "input", input)
     return input.tanh()
 
 
@@ -206,7 +201,7 @@ class _Erf(Function):
 
 def erf(input):
     """The error function as a differentiable op. ``(*)`` -> ``(*)``."""
-    _check_tensor("erf", "input", input)
+    check_tensor("erf", "input", input)
     _check_float("erf", input)
     return _Erf.apply(input)
 
@@ -241,7 +236,7 @@ def gelu(input, approximate="none"):
     ``approximate="tanh"``: ``0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x**3)))``, built from
     differentiable Tensor ops.
     """
-    _check_tensor("gelu", "input", input)
+    check_tensor("gelu", "input", input)
     _check_float("gelu", input)
     if approximate == "none":
         return _GELU.apply(input)
@@ -270,7 +265,7 @@ def _softmax_dim(op, dim, ndim):
 
 
 def _prepare(op, input, dim, dtype):
-    _check_tensor(op, "input", input)
+    check_tensor(op, "input", input)
     if dtype is not None:
         input = input.to(np.dtype(dtype))
     _check_float(op, input)

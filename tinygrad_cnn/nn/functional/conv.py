@@ -23,21 +23,22 @@ so the whole batch is ONE row-major GEMM ``w.reshape(C_out, C_in*kh*kw) @ cols``
 
 The backward is written with Tensor ops and the :class:`Im2col`/:class:`Col2im`
 Functions, which are each other's backward, so ``create_graph=True`` gives
-second derivatives of convolution.
+second derivatives of convolution. Without a graph the engine calls the
+``conv2d_backward`` kernel instead, whose reference below is the same three lines.
 
-The hot loops are the kernels ``"im2col"`` and ``"col2im"`` chosen by
-:mod:`tinygrad_cnn.backend`; the NumPy references below define their contracts
-and the Numba versions live in ``tinygrad_cnn/kernels/cpu/conv.py``.
+Where the kernels live: the NumPy references of ``im2col``, ``col2im``,
+``conv2d_forward`` and ``conv2d_backward`` (and ``im2col_wide``) are below; the Numba
+im2col kernels in ``tinygrad_cnn/kernels/cpu/conv.py``, the CUDA ones in
+``tinygrad_cnn/kernels/cuda/conv.py``; the fast ``conv2d_forward``/``conv2d_backward``
+that both register (batch slices, wide columns) in ``tinygrad_cnn/kernels/sliced_conv.py``.
 """
 from __future__ import annotations
 
 import numbers
-from dataclasses import dataclass, replace
-
-import numpy as np
 
 from ... import backend
-from ...autograd import Function, is_grad_enabled
+from ..._arguments import WindowGeometry, check_tensor, pair
+from ...autograd import Function
 from ...backend import get_array_module
 from ...tensor import Tensor, pad as _pad
 
@@ -98,87 +99,73 @@ def _col2im_reference(cols, n_batch, channels, height, width, kernel_h, kernel_w
     return x_padded[:, :, pad_h:pad_h + height, pad_w:pad_w + width].copy()
 
 
-# ---------------------------------------------------------------------------
-# Argument handling
-# ---------------------------------------------------------------------------
+@backend.register_reference("im2col_wide")
+def _im2col_wide_reference(x, kernel_h, kernel_w, pad_h, pad_w, dil_h, dil_w):
+    """Columns of a unit-stride convolution on the padded-width grid.
 
-def _pair(value, op, name, minimum):
-    """An int or a pair of ints -> (a, b), each >= ``minimum``."""
-    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
-        pair = (int(value), int(value))
-    else:
-        try:
-            pair = tuple(value)
-        except TypeError:
-            raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {value!r}") \
-                from None
-        if len(pair) != 2 or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool)
-                                     for v in pair):
-            raise ValueError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
-        pair = (int(pair[0]), int(pair[1]))
-    if min(pair) < minimum:
-        raise ValueError(f"{op}: {name} must be >= {minimum}, got {value!r}")
-    return pair
-
-
-def conv2d_output_size(size, kernel_size, stride=1, padding=0, dilation=1):
-    """(OH, OW) of a convolution (or im2col) of an input with spatial ``size`` (H, W)."""
-    size = _pair(size, "conv2d_output_size", "size", 0)
-    kernel = _pair(kernel_size, "conv2d_output_size", "kernel_size", 1)
-    stride = _pair(stride, "conv2d_output_size", "stride", 1)
-    padding = _pair(padding, "conv2d_output_size", "padding", 0)
-    dilation = _pair(dilation, "conv2d_output_size", "dilation", 1)
-    return tuple((s + 2 * p - d * (k - 1) - 1) // st + 1
-                 for s, k, st, p, d in zip(size, kernel, stride, padding, dilation))
+    x: (B, C, H, W) -> cols: (C*kernel_h*kernel_w, B*OH*Wp) with Wp = W + 2*pad_w,
+    OH = H + 2*pad_h - dil_h*(kernel_h - 1), and
+    ``cols[(c*kh + i)*kw + j, b*OH*Wp + r] = x_pad[b, c].flat[i*dil_h*Wp + j*dil_w + r]``.
+    Column ``r = oh*Wp + ow`` is the window at (oh, ow) when ``ow < OW``; the last
+    ``dil_w*(kernel_w - 1)`` columns of each grid row straddle the right edge and are
+    dropped by the caller. Each matrix row is then ONE contiguous run of the padded
+    plane, so the "im2col" is a strided copy. x_pad gets one extra zero row at the
+    bottom so that the straddling reads of the last row stay inside its plane.
+    """
+    xp = get_array_module(x)
+    n_batch, channels, height, width = x.shape
+    padded_h, padded_w = height + 2 * pad_h, width + 2 * pad_w
+    out_h = padded_h - dil_h * (kernel_h - 1)
+    padded = xp.zeros((n_batch, channels, padded_h + 1, padded_w), dtype=x.dtype)
+    padded[:, :, pad_h:pad_h + height, pad_w:pad_w + width] = x
+    plane = (padded_h + 1) * padded_w
+    item = x.dtype.itemsize
+    run = out_h * padded_w
+    view = xp.lib.stride_tricks.as_strided(
+        padded, shape=(channels, kernel_h, kernel_w, n_batch, run),
+        strides=(plane * item, dil_h * padded_w * item, dil_w * item, channels * plane * item,
+                 item))
+    return xp.ascontiguousarray(view).reshape(channels * kernel_h * kernel_w, n_batch * run)
 
 
-@dataclass(frozen=True)
-class _Geometry:
-    """Everything the kernels need to map an (N, C, H, W) image to its column matrix."""
+@backend.register_reference("conv2d_forward")
+def _conv2d_forward_reference(x, weight, bias, geometry, groups):
+    """The textbook convolution: one im2col of the batch and one GEMM per group.
 
-    n_batch: int
-    channels: int
-    height: int
-    width: int
-    kernel: tuple
-    stride: tuple
-    padding: tuple
-    dilation: tuple
-    out: tuple
+    x: (N, C, H, W); weight: (C_out, C/groups, kh, kw); bias: (C_out,) or None; geometry:
+    the :class:`WindowGeometry` of x. Returns y: (N, C_out, OH, OW), a new array."""
+    xp = get_array_module(x)
+    n_batch, c_out = x.shape[0], weight.shape[0]
+    cols = _run_im2col(x, geometry).reshape(groups, geometry.rows // groups, -1)
+    y = xp.matmul(weight.reshape(groups, c_out // groups, -1), cols)        # Y = W cols
+    y = y.reshape(c_out, n_batch, *geometry.out).transpose(1, 0, 2, 3)
+    if bias is not None:
+        y = y + bias.reshape(1, c_out, 1, 1)
+    return xp.ascontiguousarray(y)
 
-    @classmethod
-    def build(cls, op, input_shape, kernel_size, stride, padding, dilation):
-        n_batch, channels, height, width = (int(s) for s in input_shape)
-        kernel = _pair(kernel_size, op, "kernel_size", 1)
-        stride = _pair(stride, op, "stride", 1)
-        padding = _pair(padding, op, "padding", 0)
-        dilation = _pair(dilation, op, "dilation", 1)
-        out = tuple((s + 2 * p - d * (k - 1) - 1) // st + 1 for s, k, st, p, d in
-                    zip((height, width), kernel, stride, padding, dilation))
-        if min(out) <= 0:
-            raise ValueError(
-                f"{op}: output size {out} is not positive: input spatial size {(height, width)} "
-                f"with padding {padding} is smaller than the dilated kernel "
-                f"{tuple(d * (k - 1) + 1 for d, k in zip(dilation, kernel))} "
-                f"(kernel_size {kernel}, dilation {dilation})")
-        return cls(n_batch, channels, height, width, kernel, stride, padding, dilation, out)
 
-    @property
-    def rows(self):
-        return self.channels * self.kernel[0] * self.kernel[1]
+@backend.register_reference("conv2d_backward")
+def _conv2d_backward_reference(grad_output, x, weight, geometry, groups, needs_input_grad):
+    """The textbook gradients, with ``G`` = grad_output as (C_out, N*OH*OW) per group::
 
-    @property
-    def columns(self):
-        return self.n_batch * self.out[0] * self.out[1]
+        dx = col2im(W^T G)        dW = G cols^T        db = G summed over its columns
 
-    @property
-    def input_shape(self):
-        return (self.n_batch, self.channels, self.height, self.width)
-
-    def kernel_args(self):
-        """The trailing arguments shared by the im2col and col2im kernels."""
-        return (self.kernel[0], self.kernel[1], self.stride[0], self.stride[1], self.padding[0],
-                self.padding[1], self.dilation[0], self.dilation[1], self.out[0], self.out[1])
+    Returns ``(dx, dW, db)``, None where ``needs_input_grad`` says no."""
+    xp = get_array_module(grad_output)
+    c_out = weight.shape[0]
+    grad_y = grad_output.transpose(1, 0, 2, 3).reshape(groups, c_out // groups, -1)
+    w = weight.reshape(groups, c_out // groups, -1)
+    need_x, need_w, need_b = needs_input_grad
+    grad_x = grad_w = grad_b = None
+    if need_x:
+        grad_cols = xp.matmul(w.transpose(0, 2, 1), grad_y).reshape(geometry.rows, -1)
+        grad_x = _run_col2im(grad_cols, geometry)
+    if need_w:
+        cols = _run_im2col(x, geometry).reshape(groups, geometry.rows // groups, -1)
+        grad_w = xp.matmul(grad_y, cols.transpose(0, 2, 1)).reshape(weight.shape)
+    if need_b:
+        grad_b = grad_y.sum(axis=2).reshape(c_out)
+    return grad_x, grad_w, grad_b
 
 
 def _run_im2col(x, geometry):
@@ -231,58 +218,25 @@ class Col2im(Function):
 
 
 class Conv2d(Function):
-    """y = conv2d(x, w, b). Forward: one im2col and one GEMM per group.
+    """y = conv2d(x, w, b): ``Y = W cols + b`` with Y: (C_out, N*OH*OW), one GEMM per group.
 
-    ``y[n, o] = sum_{c,i,j} w[o, c, i, j] x_pad[n, c, oh*s + i*d, ow*s + j*d] + b[o]``
-    i.e. ``Y = W cols + b`` with Y: (C_out, N*OH*OW). Backward (``G = dL/dY``):
-    ``dx = col2im(W^T G)``, ``dW = G cols^T``, ``db = G 1``. Only x and w are
-    saved; cols is rebuilt in backward, trading one im2col for 9x less memory.
+    ``y[n, o] = sum_{c,i,j} w[o, c, i, j] x_pad[n, c, oh*s + i*d, ow*s + j*d] + b[o]``.
+    Backward (``G = dL/dY``): ``dx = col2im(W^T G)``, ``dW = G cols^T``, ``db = G 1``. Only x
+    and w are saved; cols is rebuilt in backward, trading one im2col for 9x less memory.
 
-    How the fast path computes the same sums (see docs/ops/conv.md, "Speed"):
-
-    * The batch is processed in slices of images (``backend.chunk_bytes``): the
-      column matrix of a slice is a few MiB, so it is still in the cache when the
-      GEMM reads it, and its buffer is recycled from slice to slice.
-    * Unit stride uses *wide* columns (:func:`_im2col_wide_reference`): windows on
-      the padded-width grid, so every row of the column matrix is one contiguous run
-      and building it is a plain copy; the few columns that straddle the right edge
-      are computed and dropped.
-    * Unit stride also gets ``dx`` as a convolution of ``G`` with the flipped,
-      transposed kernel (``dx = corr(pad(G), rot180(W)^T)``), a gather plus a GEMM
-      instead of a GEMM plus the scatter-add of col2im.
-    * ...and ``dW`` from the same columns of ``G``: ``Gcols @ x^T`` on the grid, with
-      the taps rotated back, so the backward gathers one column matrix, not two.
-    * With ``create_graph=True`` the backward is built from differentiable Tensor
-      operations and the :class:`Im2col`/:class:`Col2im` pair instead.
+    ``backward`` is that derivation in Tensor ops and the :class:`Im2col`/:class:`Col2im`
+    pair, so it is differentiable again; ``fast_backward`` (no graph recorded) and the
+    forward call the ``conv2d_backward`` and ``conv2d_forward`` kernels, whose references
+    are :func:`_conv2d_forward_reference` and :func:`_conv2d_backward_reference`.
     """
 
     def forward(self, x, weight, bias, *, geometry, groups):
-        xp = get_array_module(x)
         self.geometry, self.groups = geometry, groups
         self.save_for_backward(x, weight)
-        n_batch, c_out = x.shape[0], weight.shape[0]
-        weight_2d = weight.reshape(c_out, -1)
-        out = xp.empty((n_batch, c_out) + geometry.out, dtype=x.dtype)
-
-        def run_slice(bounds):
-            start, stop = bounds
-            products = _conv_products(x[start:stop], weight_2d, groups, geometry)
-            if bias is None:
-                out[start:stop] = products
-            else:
-                xp.add(products, bias.reshape(1, c_out, 1, 1), out=out[start:stop])
-
-        backend.map_slices(run_slice, _image_chunks(n_batch, _column_bytes(geometry, x.dtype), xp),
-                           xp)
-        return out
+        forward = backend.kernel("conv2d_forward", get_array_module(x))
+        return forward(x, weight, bias, geometry, groups)
 
     def backward(self, grad_output):
-        if is_grad_enabled():
-            # create_graph=True: build the gradients from differentiable pieces.
-            return self._differentiable_backward(grad_output)
-        return self._fast_backward(grad_output)
-
-    def _differentiable_backward(self, grad_output):
         x, weight = self.saved_tensors
         geometry, groups = self.geometry, self.groups
         n_batch, c_out = grad_output.shape[:2]
@@ -304,261 +258,15 @@ class Conv2d(Function):
             grad_b = grad_y.sum(-1).reshape(c_out)
         return grad_x, grad_w, grad_b
 
-    def _fast_backward(self, grad_output):
-        """The same formulas on raw arrays, slice by slice; dW sums over the slices.
-
-        Unit stride gathers the columns of ``G`` once and uses them twice: for
-        ``dx`` (a convolution with the flipped kernel) and for ``dW``, which is the
-        correlation of those columns with x (:func:`_weight_products_of_grad_columns`).
-        So the backward builds one column matrix, not two."""
-        x_tensor, weight_tensor = self.saved_tensors
-        x, weight, g = x_tensor.data, weight_tensor.data, grad_output.data
-        xp = get_array_module(x)
-        geometry, groups = self.geometry, self.groups
-        c_out = g.shape[1]
-        need_x, need_w, need_b = self.needs_input_grad
-        grad_x = grad_w = grad_b = None
-        # Without dx (the first layer) the columns of x are the cheaper gather for dW.
-        transposed = _transposed_geometry(geometry, c_out) if need_x else None
-        if need_x:
-            grad_x = xp.empty(x.shape, dtype=x.dtype)
-            if transposed is not None:
-                weight_t = _flipped_transposed_weight(weight, groups)
-        per_image = _column_bytes(transposed or geometry, x.dtype)
-
-        def run_slice(bounds):
-            start, stop = bounds
-            g_slice = g[start:stop]
-            if transposed is not None:
-                grad_cols, grid_width = _columns(g_slice, transposed)
-                grad_x[start:stop] = _grid_products(weight_t, grad_cols, groups, transposed,
-                                                    grid_width)
-                if need_w:
-                    return _weight_products_of_grad_columns(x[start:stop], grad_cols, groups,
-                                                            transposed, grid_width)
-                return None
-            if need_x:
-                grad_x[start:stop] = _col2im_of_products(g_slice, weight, groups, geometry)
-            if need_w:
-                return _weight_products(x[start:stop], g_slice, groups, geometry)
-            return None
-
-        partial_w = backend.map_slices(
-            run_slice, _image_chunks(geometry.n_batch, per_image, xp), xp)
-        if need_w:
-            # Summed in slice order whatever thread computed them: deterministic.
-            grad_w = partial_w[0]
-            for part in partial_w[1:]:
-                grad_w += part
-            grad_w = _weight_from_products(grad_w, weight.shape, transposed is not None)
-        if need_b:
-            grad_b = g.sum(axis=(0, 2, 3))
-        # _wrap keeps the arrays where they are (no copy, same device).
-        return tuple(None if array is None else Tensor._wrap(array)
-                     for array in (grad_x, grad_w, grad_b))
-
-
-# ---------------------------------------------------------------------------
-# Raw-array pieces of the fast path
-# ---------------------------------------------------------------------------
-
-def _unit_stride(geometry):
-    return geometry.stride == (1, 1)
-
-
-def _wide_width(geometry):
-    """Row length Wp of the padded-width grid used by the wide columns."""
-    return geometry.width + 2 * geometry.padding[1]
-
-
-def _column_bytes(geometry, dtype):
-    """Bytes of column matrix per image, for sizing the slices."""
-    width = _wide_width(geometry) if _unit_stride(geometry) else geometry.out[1]
-    return geometry.rows * geometry.out[0] * width * np.dtype(dtype).itemsize
-
-
-def _image_chunks(n_batch, per_image_bytes, xp):
-    """(start, stop) slices covering the batch, each with at most about ``chunk_bytes`` of
-    columns, and (when the batch allows) a multiple of the number of CPU workers of them
-    in nearly equal sizes, so that no worker waits for a long last slice."""
-    budget = backend.chunk_bytes(xp)
-    if budget is None:
-        return [(0, n_batch)]
-    workers = backend.slice_workers()
-    count = -(-n_batch * max(per_image_bytes, 1) // budget)          # ceil
-    count = min(n_batch, -(-max(count, workers) // workers) * workers)
-    size = -(-n_batch // count)
-    return [(start, min(start + size, n_batch)) for start in range(0, n_batch, size)]
-
-
-def _columns(x, geometry):
-    """Column matrix of a slice of images and the row length of its output grid."""
-    xp = get_array_module(x)
-    size = x.shape[0]
-    if _unit_stride(geometry):
-        cols = backend.kernel("im2col_wide", xp)(
-            xp.ascontiguousarray(x), geometry.kernel[0], geometry.kernel[1], geometry.padding[0],
-            geometry.padding[1], geometry.dilation[0], geometry.dilation[1])
-        return cols, _wide_width(geometry)
-    return _run_im2col(x, replace(geometry, n_batch=size)), geometry.out[1]
-
-
-def _conv_products(x, weight_2d, groups, geometry):
-    """conv of a slice x: (B, C, H, W) with weight_2d: (C_out, C/groups*kh*kw), no bias.
-
-    Returns a (B, C_out, OH, OW) view of the GEMM result."""
-    cols, grid_width = _columns(x, geometry)
-    return _grid_products(weight_2d, cols, groups, geometry, grid_width)
-
-
-def _grid_products(weight_2d, cols, groups, geometry, grid_width):
-    """``weight_2d @ cols`` as a (B, C_out, OH, OW) view, dropping the straddling columns."""
-    c_out = weight_2d.shape[0]
-    products = _group_matmul(weight_2d, cols, groups)              # (C_out, B*OH*grid_width)
-    products = products.reshape(c_out, -1, geometry.out[0], grid_width)
-    return products[..., :geometry.out[1]].transpose(1, 0, 2, 3)
-
-
-def _on_grid_transposed(a, grid_width):
-    """(B, C, R, W) -> (B*R*grid_width, C): pixels as rows on a grid of ``grid_width``
-    columns (zero beyond W), channels last, so that a column matrix times it is one GEMM
-    whose operands are both read along their rows."""
-    xp = get_array_module(a)
-    size, channels, rows, width = a.shape
-    out = xp.empty((size, rows, grid_width, channels), dtype=a.dtype)
-    out[:, :, width:] = 0
-    out[:, :, :width] = a.transpose(0, 2, 3, 1)
-    return out.reshape(-1, channels)
-
-
-def _weight_products(x, g, groups, geometry):
-    """dW of a slice from the columns of x: ``cols G^T``, (groups, C/g*kh*kw, C_out/g).
-
-    The edge columns of the wide grid get zero gradient, so they add nothing."""
-    xp = get_array_module(x)
-    c_out = g.shape[1]
-    cols, grid_width = _columns(x, geometry)
-    grad_y = _on_grid_transposed(g, grid_width)                    # (B*OH*grid, C_out)
-    grad_y = grad_y.reshape(-1, groups, c_out // groups).transpose(1, 0, 2)
-    return xp.matmul(cols.reshape(groups, geometry.rows // groups, -1), grad_y)
-
-
-def _weight_products_of_grad_columns(x, grad_cols, groups, transposed, grid_width):
-    """dW of a slice from the columns of G already built for dx.
-
-    With ``Gcols[(o, i', j'), (h, w)] = G_pad[o, h + i'*d, w + j'*d]`` (the transposed
-    geometry) and the forward ``dW[o, c, i, j] = sum_(h,w) G[o, h - i*d + p, w - j*d + p]
-    x[c, h, w]``, tap ``(i', j') = (kh-1-i, kw-1-j)`` reads exactly that G value, so
-    ``dW`` (flipped, transposed) ``= Gcols x^T``: (groups, C_out/g*kh*kw, C/g)."""
-    xp = get_array_module(x)
-    channels = x.shape[1]
-    pixels = _on_grid_transposed(x, grid_width)                    # (B*H*grid, C)
-    pixels = pixels.reshape(-1, groups, channels // groups).transpose(1, 0, 2)
-    return xp.matmul(grad_cols.reshape(groups, transposed.rows // groups, -1), pixels)
-
-
-def _weight_from_products(products, weight_shape, from_grad_columns):
-    """The summed slice products -> dW of ``weight_shape`` (C_out, C/g, kh, kw)."""
-    c_out, c_per_group, kh, kw = weight_shape
-    groups = products.shape[0]
-    if from_grad_columns:
-        # (groups, (o, i', j'), c) with (i', j') the flipped tap.
-        products = products.reshape(groups, c_out // groups, kh, kw, c_per_group)
-        products = products[:, :, ::-1, ::-1].transpose(0, 1, 4, 2, 3)
-    else:
-        # (groups, (c, i, j), o).
-        products = products.reshape(groups, c_per_group, kh, kw, c_out // groups)
-        products = products.transpose(0, 4, 1, 2, 3)
-    xp = get_array_module(products)
-    return xp.ascontiguousarray(products).reshape(weight_shape)
-
-
-def _col2im_of_products(g, weight, groups, geometry):
-    """dx of a slice as col2im(W^T G) (any stride)."""
-    xp = get_array_module(g)
-    size, c_out = g.shape[:2]
-    chunk = replace(geometry, n_batch=size)
-    grad_y = xp.ascontiguousarray(g.transpose(1, 0, 2, 3)).reshape(groups, c_out // groups, -1)
-    w = weight.reshape(groups, c_out // groups, -1)
-    grad_cols = xp.matmul(w.transpose(0, 2, 1), grad_y).reshape(geometry.rows, -1)
-    return _run_col2im(grad_cols, chunk)
-
-
-def _transposed_geometry(geometry, c_out):
-    """Geometry of dx = corr(pad(G), rot180(W)^T) for a unit-stride conv, or None.
-
-    Padding G by ``d*(k-1) - p`` on each side makes the correlation's output exactly
-    H x W; when the forward padding exceeds the dilated kernel (negative padding) the
-    col2im route is used instead."""
-    if not _unit_stride(geometry):
-        return None
-    pads = tuple(d * (k - 1) - p for k, d, p in
-                 zip(geometry.kernel, geometry.dilation, geometry.padding))
-    if min(pads) < 0:
-        return None
-    return _Geometry(geometry.n_batch, c_out, geometry.out[0], geometry.out[1], geometry.kernel,
-                     (1, 1), pads, geometry.dilation, (geometry.height, geometry.width))
-
-
-def _flipped_transposed_weight(weight, groups):
-    """(C_out, C/g, kh, kw) -> the (C, C_out/g*kh*kw) matrix of rot180(W)^T, per group."""
-    xp = get_array_module(weight)
-    c_out, c_per_group, kh, kw = weight.shape
-    w = weight.reshape(groups, c_out // groups, c_per_group, kh, kw)[..., ::-1, ::-1]
-    w = w.transpose(0, 2, 1, 3, 4)                  # (groups, C/g, C_out/g, kh, kw)
-    return xp.ascontiguousarray(w).reshape(groups * c_per_group, (c_out // groups) * kh * kw)
-
-
-@backend.register_reference("im2col_wide")
-def _im2col_wide_reference(x, kernel_h, kernel_w, pad_h, pad_w, dil_h, dil_w):
-    """Columns of a unit-stride convolution on the padded-width grid.
-
-    x: (B, C, H, W) -> cols: (C*kernel_h*kernel_w, B*OH*Wp) with Wp = W + 2*pad_w,
-    OH = H + 2*pad_h - dil_h*(kernel_h - 1), and
-    ``cols[(c*kh + i)*kw + j, b*OH*Wp + r] = x_pad[b, c].flat[i*dil_h*Wp + j*dil_w + r]``.
-    Column ``r = oh*Wp + ow`` is the window at (oh, ow) when ``ow < OW``; the last
-    ``dil_w*(kernel_w - 1)`` columns of each grid row straddle the right edge and are
-    dropped by the caller. Each matrix row is then ONE contiguous run of the padded
-    plane, so the "im2col" is a strided copy. x_pad gets one extra zero row at the
-    bottom so that the straddling reads of the last row stay inside its plane.
-    """
-    xp = get_array_module(x)
-    n_batch, channels, height, width = x.shape
-    padded_h, padded_w = height + 2 * pad_h, width + 2 * pad_w
-    out_h = padded_h - dil_h * (kernel_h - 1)
-    padded = xp.zeros((n_batch, channels, padded_h + 1, padded_w), dtype=x.dtype)
-    padded[:, :, pad_h:pad_h + height, pad_w:pad_w + width] = x
-    plane = (padded_h + 1) * padded_w
-    item = x.dtype.itemsize
-    run = out_h * padded_w
-    view = xp.lib.stride_tricks.as_strided(
-        padded, shape=(channels, kernel_h, kernel_w, n_batch, run),
-        strides=(plane * item, dil_h * padded_w * item, dil_w * item, channels * plane * item,
-                 item))
-    return xp.ascontiguousarray(view).reshape(channels * kernel_h * kernel_w, n_batch * run)
-
-
-def _group_matmul(weight_2d, cols, groups):
-    """(C_out, K) @ (K, M) with the block-diagonal structure of grouped convolution."""
-    if groups == 1:
-        return weight_2d @ cols
-    c_out, k_per_group = weight_2d.shape
-    xp = get_array_module(cols)
-    w = weight_2d.reshape(groups, c_out // groups, k_per_group)
-    out = xp.matmul(w, cols.reshape(groups, k_per_group, cols.shape[1]))
-    return out.reshape(c_out, cols.shape[1])
+    def fast_backward(self, grad_output):
+        x, weight = self.saved_tensors
+        return backend.kernel("conv2d_backward", get_array_module(grad_output))(
+            grad_output, x.data, weight.data, self.geometry, self.groups, self.needs_input_grad)
 
 
 # ---------------------------------------------------------------------------
 # Public functions
 # ---------------------------------------------------------------------------
-
-def _check_tensor(op, name, value):
-    if not isinstance(value, Tensor):
-        raise TypeError(f"{op}: {name} must be a Tensor, got {type(value).__name__}")
-    if value.dtype.kind != "f":
-        raise TypeError(f"{op}: {name} must have a floating dtype, got {value.dtype}")
-
 
 def _same_padding(op, kernel, dilation, stride):
     """((top, bottom), (left, right)) for padding='same' (extra row/column at the end)."""
@@ -583,8 +291,8 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     ``dW = G im2col(x)^T``, ``db = sum of G over N, OH, OW``.
     """
     op = "conv2d"
-    _check_tensor(op, "input", input)
-    _check_tensor(op, "weight", weight)
+    check_tensor(op, "input", input, floating=True)
+    check_tensor(op, "weight", weight, floating=True)
     if weight.ndim != 4:
         raise ValueError(f"{op}: weight must be 4-D (C_out, C_in/groups, kh, kw), got shape "
                          f"{tuple(weight.shape)}")
@@ -609,7 +317,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     if input.dtype != weight.dtype:
         raise TypeError(f"{op}: input dtype {input.dtype} and weight dtype {weight.dtype} differ")
     if bias is not None:
-        _check_tensor(op, "bias", bias)
+        check_tensor(op, "bias", bias, floating=True)
         if tuple(bias.shape) != (c_out,):
             raise ValueError(f"{op}: bias must have shape ({c_out},) to match weight of shape "
                              f"{tuple(weight.shape)}, got {tuple(bias.shape)}")
@@ -617,8 +325,8 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
             raise TypeError(f"{op}: bias dtype {bias.dtype} differs from input dtype {input.dtype}")
     kernel = tuple(weight.shape[2:])
     if isinstance(padding, str):
-        stride_pair = _pair(stride, op, "stride", 1)
-        dilation_pair = _pair(dilation, op, "dilation", 1)
+        stride_pair = pair(op, "stride", stride, 1)
+        dilation_pair = pair(op, "dilation", dilation, 1)
         if padding == "valid":
             padding = 0
         elif padding == "same":
@@ -630,7 +338,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         else:
             raise ValueError(f"{op}: padding must be an int, a pair, 'valid' or 'same', "
                              f"got {padding!r}")
-    geometry = _Geometry.build(op, input.shape, kernel, stride, padding, dilation)
+    geometry = WindowGeometry.build(op, input.shape, kernel, stride, padding, dilation)
     return Conv2d.apply(input, weight, bias, geometry=geometry, groups=groups)
 
 
@@ -653,9 +361,9 @@ def im2col(input, kernel_size, dilation=1, padding=0, stride=1):
     Backward: ``col2im`` of the gradient (im2col is linear and col2im is its adjoint).
     """
     op = "im2col"
-    _check_tensor(op, "input", input)
+    check_tensor(op, "input", input, floating=True)
     input, unbatched = _unbatched(op, input, 4)
-    geometry = _Geometry.build(op, input.shape, kernel_size, stride, padding, dilation)
+    geometry = WindowGeometry.build(op, input.shape, kernel_size, stride, padding, dilation)
     cols = Im2col.apply(input, geometry=geometry)
     out = cols.reshape(geometry.rows, geometry.n_batch, -1).permute(1, 0, 2)
     return out.squeeze(0) if unbatched else out
@@ -669,16 +377,16 @@ def col2im(input, output_size, kernel_size, dilation=1, padding=0, stride=1):
     each pixel. It is the adjoint of im2col, whose backward it is, and vice versa.
     """
     op = "col2im"
-    _check_tensor(op, "input", input)
+    check_tensor(op, "input", input, floating=True)
     input, unbatched = _unbatched(op, input, 3)
-    height, width = _pair(output_size, op, "output_size", 1)
-    kernel = _pair(kernel_size, op, "kernel_size", 1)
+    height, width = pair(op, "output_size", output_size, 1)
+    kernel = pair(op, "kernel_size", kernel_size, 1)
     n_batch, rows, length = input.shape
     if rows % (kernel[0] * kernel[1]):
         raise ValueError(f"{op}: input of shape {tuple(input.shape)}: dimension 1 ({rows}) must be "
                          f"divisible by kh*kw = {kernel[0] * kernel[1]} (kernel_size {kernel})")
     channels = rows // (kernel[0] * kernel[1])
-    geometry = _Geometry.build(op, (n_batch, channels, height, width), kernel, stride, padding,
+    geometry = WindowGeometry.build(op, (n_batch, channels, height, width), kernel, stride, padding,
                                dilation)
     if length != geometry.out[0] * geometry.out[1]:
         raise ValueError(f"{op}: input of shape {tuple(input.shape)} has {length} windows per image "

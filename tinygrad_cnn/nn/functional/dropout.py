@@ -6,12 +6,16 @@ so the expected output equals the input and evaluation needs no rescaling: in ev
 
 The mask is drawn from ``tinygrad_cnn.random.get_generator()`` (CuPy's generator for GPU
 tensors), so ``tinygrad_cnn.manual_seed(n)`` makes it reproducible.
+
+Where the kernels live: the ``dropout_forward`` reference below; Numba in
+``tinygrad_cnn/kernels/cpu/dropout.py``; CUDA in ``tinygrad_cnn/kernels/cuda/dropout.py``.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from ... import backend
+from ..._arguments import check_tensor
 from ...autograd import Function, is_grad_enabled
 from ...backend import get_array_module
 
@@ -56,9 +60,7 @@ class _DropoutFromNoise(Function):
 
 
 def _check(op, input, p, training):
-    from ...tensor import Tensor
-    if not isinstance(input, Tensor):
-        raise TypeError(f"{op}: argument 'input' must be a Tensor, got {type(input).__name__}")
+    check_tensor(op, "input", input)
     if isinstance(p, bool) or not isinstance(p, (int, float, np.floating, np.integer)):
         raise TypeError(f"{op}: p must be a number in [0, 1], got {p!r}")
     if not 0.0 <= p <= 1.0:

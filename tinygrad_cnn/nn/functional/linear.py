@@ -1,5 +1,10 @@
-"""The affine map of a fully connected layer: ``linear(input, weight, bias=None)``."""
+"""The affine map of a fully connected layer: ``linear(input, weight, bias=None)``.
+
+Where the kernels live: nowhere else; it is one matrix product run by NumPy's or CuPy's BLAS.
+"""
 from __future__ import annotations
+
+from ..._arguments import check_tensor
 
 __all__ = ["linear"]
 
@@ -16,10 +21,9 @@ def linear(input, weight, bias=None):
 
         dx = g @ W          dW = g.T @ x          db = g.sum(0)
     """
-    from ...tensor import Tensor
-    for name, value in (("input", input), ("weight", weight), ("bias", bias)):
-        if value is not None and not isinstance(value, Tensor):
-            raise TypeError(f"linear: argument '{name}' must be a Tensor, got {type(value).__name__}")
+    check_tensor("linear", "input", input)
+    check_tensor("linear", "weight", weight)
+    check_tensor("linear", "bias", bias, optional=True)
     if input.ndim == 0:
         raise ValueError("linear: input must have at least 1 dimension (*, in_features), got a "
                          "0-d tensor")

@@ -23,6 +23,9 @@ Its gradient, using ``d log p_ij / d x_ik = [j == k] - p_ik``::
     d loss_i / d x_ik = s_i * p_ik - a_ik,      s_i = sum_j a_ij
 
 which for ``eps = 0`` and no weights is the familiar ``softmax - onehot``.
+
+Where the kernels live: the ``softmax_cross_entropy_forward``/``_backward`` references below;
+Numba in ``tinygrad_cnn/kernels/cpu/loss.py``; CUDA in ``tinygrad_cnn/kernels/cuda/loss.py``.
 """
 from __future__ import annotations
 
@@ -32,7 +35,8 @@ import warnings
 import numpy as np
 
 from ... import backend
-from ...autograd import Function, is_grad_enabled
+from ..._arguments import check_tensor
+from ...autograd import Function
 from ...backend import get_array_module
 from .activation import _Softmax, log_softmax
 
@@ -124,20 +128,19 @@ class _SoftmaxCrossEntropy(Function):
         return loss
 
     def backward(self, g):
-        from ...tensor import Tensor
         (logits,) = self.saved_tensors
         xp = get_array_module(logits.data)
-        if not is_grad_enabled():
-            # First order: one fused pass, nothing recorded.
-            backward = backend.kernel("softmax_cross_entropy_backward", xp)
-            return Tensor._wrap(backward(logits.data, self.logsumexp, self.target, self.class_weight,
-                                         self.ignore_index, self.label_smoothing, g.data))
-        # create_graph=True: the same formula in Tensor ops, differentiable in g and the logits.
         a = _smoothed_target_weights(xp, self.target, self.class_weight, self.ignore_index,
                                      self.label_smoothing, logits.shape[1], logits.dtype)
         mass = a.sum(axis=1, keepdims=True)
         probs = _Softmax.apply(logits, dim=1)
         return g.reshape(-1, 1) * (probs * mass - a)
+
+    def fast_backward(self, g):
+        (logits,) = self.saved_tensors
+        backward = backend.kernel("softmax_cross_entropy_backward", get_array_module(g))
+        return backward(logits.data, self.logsumexp, self.target, self.class_weight,
+                        self.ignore_index, self.label_smoothing, g)
 
 
 class _WeightedPick(Function):
@@ -188,9 +191,7 @@ def _legacy_reduction(op, size_average, reduce, reduction):
 
 
 def _check_input(op, input):
-    from ...tensor import Tensor
-    if not isinstance(input, Tensor):
-        raise TypeError(f"{op}: argument 'input' must be a Tensor, got {type(input).__name__}")
+    check_tensor(op, "input", input)
     if input.dtype.kind != "f":
         raise TypeError(f"{op}: expected a floating-point input, got dtype {input.dtype} "
                         f"(shape {input.shape})")
@@ -370,8 +371,7 @@ def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", we
     from ...tensor import Tensor
     op = "mse_loss"
     reduction = _legacy_reduction(op, size_average, reduce, reduction)
-    if not isinstance(input, Tensor):
-        raise TypeError(f"{op}: argument 'input' must be a Tensor, got {type(input).__name__}")
+    check_tensor(op, "input", input)
     if not isinstance(target, Tensor):
         target = input._operand(target)
     if target.shape != input.shape:

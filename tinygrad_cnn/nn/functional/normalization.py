@@ -2,10 +2,13 @@
 
 ``batch_norm`` and ``local_response_norm`` are fused ops: their forward and first-order backward
 run one hand-written kernel each (chosen by :mod:`tinygrad_cnn.backend`; the NumPy references
-below define the kernels' signatures). When a backward pass is itself recorded
-(``backward(create_graph=True)``), the same gradient formula is evaluated with Tensor ops
-instead, so second derivatives are exact. ``layer_norm`` and ``group_norm`` are compositions of
-Tensor ops. The derivations are in ``docs/ops/normalization.md``.
+below define the kernels' signatures). Their ``backward`` is the gradient formula in Tensor ops
+(so second derivatives are exact); the first-order ``fast_backward`` that the engine calls when
+no graph is recorded is the backward kernel. ``layer_norm`` and ``group_norm`` are compositions
+of Tensor ops. The derivations are in ``docs/ops/normalization.md``.
+
+Where the kernels live: the NumPy references below; Numba in
+``tinygrad_cnn/kernels/cpu/normalization.py``; CUDA in ``tinygrad_cnn/kernels/cuda/normalization.py``.
 """
 from __future__ import annotations
 
@@ -14,7 +17,8 @@ import numbers
 import numpy as np
 
 from ... import backend
-from ...autograd import Function, is_grad_enabled
+from ..._arguments import check_tensor
+from ...autograd import Function
 from ...backend import get_array_module
 
 __all__ = ["batch_norm", "local_response_norm", "layer_norm", "group_norm"]
@@ -145,12 +149,6 @@ def _lrn_backward_reference(grad_out, x, scale, size, alpha, beta):
 # Argument checking
 # ---------------------------------------------------------------------------
 
-def _check_tensor(op, name, value):
-    Tensor = _tensor_class()
-    if value is not None and not isinstance(value, Tensor):
-        raise TypeError(f"{op}: {name} must be a Tensor or None, got {type(value).__name__}")
-
-
 def _check_channel_vector(op, name, value, channels, input_shape):
     if value is None:
         return
@@ -167,8 +165,7 @@ def _check_float(op, input):
 
 def _checked_input_shape(op, input, min_dims=0, expected=""):
     """The shape of ``input`` after checking it is a floating Tensor with >= min_dims dims."""
-    if not isinstance(input, _tensor_class()):
-        raise TypeError(f"{op}: input must be a Tensor, got {type(input).__name__}")
+    check_tensor(op, "input", input)
     _check_float(op, input)
     shape = _shape(input)
     if len(shape) < min_dims:
@@ -196,6 +193,17 @@ def _sum_over_batch_and_space(t):
     return t.sum(2, keepdim=True).sum(0, keepdim=True)
 
 
+def _batch_norm_kernel_backward(grad_output, x, weight, mean, inv_std, training, needs):
+    """The raw-array gradients of both BatchNorm Functions, by one ``batch_norm_backward`` kernel."""
+    xp = get_array_module(grad_output)
+    w = _channel_vector_or(weight.data if weight is not None else None, 1.0, x.shape[1], x.dtype, xp)
+    grad_x, grad_weight, grad_bias = backend.kernel("batch_norm_backward", xp)(
+        _as_ncl(grad_output), _as_ncl(x.data), w, mean, inv_std, training)
+    return (grad_x.reshape(x.shape) if needs[0] else None,
+            grad_weight if needs[1] else None,
+            grad_bias if needs[2] else None)
+
+
 class _BatchNormTrain(Function):
     """BatchNorm with batch statistics. Inputs: x (N, C, *), weight (C,) or None, bias (C,) or None."""
 
@@ -220,23 +228,14 @@ class _BatchNormTrain(Function):
         self.save_for_backward(x, weight)
         return y.reshape(x.shape)
 
-    def backward(self, grad_output):
+    def fast_backward(self, grad_output):
         x, weight = self.saved_tensors
-        if is_grad_enabled():
-            return self._backward_differentiable(grad_output, x, weight)
-        xp = get_array_module(x.data)
-        channels = x.shape[1]
-        w = _channel_vector_or(weight.data if weight is not None else None, 1.0, channels,
-                               x.dtype, xp)
-        grad_x, grad_weight, grad_bias = backend.kernel("batch_norm_backward", xp)(
-            _as_ncl(grad_output.data), _as_ncl(x.data), w, self.mean, self.inv_std, True)
-        needs = self.needs_input_grad
-        return (_wrap(grad_x.reshape(x.shape)) if needs[0] else None,
-                _wrap(grad_weight) if needs[1] else None,
-                _wrap(grad_bias) if needs[2] else None)
+        return _batch_norm_kernel_backward(grad_output, x, weight, self.mean, self.inv_std, True,
+                                           self.needs_input_grad)
 
-    def _backward_differentiable(self, grad_output, x, weight):
-        """The same formula in Tensor ops, the statistics recomputed from x (create_graph)."""
+    def backward(self, grad_output):
+        """The statistics recomputed from x in Tensor ops, so this is differentiable again."""
+        x, weight = self.saved_tensors
         shape = _shape(x)
         n_batch, channels = shape[0], shape[1]
         x3 = x.reshape(n_batch, channels, -1)
@@ -278,28 +277,24 @@ class _BatchNormEval(Function):
     def backward(self, grad_output):
         x, weight = self.saved_tensors
         needs = self.needs_input_grad
-        if is_grad_enabled():
-            shape = _shape(x)
-            channels = shape[1]
-            g3 = grad_output.reshape(shape[0], channels, -1)
-            inv_std = _wrap(self.inv_std.reshape(1, channels, 1))
-            xhat = (x.reshape(shape[0], channels, -1) - _wrap(self.mean.reshape(1, channels, 1))) \
-                * inv_std
-            grad_x = None
-            if needs[0]:
-                gain = inv_std if weight is None else inv_std * weight.reshape(1, channels, 1)
-                grad_x = (g3 * gain).reshape(shape)
-            return (grad_x,
-                    _sum_over_batch_and_space(g3 * xhat).reshape(channels) if needs[1] else None,
-                    _sum_over_batch_and_space(g3).reshape(channels) if needs[2] else None)
-        xp = get_array_module(x.data)
-        w = _channel_vector_or(weight.data if weight is not None else None, 1.0, x.shape[1],
-                               x.dtype, xp)
-        grad_x, grad_weight, grad_bias = backend.kernel("batch_norm_backward", xp)(
-            _as_ncl(grad_output.data), _as_ncl(x.data), w, self.mean, self.inv_std, False)
-        return (_wrap(grad_x.reshape(x.shape)) if needs[0] else None,
-                _wrap(grad_weight) if needs[1] else None,
-                _wrap(grad_bias) if needs[2] else None)
+        shape = _shape(x)
+        channels = shape[1]
+        g3 = grad_output.reshape(shape[0], channels, -1)
+        inv_std = _wrap(self.inv_std.reshape(1, channels, 1))
+        xhat = (x.reshape(shape[0], channels, -1) - _wrap(self.mean.reshape(1, channels, 1))) \
+            * inv_std
+        grad_x = None
+        if needs[0]:
+            gain = inv_std if weight is None else inv_std * weight.reshape(1, channels, 1)
+            grad_x = (g3 * gain).reshape(shape)
+        return (grad_x,
+                _sum_over_batch_and_space(g3 * xhat).reshape(channels) if needs[1] else None,
+                _sum_over_batch_and_space(g3).reshape(channels) if needs[2] else None)
+
+    def fast_backward(self, grad_output):
+        x, weight = self.saved_tensors
+        return _batch_norm_kernel_backward(grad_output, x, weight, self.mean, self.inv_std, False,
+                                           self.needs_input_grad)
 
 
 def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False,
@@ -329,7 +324,7 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     channels = shape[1]
     for name, value in (("running_mean", running_mean), ("running_var", running_var),
                         ("weight", weight), ("bias", bias)):
-        _check_tensor(op, name, value)
+        check_tensor(op, name, value, optional=True)
         _check_channel_vector(op, name, value, channels, shape)
     if not isinstance(eps, numbers.Real) or not eps >= 0:
         raise ValueError(f"{op}: eps must be a number >= 0, got {eps!r}")
@@ -384,20 +379,21 @@ class _LocalResponseNorm(Function):
         return y.reshape(x.shape)
 
     def backward(self, grad_output):
+        """The scale recomputed from x in Tensor ops, so this is differentiable again."""
         (x,) = self.saved_tensors
         size, alpha, beta = self.size, self.alpha, self.beta
-        if is_grad_enabled():
-            # The same formula in Tensor ops, scale recomputed from x (create_graph).
-            scale = self.k + (alpha / size) * _ChannelWindowSum.apply(
-                x * x, before=size // 2, after=(size - 1) // 2)
-            power = scale ** -beta
-            work = grad_output * x * power / scale
-            mirrored = _ChannelWindowSum.apply(work, before=(size - 1) // 2, after=size // 2)
-            return grad_output * power - (2.0 * alpha * beta / size) * x * mirrored
-        xp = get_array_module(x.data)
-        grad_x = backend.kernel("lrn_backward", xp)(
-            _as_ncl(grad_output.data), _as_ncl(x.data), self.scale, size, alpha, beta)
-        return _wrap(grad_x.reshape(x.shape))
+        scale = self.k + (alpha / size) * _ChannelWindowSum.apply(
+            x * x, before=size // 2, after=(size - 1) // 2)
+        power = scale ** -beta
+        work = grad_output * x * power / scale
+        mirrored = _ChannelWindowSum.apply(work, before=(size - 1) // 2, after=size // 2)
+        return grad_output * power - (2.0 * alpha * beta / size) * x * mirrored
+
+    def fast_backward(self, grad_output):
+        (x,) = self.saved_tensors
+        grad_x = backend.kernel("lrn_backward", get_array_module(grad_output))(
+            _as_ncl(grad_output), _as_ncl(x.data), self.scale, self.size, self.alpha, self.beta)
+        return grad_x.reshape(x.shape)
 
 
 def local_response_norm(input, size, alpha=1e-4, beta=0.75, k=1.0):
@@ -457,7 +453,7 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
         raise ValueError(f"{op}: normalized_shape {normalized_shape} must be a non-empty suffix "
                          f"of the input shape {shape}")
     for name, value in (("weight", weight), ("bias", bias)):
-        _check_tensor(op, name, value)
+        check_tensor(op, name, value, optional=True)
         if value is not None and _shape(value) != normalized_shape:
             raise ValueError(f"{op}: {name} must have shape normalized_shape = {normalized_shape}, "
                              f"got shape {_shape(value)}")
@@ -485,7 +481,7 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
         raise ValueError(f"{op}: num_groups must be a positive divisor of the number of channels "
                          f"C = {channels}, got {num_groups!r}")
     for name, value in (("weight", weight), ("bias", bias)):
-        _check_tensor(op, name, value)
+        check_tensor(op, name, value, optional=True)
         _check_channel_vector(op, name, value, channels, shape)
     n_batch = shape[0]
     out = _normalize_last_axis(input.reshape(n_batch, int(num_groups), -1), eps).reshape(shape)

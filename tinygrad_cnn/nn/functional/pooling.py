@@ -22,8 +22,10 @@ Gradients (``g = dL/d out``, derivations in ``docs/ops/pooling.md``):
 
 The hot loops are kernels chosen by :mod:`tinygrad_cnn.backend`:
 ``max_pool2d_forward``, ``max_pool2d_backward``, ``avg_pool2d_forward`` and
-``avg_pool2d_backward``. The NumPy references below define their contracts; the
-Numba versions are in ``tinygrad_cnn/kernels/cpu/pooling.py``.
+``avg_pool2d_backward``.
+
+Where the kernels live: the NumPy references (their contracts) below; Numba in
+``tinygrad_cnn/kernels/cpu/pooling.py``; CUDA in ``tinygrad_cnn/kernels/cuda/pooling.py``.
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ import numbers
 import numpy as np
 
 from ... import backend
+from ..._arguments import WindowGeometry, check_tensor, output_length as pool_output_size, pair
 from ...autograd import Function
 from ...backend import get_array_module
 from ...tensor import Tensor
@@ -182,36 +185,8 @@ def _avg_pool2d_backward(grad_output, input_size, kernel_size, stride, padding, 
 # Argument checking
 # ---------------------------------------------------------------------------
 
-def _pair(op, name, value, minimum):
-    """An int or a sequence of 1 or 2 ints -> a (h, w) tuple, each >= minimum."""
-    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
-        pair = (int(value), int(value))
-    elif (isinstance(value, (tuple, list)) and len(value) in (1, 2)
-          and all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in value)):
-        pair = (int(value[0]), int(value[-1]))
-    else:
-        raise TypeError(f"{op}: {name} must be an int or a tuple of two ints, got {value!r}")
-    if min(pair) < minimum:
-        raise ValueError(f"{op}: {name} must be >= {minimum}, got {value!r}")
-    return pair
-
-
-def pool_output_size(size, kernel_size, stride, padding, dilation=1, ceil_mode=False):
-    """Length of a pooled axis (PyTorch's formula, including its ceil_mode correction).
-
-    ``floor_or_ceil((size + 2*padding - dilation*(kernel_size-1) - 1) / stride) + 1``;
-    with ceil_mode the last window must start inside the image or the left padding.
-    """
-    span = size + 2 * padding - dilation * (kernel_size - 1) - 1
-    out = (span + (stride - 1 if ceil_mode else 0)) // stride + 1
-    if ceil_mode and (out - 1) * stride >= size + padding:
-        out -= 1
-    return out
-
-
 def _check_input(op, input):
-    if not isinstance(input, Tensor):
-        raise TypeError(f"{op}: input must be a Tensor, got {type(input).__name__}")
+    check_tensor(op, "input", input)
     if input.ndim not in (3, 4):
         raise ValueError(f"{op}: expected a 3D (C, H, W) or 4D (N, C, H, W) input, got shape "
                          f"{tuple(input.shape)}")
@@ -230,26 +205,19 @@ def _as_batch(input):
 
 
 def _pool_geometry(op, input, kernel_size, stride, padding, dilation, ceil_mode):
-    kernel = _pair(op, "kernel_size", kernel_size, 1)
+    """The checked :class:`WindowGeometry` of pooling ``input`` ((N, C, H, W) or (C, H, W))."""
+    kernel = pair(op, "kernel_size", kernel_size, 1)
     # PyTorch accepts stride=None or an empty sequence for "same as kernel_size".
-    strides = kernel if stride is None or (isinstance(stride, (tuple, list)) and not stride) \
-        else _pair(op, "stride", stride, 1)
-    pads = _pair(op, "padding", padding, 0)
-    dilations = _pair(op, "dilation", dilation, 1)
+    if stride is None or (isinstance(stride, (tuple, list)) and not stride):
+        stride = kernel
+    pads = pair(op, "padding", padding, 0)
     # PyTorch's rule bounds the padding by the kernel size itself, whatever the dilation.
     if any(p > k // 2 for p, k in zip(pads, kernel)):
         raise ValueError(
             f"{op}: pad should be at most half of kernel size, but got "
             f"padding={padding!r}, kernel_size={kernel_size!r} and dilation={dilation!r}")
-    height, width = input.shape[-2:]
-    out_size = tuple(pool_output_size(size, k, s, p, d, ceil_mode)
-                     for size, k, s, p, d in zip((height, width), kernel, strides, pads, dilations))
-    if min(out_size) < 1:
-        raise ValueError(
-            f"{op}: input of shape {tuple(input.shape)} is too small for kernel_size={kernel}, "
-            f"stride={strides}, padding={pads}, dilation={dilations}: calculated output size "
-            f"{out_size[0]}x{out_size[1]}")
-    return kernel, strides, pads, dilations, out_size
+    shape = (1,) * (4 - input.ndim) + tuple(input.shape)
+    return WindowGeometry.build(op, shape, kernel, stride, pads, dilation, ceil_mode)
 
 
 # ---------------------------------------------------------------------------
@@ -269,17 +237,37 @@ def _gather(source, indices):
     return gathered.reshape(indices.shape)
 
 
+class MaxPool2d(Function):
+    """out[o] = max of x over window o, i.e. ``x[argmax(o)]``.  dx = scatter_add(g, argmax).
+
+    x: (N, C, H, W) -> out: (N, C, OH, OW); the argmax ``indices`` (int64, ``h * W + w``
+    per plane) are kept as a constant, so the backward is the scatter of :class:`_ScatterByIndex`,
+    whose own backward is the gather again (second derivatives work). ``indices_out``, a list,
+    receives the indices for ``return_indices``."""
+
+    def forward(self, x, *, geometry, indices_out=None):
+        xp = get_array_module(x)
+        out, self.indices = backend.kernel("max_pool2d_forward", xp)(
+            x, geometry.kernel, geometry.stride, geometry.padding, geometry.dilation, geometry.out)
+        self.input_size = tuple(x.shape[-2:])
+        if indices_out is not None:
+            indices_out.append(self.indices)
+        return out
+
+    def backward(self, grad_output):
+        return _ScatterByIndex.apply(grad_output, indices=self.indices, input_size=self.input_size)
+
+
 class _GatherByIndex(Function):
     """out = x gathered at ``indices`` (per (n, c) plane).  dx = scatter_add(g, indices).
 
     x: (N, C, H, W); indices: (N, C, OH, OW) int64 constant; out: (N, C, OH, OW).
-    ``precomputed`` lets max pooling pass the output its kernel already produced.
     """
 
-    def forward(self, x, *, indices, precomputed=None):
+    def forward(self, x, *, indices):
         self.indices = indices
         self.input_size = tuple(x.shape[-2:])
-        return precomputed if precomputed is not None else _gather(x, indices)
+        return _gather(x, indices)
 
     def backward(self, grad_output):
         return _ScatterByIndex.apply(grad_output, indices=self.indices, input_size=self.input_size)
@@ -304,31 +292,35 @@ class _ScatterByIndex(Function):
 class _AvgPool2d(Function):
     """out = A x (window means).  dx = A^T g (each g / divisor spread over its window)."""
 
-    def forward(self, x, *, geometry):
+    def forward(self, x, *, geometry, count_include_pad, divisor_override):
         self.geometry = geometry
-        self.input_size = tuple(x.shape[-2:])
-        kernel, strides, pads, out_size, count_include_pad, divisor_override = geometry
+        self.count_include_pad, self.divisor_override = count_include_pad, divisor_override
         xp = get_array_module(x)
-        return backend.kernel("avg_pool2d_forward", xp)(x, kernel, strides, pads, out_size,
-                                                          count_include_pad, divisor_override)
+        return backend.kernel("avg_pool2d_forward", xp)(
+            x, geometry.kernel, geometry.stride, geometry.padding, geometry.out, count_include_pad,
+            divisor_override)
 
     def backward(self, grad_output):
         return _AvgPool2dTranspose.apply(grad_output, geometry=self.geometry,
-                                         input_size=self.input_size)
+                                         count_include_pad=self.count_include_pad,
+                                         divisor_override=self.divisor_override)
 
 
 class _AvgPool2dTranspose(Function):
     """out = A^T g.  The adjoint of a transpose is the map itself: dg = A gg."""
 
-    def forward(self, grad, *, geometry, input_size):
+    def forward(self, grad, *, geometry, count_include_pad, divisor_override):
         self.geometry = geometry
-        kernel, strides, pads, out_size, count_include_pad, divisor_override = geometry
+        self.count_include_pad, self.divisor_override = count_include_pad, divisor_override
         xp = get_array_module(grad)
-        return backend.kernel("avg_pool2d_backward", xp)(grad, input_size, kernel, strides, pads,
-                                                           count_include_pad, divisor_override)
+        return backend.kernel("avg_pool2d_backward", xp)(
+            grad, (geometry.height, geometry.width), geometry.kernel, geometry.stride,
+            geometry.padding, count_include_pad, divisor_override)
 
     def backward(self, grad_output):
-        return _AvgPool2d.apply(grad_output, geometry=self.geometry)
+        return _AvgPool2d.apply(grad_output, geometry=self.geometry,
+                                count_include_pad=self.count_include_pad,
+                                divisor_override=self.divisor_override)
 
 
 # ---------------------------------------------------------------------------
@@ -360,17 +352,14 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     """
     op = "max_pool2d"
     _check_input(op, input)
-    kernel, strides, pads, dilations, out_size = _pool_geometry(
-        op, input, kernel_size, stride, padding, dilation, ceil_mode)
+    geometry = _pool_geometry(op, input, kernel_size, stride, padding, dilation, ceil_mode)
     x, unbatched = _as_batch(input)
-    xp = get_array_module(x.data)
-    out_array, indices = backend.kernel("max_pool2d_forward", xp)(
-        x.data, kernel, strides, pads, dilations, out_size)
-    out = _GatherByIndex.apply(x, indices=indices, precomputed=out_array)
+    indices = []
+    out = MaxPool2d.apply(x, geometry=geometry, indices_out=indices)
     if unbatched:
         out = out.reshape(*out.shape[1:])
     if return_indices:
-        return out, _indices_tensor(indices, unbatched)
+        return out, _indices_tensor(indices[0], unbatched)
     return out
 
 
@@ -394,8 +383,7 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, coun
     """
     op = "avg_pool2d"
     _check_input(op, input)
-    kernel, strides, pads, _, out_size = _pool_geometry(
-        op, input, kernel_size, stride, padding, 1, ceil_mode)
+    geometry = _pool_geometry(op, input, kernel_size, stride, padding, 1, ceil_mode)
     if divisor_override is not None and (
             not isinstance(divisor_override, numbers.Integral) or isinstance(divisor_override, bool)
             or divisor_override <= 0):
@@ -403,13 +391,13 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, coun
                          f"{divisor_override!r}")
     x, unbatched = _as_batch(input)
     height, width = x.shape[-2:]
-    if (kernel == (height, width) and out_size == (1, 1) and pads == (0, 0)
-            and divisor_override is None):
+    if (geometry.kernel == (height, width) and geometry.out == (1, 1)
+            and geometry.padding == (0, 0) and divisor_override is None):
         out = _global_avg_pool(x)     # one window covering the image: a plain mean
     else:
-        geometry = (kernel, strides, pads, out_size, bool(count_include_pad),
-                    None if divisor_override is None else int(divisor_override))
-        out = _AvgPool2d.apply(x, geometry=geometry)
+        out = _AvgPool2d.apply(x, geometry=geometry, count_include_pad=bool(count_include_pad),
+                               divisor_override=None if divisor_override is None
+                               else int(divisor_override))
     return out.reshape(*out.shape[1:]) if unbatched else out
 
 
@@ -475,7 +463,8 @@ def adaptive_avg_pool2d(input, output_size):
         out = _global_avg_pool(x)
     elif height % out_h == 0 and width % out_w == 0:
         kernel = (height // out_h, width // out_w)
-        out = _AvgPool2d.apply(x, geometry=(kernel, kernel, (0, 0), (out_h, out_w), True, None))
+        geometry = WindowGeometry.build(op, x.shape, kernel, kernel, 0, 1)
+        out = _AvgPool2d.apply(x, geometry=geometry, count_include_pad=True, divisor_override=None)
     else:
         xp = get_array_module(x.data)
         rows = Tensor._wrap(_averaging_matrix(height, out_h, x.dtype, xp))

@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 
+from ..._arguments import pair
 from ...tensor import pad
 from .. import functional as F
 from .. import init
@@ -14,18 +15,6 @@ from .module import Module
 __all__ = ["Conv2d"]
 
 _PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
-
-
-def _pair(value, name: str):
-    if isinstance(value, (int, np.integer)):
-        return (int(value), int(value))
-    try:
-        pair = tuple(int(v) for v in value)
-    except TypeError:
-        raise TypeError(f"Conv2d: {name} must be an int or a pair of ints, got {value!r}") from None
-    if len(pair) != 2:
-        raise ValueError(f"Conv2d: {name} must be an int or a pair of ints, got {value!r}")
-    return pair
 
 
 def _index_for_padding(size: int, before: int, after: int, mode: str) -> np.ndarray:
@@ -76,9 +65,9 @@ class Conv2d(Module):
             raise ValueError(f"Conv2d: padding_mode must be one of {_PADDING_MODES}, got {padding_mode!r}")
         self.in_channels = int(in_channels)
         self.out_channels = int(out_channels)
-        self.kernel_size = _pair(kernel_size, "kernel_size")
-        self.stride = _pair(stride, "stride")
-        self.dilation = _pair(dilation, "dilation")
+        self.kernel_size = pair("Conv2d", "kernel_size", kernel_size, 1)
+        self.stride = pair("Conv2d", "stride", stride, 1)
+        self.dilation = pair("Conv2d", "dilation", dilation, 1)
         if isinstance(padding, str):
             if padding not in ("same", "valid"):
                 raise ValueError(f"Conv2d: padding must be an int, a pair, 'valid' or 'same', got {padding!r}")
@@ -86,7 +75,7 @@ class Conv2d(Module):
                 raise ValueError("Conv2d: padding='same' is not supported for strided convolutions")
             self.padding = padding
         else:
-            self.padding = _pair(padding, "padding")
+            self.padding = pair("Conv2d", "padding", padding, 0)
         if min(self.kernel_size) <= 0 or min(self.stride) <= 0 or min(self.dilation) <= 0:
             raise ValueError(f"Conv2d: kernel_size, stride and dilation must be positive, got "
                              f"{self.kernel_size}, {self.stride}, {self.dilation}")

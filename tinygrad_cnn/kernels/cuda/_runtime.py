@@ -8,7 +8,7 @@ lists; importing a family therefore never imports CuPy. The source is compiled (
 element type, and cached.
 
 Rules every source here follows, so it can be checked without a GPU (see
-:mod:`tinygrad_cnn.kernels.cuda._emulator` and ``tests/cuda/test_kernel_sources.py``):
+:mod:`tinygrad_cnn.testing.cuda_emulator` and ``tests/cuda/test_kernel_sources.py``):
 
 * The element type is ``T``; ``typedef float T;`` or ``typedef double T;`` is prepended.
 * Kernels are ``extern "C" __global__ void name(...)`` with parameters that are pointers

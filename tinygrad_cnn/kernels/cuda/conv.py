@@ -14,6 +14,7 @@ column) too.
 """
 from __future__ import annotations
 
+from .. import sliced_conv
 from ._runtime import CudaSource, i64, reference, supported_dtype
 
 __all__ = ["KERNELS", "SOURCE"]
@@ -179,3 +180,7 @@ def im2col_wide(x, kernel_h, kernel_w, pad_h, pad_w, dil_h, dil_w):
 
 
 KERNELS = {"im2col": im2col, "col2im": col2im, "im2col_wide": im2col_wide}
+
+# The sliced convolution of tinygrad_cnn.kernels.sliced_conv on CuPy arrays: the whole batch in
+# one slice, its GEMMs by cuBLAS around the kernels above.
+KERNELS.update(conv2d_forward=sliced_conv.conv2d_forward, conv2d_backward=sliced_conv.conv2d_backward)

@@ -11,7 +11,7 @@ code most often gets wrong, so those bugs show up on the CPU:
 * NumPy arrays are not accepted as operands of ufuncs, operators or array functions (CuPy refuses
   them), nor as ``__setitem__`` values except for the whole-array slice ``a[:] = host_array``;
 * reductions and integer indexing return 0-d arrays, not scalars;
-* ``RawModule`` sources are run by the CPU emulator of :mod:`._emulator` (with its argument-width
+* ``RawModule`` sources are run by the CPU emulator of :mod:`tinygrad_cnn.testing.cuda_emulator` (with its argument-width
   and bounds checks), and ``random`` is a generator of its own, seeded by ``cupy.random.seed``.
 
 What it cannot show: anything about the real GPU (NVRTC, cuBLAS, speed, memory), functions NumPy
@@ -20,9 +20,9 @@ has but CuPy lacks, and small differences in dtype promotion rules.
 Use it for a whole pytest run (every test that takes the ``device`` fixture then also runs on the
 simulated "cuda" device)::
 
-    python -m pytest -p tinygrad_cnn.kernels.cuda._simulated_cupy tests/...
+    python -m pytest -p tinygrad_cnn.testing.simulated_cupy tests/...
 
-or in a script: ``from tinygrad_cnn.kernels.cuda import _simulated_cupy; _simulated_cupy.install()``
+or in a script: ``from tinygrad_cnn.testing import simulated_cupy; simulated_cupy.install()``
 before anything asks for the GPU.
 """
 from __future__ import annotations
@@ -559,7 +559,7 @@ class RawModule:
     (as every source of ``tinygrad_cnn.kernels.cuda`` does)."""
 
     def __init__(self, code=None, path=None, options=(), backend="nvrtc", name_expressions=None, **kwargs):
-        from . import _emulator
+        from . import cuda_emulator as _emulator
         match = _TYPEDEF.match(code or "")
         if match is None:
             raise NotImplementedError("simulated RawModule: the source must begin with `typedef float T;` "
@@ -606,7 +606,7 @@ def uninstall():
             sys.modules[name] = value
     _previous.clear()
     _reset_backend_cache()
-    from . import _runtime
+    from ..kernels.cuda import _runtime
     for source in _runtime.all_sources():  # kernels "compiled" by the stand-in's RawModule
         for key in [k for k in source._compiled if k[0] == id(None)]:
             del source._compiled[key]
@@ -620,10 +620,10 @@ def _reset_backend_cache():
 
 
 def pytest_report_header(config):
-    return "tinygrad_cnn: CuPy is SIMULATED with NumPy (kernels/cuda/_simulated_cupy.py); not a GPU run"
+    return "tinygrad_cnn: CuPy is SIMULATED with NumPy (tinygrad_cnn/testing/simulated_cupy.py); not a GPU run"
 
 
 def pytest_load_initial_conftests(early_config, parser, args):
-    """Loaded as a pytest plugin (``-p tinygrad_cnn.kernels.cuda._simulated_cupy``): install the stand-in
+    """Loaded as a pytest plugin (``-p tinygrad_cnn.testing.simulated_cupy``): install the stand-in
     before any conftest file imports tinygrad_cnn and caches whether CuPy is present."""
     install()

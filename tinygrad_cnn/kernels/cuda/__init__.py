@@ -3,7 +3,7 @@
 Each family module (``conv``, ``pooling``, ``normalization``, ``dropout``, ``loss``, ``optim``)
 lists its kernels in a ``KERNELS`` dict of Python wrappers whose signatures equal the NumPy
 references'. Importing them never imports CuPy: sources are compiled on first launch (see
-``_runtime``). ``_emulator`` runs the same sources on the CPU for the tests.
+``_runtime``). ``tinygrad_cnn.testing.cuda_emulator`` runs the same sources on the CPU for the tests.
 """
 
 # Kernel names whose NumPy reference is used on GPU arrays as well (it is written with the

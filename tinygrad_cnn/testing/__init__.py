@@ -27,8 +27,8 @@ except ImportError as error:  # pragma: no cover - exercised only without the te
     raise ImportError("tinygrad_cnn.testing needs Hypothesis: pip install 'tinygrad_cnn[test]'") \
         from error
 
-from .gradcheck import gradcheck, gradgradcheck
-from .tensor import Tensor
+from ..gradcheck import gradcheck, gradgradcheck
+from ..tensor import Tensor
 
 __all__ = ["shapes", "broadcastable_shapes", "arrays", "finite_floats", "distinct_arrays",
            "conv2d_settings", "pool2d_settings", "tensor64", "check_grad", "check_gradgrad",

@@ -1,4 +1,4 @@
-"""Run the CUDA kernels of this package on the CPU, to test them where there is no GPU.
+"""Run the CUDA kernels of ``tinygrad_cnn.kernels.cuda`` on the CPU, to test them where there is no GPU.
 
 The kernel sources are written in a small subset of CUDA C++ (see ``_runtime``): one-dimensional
 launches, grid-stride loops, ``__shared__`` arrays with ``__syncthreads()``, no atomics and no
@@ -24,8 +24,9 @@ tolerate (grid-stride loops, power-of-two block reductions).
 
 Use::
 
-    from tinygrad_cnn.kernels.cuda import _emulator, _runtime
-    with _runtime.use_compiler(_emulator.compile_source):
+    from tinygrad_cnn.kernels.cuda import _runtime
+    from tinygrad_cnn.testing import cuda_emulator
+    with _runtime.use_compiler(cuda_emulator.compile_source):
         out = some_cuda_wrapper(numpy_arrays...)      # runs the CUDA code on the CPU
 """
 from __future__ import annotations
@@ -370,7 +371,7 @@ def nvrtc_check(code: str, arch: str = "compute_80") -> str:
     if status != 0:
         raise RuntimeError(f"nvrtcCreateProgram failed with status {status} ({path})")
     try:
-        from ._runtime import NVRTC_OPTIONS
+        from ..kernels.cuda._runtime import NVRTC_OPTIONS
         options = [option.encode() for option in NVRTC_OPTIONS] + [f"-arch={arch}".encode()]
         option_array = (ctypes.c_char_p * len(options))(*options)
         status = library.nvrtcCompileProgram(program, len(options), option_array)

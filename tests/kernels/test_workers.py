@@ -1,18 +1,18 @@
-"""backend.map_slices: the worker pool that runs batch slices on every core."""
+"""_workers.map_slices: the worker pool that runs batch slices on every core."""
 import threading
 import time
 
 import numpy as np
 import pytest
 
-from tinygrad_cnn import backend
+from tinygrad_cnn.kernels.cpu import _workers
 
 threadpoolctl = pytest.importorskip("threadpoolctl")
 
 
 @pytest.fixture
 def two_workers(monkeypatch):
-    monkeypatch.setattr(backend, "slice_workers", lambda: 2)
+    monkeypatch.setattr(_workers, "slice_workers", lambda: 2)
 
 
 def test_every_slice_once_results_in_slice_order(two_workers):
@@ -25,7 +25,7 @@ def test_every_slice_once_results_in_slice_order(two_workers):
         return index * index
 
     slices = list(range(40))
-    assert backend.map_slices(fn, slices, np) == [i * i for i in slices]
+    assert _workers.map_slices(fn, slices, np) == [i * i for i in slices]
     assert sorted(calls) == slices
 
 
@@ -37,9 +37,9 @@ def test_both_workers_take_slices_with_single_threaded_blas(two_workers):
         names.add(threading.current_thread().name)
         # NumPy's BLAS is loaded before the pool's controller is made, so it is among the
         # libraries the controller limits (a BLAS loaded later, e.g. torch's, is not used).
-        return [lib.num_threads for lib in backend._blas_controller.select(user_api="blas").lib_controllers]
+        return [lib.num_threads for lib in _workers._blas_controller.select(user_api="blas").lib_controllers]
 
-    blas_threads = backend.map_slices(fn, list(range(20)), np)
+    blas_threads = _workers.map_slices(fn, list(range(20)), np)
     assert len(names) == 2 and all(name.startswith("tinygrad_cnn") for name in names)
     assert all(per_slice and all(count == 1 for count in per_slice) for per_slice in blas_threads)
 
@@ -51,13 +51,13 @@ def test_a_failing_slice_raises_and_the_pool_still_works(two_workers):
         return index
 
     with pytest.raises(ValueError, match="slice 7 failed"):
-        backend.map_slices(fn, list(range(12)), np)
-    assert backend.map_slices(lambda i: -i, [1, 2, 3], np) == [-1, -2, -3]
+        _workers.map_slices(fn, list(range(12)), np)
+    assert _workers.map_slices(lambda i: -i, [1, 2, 3], np) == [-1, -2, -3]
 
 
 def test_one_worker_or_one_slice_is_a_plain_loop(monkeypatch):
     main = threading.current_thread().name
-    monkeypatch.setattr(backend, "slice_workers", lambda: 1)
-    assert backend.map_slices(lambda _: threading.current_thread().name, [0, 1], np) == [main] * 2
-    monkeypatch.setattr(backend, "slice_workers", lambda: 2)
-    assert backend.map_slices(lambda _: threading.current_thread().name, [0], np) == [main]
+    monkeypatch.setattr(_workers, "slice_workers", lambda: 1)
+    assert _workers.map_slices(lambda _: threading.current_thread().name, [0, 1], np) == [main] * 2
+    monkeypatch.setattr(_workers, "slice_workers", lambda: 2)
+    assert _workers.map_slices(lambda _: threading.current_thread().name, [0], np) == [main]

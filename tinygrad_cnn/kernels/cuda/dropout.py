@@ -29,13 +29,14 @@ def dropout_forward(x, noise, p):
         return reference("dropout_forward")(x, noise, p)
     from tinygrad_cnn.backend import get_array_module
     xp = get_array_module(x)
+    shape = x.shape            # ascontiguousarray makes a 0-d array 1-d
     x, noise = xp.ascontiguousarray(x), xp.ascontiguousarray(noise)
     scale = 1.0 / (1.0 - p) if p < 1.0 else 0.0
     out = xp.empty_like(x)
     scaled_mask = xp.empty_like(x)
     SOURCE.launch("dropout_forward", x.dtype, x.size, (
         x, noise, out, scaled_mask, i64(x.size), real(p, "float64"), real(scale, x.dtype)))
-    return out, scaled_mask
+    return out.reshape(shape), scaled_mask.reshape(shape)
 
 
 KERNELS = {"dropout_forward": dropout_forward}

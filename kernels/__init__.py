@@ -1,1 +1,0 @@
-"""Hand-written kernels, installed as ``tinygrad_cnn.kernels``."""
