@@ -43,7 +43,7 @@ run() {  # run NAME COMMAND...: tee the output to $OUT/NAME.log, keep the exit s
     return "$status"
 }
 
-step_install() {   # the checkout, without dependencies and without a package index (kernels/ is mapped in)
+step_install() {   # the checkout, without dependencies and without a package index
     if "$PYTHON" -c "import tinygrad_cnn.kernels" 2>/dev/null; then
         echo "tinygrad_cnn is importable with its kernels; no install needed"
         return 0
@@ -65,7 +65,7 @@ step_env() {
 }
 
 step_kernels() {   # every CUDA kernel vs its NumPy reference, device moves, seeding, loader, layers, models
-    run kernels "$PYTHON" -m pytest tests/cuda -q -rs -p no:cacheprovider --durations=15
+    run kernels "$PYTHON" -m pytest tests/cuda tests/kernels -q -rs -p no:cacheprovider --durations=15
 }
 
 step_gradcheck() { # float64 gradient check of each op with the tensors on the device
@@ -73,8 +73,8 @@ step_gradcheck() { # float64 gradient check of each op with the tensors on the d
         -k "gradcheck_on_device or dropout_gradient_on_device" -v
 }
 
-step_device_suite() {  # the device-parametrised tests outside tests/cuda, on cuda only
-    run device_suite "$PYTHON" -m pytest -q -rs -p no:cacheprovider --ignore=tests/cuda -k cuda --durations=10
+step_device_suite() {  # the device-parametrised tests outside tests/cuda and tests/kernels, on cuda only
+    run device_suite "$PYTHON" -m pytest -q -rs -p no:cacheprovider --ignore=tests/cuda --ignore=tests/kernels -k cuda --durations=10
 }
 
 step_suite() {     # the whole suite; device-parametrised tests now also run on cuda
