@@ -23,6 +23,8 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from ._float16 import computing_float16_in_float32
+
 __all__ = ["im2col", "col2im", "im2col_wide", "KERNELS"]
 
 
@@ -252,4 +254,4 @@ def col2im(cols, n_batch, channels, height, width, kernel_h, kernel_w, stride_h,
     return x
 
 
-KERNELS = {"im2col": im2col, "col2im": col2im, "im2col_wide": im2col_wide}
+KERNELS = computing_float16_in_float32({"im2col": im2col, "col2im": col2im, "im2col_wide": im2col_wide})

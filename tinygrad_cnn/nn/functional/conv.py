@@ -345,7 +345,9 @@ class Conv2d(Function):
 
         partial_w = backend.map_slices(
             run_slice, _image_chunks(geometry.n_batch, per_image, xp), xp)
-        if need_w:
+        if need_w and not partial_w:       # an empty batch: no slices, a zero gradient
+            grad_w = xp.zeros(weight.shape, dtype=weight.dtype)
+        elif need_w:
             # Summed in slice order whatever thread computed them: deterministic.
             grad_w = partial_w[0]
             for part in partial_w[1:]:
@@ -381,6 +383,8 @@ def _image_chunks(n_batch, per_image_bytes, xp):
     """(start, stop) slices covering the batch, each with at most about ``chunk_bytes`` of
     columns, and (when the batch allows) a multiple of the number of CPU workers of them
     in nearly equal sizes, so that no worker waits for a long last slice."""
+    if n_batch == 0:
+        return []
     budget = backend.chunk_bytes(xp)
     if budget is None:
         return [(0, n_batch)]
@@ -602,6 +606,10 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         raise ValueError(f"{op}: groups ({groups}) must divide both the input channels ({c_in}, "
                          f"input shape {tuple(input.shape)}) and the output channels ({c_out}, "
                          f"weight shape {tuple(weight.shape)})")
+    if c_out == 0:
+        # PyTorch refuses it too: a convolution must produce at least one channel.
+        raise ValueError(f"{op}: weight of shape {tuple(weight.shape)} has 0 output channels; "
+                         "expected at least 1")
     if weight.shape[1] * groups != c_in:
         raise ValueError(f"{op}: input has {c_in} channels (shape {tuple(input.shape)}) but weight "
                          f"of shape {tuple(weight.shape)} with groups={groups} expects "
