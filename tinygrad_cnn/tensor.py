@@ -14,6 +14,10 @@ Deliberate differences from PyTorch (kept small):
   requires grad while grad mode is on, instead of version-counting; wrap
   parameter updates in ``no_grad()`` (optimizers do).
 * ``dtype`` is a NumPy dtype (``tinygrad_cnn.float32`` is ``numpy.float32``).
+
+Data a tensor holds: booleans, integers and floats, in the machine's byte order (other byte
+orders are converted when copied in); strings, Python objects and complex numbers are refused.
+float16 is computed in float32 and rounded once, as on PyTorch's CPU (docs/failure_modes.md).
 """
 from __future__ import annotations
 
