@@ -24,6 +24,8 @@ weights under their state_dict names), ``<out>/summary.json`` and ``<out>/curves
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import json
 import math
 import signal
@@ -500,6 +502,75 @@ def summary_line(record, epochs):
     return " | ".join(parts)
 
 
+# ====================================================================== the output folder
+
+OUTPUT_FILES = (CHECKPOINT_NAME, ckpt.previous_path(CHECKPOINT_NAME).name, "metrics.jsonl", "summary.json",
+                "model_final.npz", "curves.png")
+TRAINING_KEYS = ("config", "epoch", "model", "optimizer", "scheduler", "loader")
+# Errors of the machine, not of the program: each becomes one line naming the file.
+_ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def load_training_checkpoint(path):
+    """The state in ``path`` if it is a training checkpoint of this script, else SystemExit."""
+    try:
+        state = ckpt.load_checkpoint(path)
+    except ckpt.CheckpointError as exc:
+        raise SystemExit(f"error: --resume: {exc}") from None
+    missing = [key for key in TRAINING_KEYS if key not in state]
+    if missing:
+        raise SystemExit(f"error: --resume: {path} is not a training checkpoint of this script "
+                         f"(no {', '.join(missing)}); final weights such as model_final.npz cannot be resumed")
+    return state
+
+
+def find_resume_checkpoint(out):
+    """``(path, state)`` of the checkpoint to resume in ``out``: checkpoint.npz, else the previous
+    one kept beside it. Other files in the folder are never candidates: only these two hold the
+    full training state. SystemExit, saying what is wrong with each, when neither is usable."""
+    problems = []
+    for path in (out / CHECKPOINT_NAME, ckpt.previous_path(out / CHECKPOINT_NAME)):
+        if not path.exists():
+            problems.append(f"{path.name} is missing")
+            continue
+        try:
+            return path, load_training_checkpoint(path)
+        except SystemExit as exc:
+            problems.append(str(exc).removeprefix("error: --resume: "))
+    raise SystemExit(f"error: --resume: no usable checkpoint in {out}: " + "; ".join(problems))
+
+
+def open_output_folder(out):
+    """Create ``out``, take its lock (one writer at a time) and delete the temp files an earlier,
+    killed run left there. Returns the held :class:`~tinygrad_cnn.checkpoint.RunDirectoryLock`."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        lock = ckpt.RunDirectoryLock(out).acquire()
+    except ckpt.RunDirectoryLocked as exc:
+        raise SystemExit(f"error: --out: {exc}") from None
+    except OSError as exc:
+        raise SystemExit(f"error: --out: cannot use {out} as the output folder: "
+                         f"{exc.strerror or exc}") from None
+    for name in OUTPUT_FILES:
+        ckpt.remove_stale_temp_files(out / name)
+    return lock
+
+
+@contextlib.contextmanager
+def writing(path, out):
+    """Turn a full disk, a file-size limit or a read-only folder while writing ``path`` into one
+    line naming the file, and say which checkpoint is still intact (writes are atomic)."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in _ENVIRONMENT_ERRNOS:
+            raise
+        kept = out / CHECKPOINT_NAME
+        note = (f"; the last checkpoint {kept} is intact (continue with --resume once there is room)"
+                if kept.exists() else "")
+        raise SystemExit(f"error: cannot write {path}: {exc.strerror or exc}{note}") from None
+
+
 # ====================================================================== main
 
 def main(argv=None, *, hooks=None):
@@ -520,13 +591,11 @@ def main(argv=None, *, hooks=None):
     out = Path(args.out) if args.out else Path("runs") / f"cifar_{model_name(config)}"
     state = None
     if args.resume is not None:
-        resume_path = ckpt.latest_checkpoint(out, CHECKPOINT_NAME) if args.resume == "latest" else Path(args.resume)
-        if resume_path is None:
-            raise SystemExit(f"error: --resume: no loadable checkpoint in {out}")
-        try:
-            state = ckpt.load_checkpoint(resume_path)
-        except ckpt.CheckpointError as exc:
-            raise SystemExit(f"error: --resume: {exc}")
+        if args.resume == "latest":
+            resume_path, state = find_resume_checkpoint(out)
+        else:
+            resume_path = Path(args.resume)
+            state = load_training_checkpoint(resume_path)
         saved = state["config"]
         conflicts = [f"--{k.replace('_', '-')} {getattr(args, k)} (checkpoint: {saved[k]})"
                      for k in RECIPE_KEYS if k in given and k in saved and getattr(args, k) != saved[k]]
@@ -537,8 +606,15 @@ def main(argv=None, *, hooks=None):
         if args.out is None and args.resume != "latest":
             out = Path(resume_path).parent
         print(f"resuming from {resume_path} (epoch {state['epoch']} of {config['epochs']} done)")
-    out.mkdir(parents=True, exist_ok=True)
+    lock = open_output_folder(out)
+    try:
+        return _train(args, config, runtime, out, state, hooks)
+    finally:
+        lock.release()
 
+
+def _train(args, config, runtime, out, state, hooks):
+    """The run itself, in an output folder this process holds the lock of."""
     device = choose_device(args.device)
     tinygrad_cnn.manual_seed(config["seed"])
     train, val, test = load_cifar(config, runtime)
@@ -559,7 +635,8 @@ def main(argv=None, *, hooks=None):
         partial = state.get("partial")
         start_epoch = int(state["epoch"])
     metrics_path = out / "metrics.jsonl"
-    write_metrics(metrics_path, history)
+    with writing(metrics_path, out):
+        write_metrics(metrics_path, history)
 
     title = model_name(config)
     print(f"{title}: {n_params:,} parameters | train {len(train)} val {len(val) if val else 0} test {len(test)} "
@@ -569,9 +646,10 @@ def main(argv=None, *, hooks=None):
     def save(epoch_done, partial_totals=None):
         extra = {"config": config, "partial": partial_totals,
                  "normalization": {"mean": np.asarray(mean), "std": np.asarray(std)}}
-        return ckpt.save_checkpoint(out / CHECKPOINT_NAME, ckpt.training_state(
-            model=model, optimizer=optimizer, scheduler=scheduler, loader=train_loader, epoch=epoch_done,
-            metrics=history, **extra))
+        with writing(out / CHECKPOINT_NAME, out):
+            return ckpt.save_checkpoint(out / CHECKPOINT_NAME, ckpt.training_state(
+                model=model, optimizer=optimizer, scheduler=scheduler, loader=train_loader, epoch=epoch_done,
+                metrics=history, **extra))
 
     stop = StopRequest()
     hooks["stop"] = stop
@@ -605,7 +683,8 @@ def main(argv=None, *, hooks=None):
                       "seconds": totals["seconds"], "img_per_s": totals["seen"] / max(totals["seconds"], 1e-9)}
             history.append(record)
             save(epoch + 1)
-            append_metrics(metrics_path, record)
+            with writing(metrics_path, out):
+                append_metrics(metrics_path, record)
             print(summary_line(record, config["epochs"]), flush=True)
             if hooks.get("on_epoch_end") is not None:
                 hooks["on_epoch_end"](epoch + 1, record)
@@ -625,13 +704,17 @@ def main(argv=None, *, hooks=None):
         print(f"final test accuracy: {100 * final['acc']:.2f}% | with flip-TTA: {100 * final['acc_tta']:.2f}% "
               f"| {len(test)} test images | training time {_format_seconds(train_seconds)} "
               f"({sum(len(train) for _ in history) / max(train_seconds, 1e-9):.0f} img/s)")
-        ckpt.save_checkpoint(out / "model_final.npz", {"model": ckpt.model_state_arrays(model)}, keep_previous=False)
+        with writing(out / "model_final.npz", out):
+            ckpt.save_checkpoint(out / "model_final.npz", {"model": ckpt.model_state_arrays(model)},
+                                 keep_previous=False)
         summary = {"model": title, "parameters": n_params, "config": config, "device": device,
                    "train_images": len(train), "test_images": len(test), "test_acc": final["acc"],
                    "test_acc_tta": final["acc_tta"], "test_loss": final["loss"], "train_seconds": train_seconds}
-        ckpt.atomic_write_bytes(out / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
+        with writing(out / "summary.json", out):
+            ckpt.atomic_write_bytes(out / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
         if args.plot:
-            plot_curves(out / "curves.png", history, title)
+            with writing(out / "curves.png", out):
+                plot_curves(out / "curves.png", history, title)
     return result
 
 

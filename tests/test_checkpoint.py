@@ -244,3 +244,14 @@ def test_training_state_restores_exactly(tmp_path):
     assert sched2.get_last_lr() == expected[2]
     with pytest.raises(ckpt.CheckpointError, match="'scheduler'"):
         ckpt.restore_training_state({"model": {}}, scheduler=sched2)
+
+
+@pytest.mark.parametrize("content, kind", [(b"epoch 3, loss 0.2\n", "a text file"), (b"\x80\x04\x95pickle", "a pickle"),
+                                           (b"\x93NUMPY\x01\x00", "a NumPy .npy array"), (b"", None)])
+def test_a_file_that_is_not_an_npz_archive_is_named_for_what_it_is(tmp_path, content, kind):
+    path = tmp_path / "checkpoint.npz"
+    path.write_bytes(content)
+    expected = f"{path} is empty" if kind is None else f"{path} is not a checkpoint .*look like {kind}"
+    with pytest.raises(ckpt.CheckpointError, match=expected) as info:
+        ckpt.load_checkpoint(path)
+    assert "pickled data" not in str(info.value)

@@ -4,6 +4,7 @@ import pytest
 
 import tinygrad_cnn as tg
 from tinygrad_cnn import Tensor
+import tinygrad_cnn.nn.functional as F
 
 
 def test_python_data_becomes_float32_and_numpy_keeps_dtype():
@@ -146,3 +147,45 @@ def test_integer_operands_take_the_float_dtype_as_in_pytorch():
     assert (Tensor(np.array([1, 2])) + 1.5).dtype == np.float32
     assert (Tensor(np.array([1, 2])) * Tensor(np.array([3, 4]))).dtype == np.int64
     assert (t.double() + t).dtype == np.float64
+
+
+# ---------------------------------------------------------------------------- data a tensor refuses
+
+@pytest.mark.parametrize("data, kind", [(np.array(["a", "b"]), "strings"), (np.array([b"a"]), "bytes"),
+                                        (np.array([1, "a"], dtype=object), "Python objects"),
+                                        (["a", "b"], "strings"), ([1, "a"], "strings"),
+                                        (np.array([1 + 2j]), "complex")])
+def test_strings_objects_and_complex_numbers_are_refused(data, kind):
+    with pytest.raises(TypeError, match=f"Tensor: .*dtype .*{kind}"):
+        Tensor(data)
+
+
+@pytest.mark.parametrize("data, message", [
+    ([[1, 2], [3]], r"expected sequence of length 2 at dim 1 \(got 1 at element \[1\]\)"),
+    ([[[1, 2], [3, 4]], [[1, 2], [3]]], r"expected sequence of length 2 at dim 2 \(got 1 at element \[1\]\)"),
+    ([[1, 2], 3], r"at dim 0, element \[1\] is a number but element \[0\] is a sequence"),
+])
+def test_ragged_nested_lists_name_the_dimension_and_lengths(data, message):
+    with pytest.raises(ValueError, match=message):
+        Tensor(data)
+
+
+@pytest.mark.parametrize("dtype", [">f4", ">f8", ">i8", "<f4"])
+def test_byte_order_is_converted_to_the_machines(dtype):
+    values = np.arange(12, dtype=dtype).reshape(3, 4)
+    t = Tensor(values)
+    assert t.dtype.isnative and t.dtype == values.dtype.newbyteorder("=")
+    np.testing.assert_array_equal(t.numpy(), values)
+    if t.dtype.kind == "f":
+        weight = Tensor(np.ones((2, 1, 2, 2), dtype=t.dtype))
+        out = F.conv2d(t.reshape(1, 1, 3, 4), weight).relu()     # reaches the Numba kernels
+        np.testing.assert_allclose(out.numpy()[0, 0], [[10, 14, 18], [26, 30, 34]])
+
+
+def test_from_numpy_refuses_what_it_cannot_share():
+    with pytest.raises(ValueError, match="from_numpy: .*>f4.*byte order"):
+        tg.from_numpy(np.ones(3, dtype=">f4"))
+    with pytest.raises(TypeError, match="from_numpy: .*strings"):
+        tg.from_numpy(np.array(["a"]))
+    with pytest.raises(TypeError, match="from_numpy: expected a numpy.ndarray, got list"):
+        tg.from_numpy([1.0])

@@ -47,12 +47,14 @@ from .optim._flatten import flatten_state, unflatten_state
 
 __all__ = [
     "CheckpointError", "save_checkpoint", "load_checkpoint", "latest_checkpoint", "is_valid_checkpoint",
+    "RunDirectoryLock", "RunDirectoryLocked",
     "atomic_write_bytes", "model_state_arrays", "training_state", "restore_training_state",
     "previous_path", "remove_stale_temp_files", "FORMAT",
 ]
 
 FORMAT = "tinygrad_cnn.checkpoint/1"
 _FORMAT_KEY = "__checkpoint_format__"
+_ZIP_MAGIC = b"PK\x03\x04"
 
 
 class CheckpointError(ValueError):
@@ -167,6 +169,7 @@ def load_checkpoint(path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"load_checkpoint: no checkpoint file at {path}")
+    _check_is_zip(path)
     try:
         with np.load(path, allow_pickle=False) as archive:
             # Reading every member makes zipfile verify each CRC: damage anywhere is caught here.
@@ -181,6 +184,22 @@ def load_checkpoint(path) -> dict:
         return unflatten_state(arrays)
     except (KeyError, ValueError) as exc:
         raise CheckpointError(f"load_checkpoint: {path} has an inconsistent layout: {exc}") from None
+
+
+def _check_is_zip(path: Path) -> None:
+    """Refuse anything that is not a zip archive before NumPy sees it: for such files np.load
+    guesses "pickled data", which misleads about a text file or a half-written one."""
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    if head == _ZIP_MAGIC:
+        return
+    if not head:
+        raise CheckpointError(f"load_checkpoint: {path} is empty (0 bytes)")
+    kind = ("a pickle (never loaded: unpickling can run code)" if head[:1] == b"\x80"
+            else "a NumPy .npy array" if head[:4] == b"\x93NUM"
+            else "a text file" if all(32 <= b < 127 or b in (9, 10, 13) for b in head) else "some other format")
+    raise CheckpointError(f"load_checkpoint: {path} is not a checkpoint (.npz zip archive): its first bytes "
+                          f"{head!r} look like {kind}")
 
 
 def is_valid_checkpoint(path) -> bool:
@@ -210,6 +229,61 @@ def latest_checkpoint(directory, name: str = "checkpoint.npz"):
         if candidate.is_file() and is_valid_checkpoint(candidate):
             return candidate
     return None
+
+
+# ---------------------------------------------------------------- one writer per run folder
+
+class RunDirectoryLocked(RuntimeError):
+    """Another live process is writing into the same run folder."""
+
+
+class RunDirectoryLock:
+    """An exclusive OS lock on a run folder, held while a training run writes into it.
+
+    ``with RunDirectoryLock(out): ...`` or ``lock = RunDirectoryLock(out).acquire()``. The lock is
+    ``flock`` on ``<out>/.lock`` (which holds the owner's PID for the message a second writer
+    gets): the kernel releases it when the process ends in any way, ``kill -9`` included, so a
+    crashed run never leaves the folder locked. A second process raises
+    :class:`RunDirectoryLocked` naming the holder's PID. Where ``fcntl`` does not exist (Windows)
+    the lock is a no-op.
+    """
+
+    def __init__(self, directory):
+        self.directory = Path(directory)
+        self.path = self.directory / ".lock"
+        self._handle = None
+
+    def acquire(self) -> "RunDirectoryLock":
+        try:
+            import fcntl
+        except ImportError:
+            return self
+        handle = open(self.path, "a+")
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            handle.close()
+            raise RunDirectoryLocked(f"{self.directory} is in use by another run (PID {holder}); wait for it "
+                                     "to finish, stop it, or choose another output folder") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        self._handle = handle
+        return self
+
+    def release(self) -> None:
+        if self._handle is not None:
+            self._handle.close()        # closing the descriptor releases the flock
+            self._handle = None
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()
 
 
 # ---------------------------------------------------------------- training-state helpers

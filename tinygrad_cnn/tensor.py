@@ -14,6 +14,10 @@ Deliberate differences from PyTorch (kept small):
   requires grad while grad mode is on, instead of version-counting; wrap
   parameter updates in ``no_grad()`` (optimizers do).
 * ``dtype`` is a NumPy dtype (``tinygrad_cnn.float32`` is ``numpy.float32``).
+
+Data a tensor holds: booleans, integers and floats, in the machine's byte order (other byte
+orders are converted when copied in); strings, Python objects and complex numbers are refused.
+float16 is computed in float32 and rounded once, as on PyTorch's CPU (docs/failure_modes.md).
 """
 from __future__ import annotations
 
@@ -54,18 +58,65 @@ class RemovableHandle:
 
 def _to_array(data, dtype):
     """Convert user data to a fresh NumPy array following the dtype rules above."""
-    if isinstance(data, np.ndarray) or np.isscalar(data) and isinstance(data, np.generic):
-        return np.array(data, dtype=dtype, copy=True)
-    array = np.asarray(data)
     if dtype is not None:
-        return array.astype(dtype)
+        _check_element_type(np.dtype(dtype), "requested dtype")
+    if isinstance(data, np.ndarray) or np.isscalar(data) and isinstance(data, np.generic):
+        _check_element_type(np.asarray(data).dtype, "data")
+        return _native(np.array(data, dtype=dtype, copy=True))
+    try:
+        array = np.asarray(data)
+    except ValueError as error:
+        raise ValueError(f"Tensor: {_ragged_description(data) or error}") from None
+    _check_element_type(array.dtype, "data")
+    if dtype is not None:
+        return _native(array.astype(dtype))
     if array.dtype.kind in "iuf":
         # Python numbers and lists become float32 (the framework's default dtype).
         return array.astype(np.float32)
-    if array.dtype.kind == "b":
+    return array
+
+
+def _check_element_type(dtype, what, op="Tensor"):
+    # PyTorch has no string or object tensors, and NumPy would happily concatenate strings
+    # ("a" + 1 -> "a1") or call Python methods element by element.
+    if dtype.kind not in "biuf":
+        kinds = {"U": "strings", "S": "bytes", "O": "Python objects", "c": "complex numbers",
+                 "M": "datetimes", "m": "time deltas", "V": "raw records"}
+        raise TypeError(f"{op}: cannot build a tensor from {what} of dtype {dtype} "
+                        f"({kinds.get(dtype.kind, 'unsupported values')}); tensors hold booleans, "
+                        "integers or floating-point numbers")
+
+
+def _native(array):
+    """``array`` in the machine's byte order: the kernels (Numba, CUDA) read only native numbers."""
+    if array.dtype.isnative:
         return array
-    raise TypeError(f"Tensor: cannot build a tensor from data of type {type(data).__name__} "
-                    f"(NumPy dtype {array.dtype})")
+    return array.astype(array.dtype.newbyteorder("="))
+
+
+def _ragged_description(data, dim=0):
+    """Where a nested list stops being rectangular, e.g. "expected sequence of length 2 at dim 1
+    (got 1, element [1])", or None if it is rectangular."""
+    if not isinstance(data, (list, tuple)):
+        return None
+    lengths = [len(item) if isinstance(item, (list, tuple)) else None for item in data]
+    kinds = {length is None for length in lengths}
+    if len(kinds) > 1:
+        index = lengths.index(None) if lengths[0] is not None else next(
+            i for i, length in enumerate(lengths) if length is not None)
+        return (f"nested data is ragged: at dim {dim}, element [{index}] is "
+                f"{'a number' if lengths[index] is None else 'a sequence'} but element [0] is "
+                f"{'a number' if lengths[0] is None else 'a sequence'}")
+    if lengths and lengths[0] is not None:
+        for index, length in enumerate(lengths):
+            if length != lengths[0]:
+                return (f"nested data is ragged: expected sequence of length {lengths[0]} at dim {dim + 1} "
+                        f"(got {length} at element [{index}])")
+        for item in data:
+            inner = _ragged_description(item, dim + 1)
+            if inner is not None:
+                return inner
+    return None
 
 
 class Tensor:
@@ -493,9 +544,15 @@ class Tensor:
     # ------------------------------------------------------------------ reductions
     def sum(self, dim=None, keepdim=False):
         dims = ops.normalize_dims("sum", dim, self.ndim)
+        if self.dtype == np.float16:
+            # float16 stops at 65504 and keeps about 3 digits: accumulate in float32 and round
+            # once, as PyTorch does (a 64x64 map of 1000s would otherwise sum to inf).
+            return self.float().sum(dim, keepdim).half()
         return ops.Sum.apply(self, dims=dims, keepdim=keepdim)
 
     def mean(self, dim=None, keepdim=False):
+        if self.dtype == np.float16:
+            return self.float().mean(dim, keepdim).half()
         dims = ops.normalize_dims("mean", dim, self.ndim)
         count = int(np.prod([self.shape[d] for d in dims])) if dims else 1
         if count == 0:
@@ -844,6 +901,13 @@ def tensor(data, dtype=None, device="cpu", requires_grad=False):
 
 def from_numpy(array):
     """Wrap a NumPy array without copying (changes to one show in the other)."""
+    if not isinstance(array, np.ndarray):
+        raise TypeError(f"from_numpy: expected a numpy.ndarray, got {type(array).__name__}")
+    _check_element_type(array.dtype, "data", op="from_numpy")
+    if not array.dtype.isnative:
+        raise ValueError(f"from_numpy: the array's dtype {array.dtype.str} is not in the machine's byte order, "
+                         "and a tensor that shares its memory cannot convert it; use Tensor(array), which "
+                         "copies into native order")
     return Tensor._wrap(array)
 
 

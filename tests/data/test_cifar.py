@@ -160,3 +160,14 @@ def test_getitem_applies_transform(tmp_path, datagen):
     np.testing.assert_array_equal(image, ds.data[3, :, :4, :4] * 2.0)
     with pytest.raises(IndexError, match="out of range"):
         ds[4]
+
+
+def test_a_download_without_network_says_where_to_put_the_archive(tmp_path):
+    # Port 9 (discard) on the loopback address: the connection is refused at once.
+    url = "http://127.0.0.1:9/cifar-10-binary.tar.gz"
+    with pytest.raises(DatasetNotFoundError) as info:
+        CIFAR10(tmp_path, download=True, url=url, progress=False)
+    message = str(info.value)
+    assert f"CIFAR10: could not download {url}" in message
+    assert f"place it at {tmp_path / 'cifar-10-binary.tar.gz'}" in message and "MD5" in message
+    assert not any(tmp_path.glob("*.part"))

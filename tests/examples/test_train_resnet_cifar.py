@@ -157,7 +157,8 @@ def test_resume_refuses_a_different_recipe(script, reference_runs):
 
 
 def test_resume_without_checkpoint_and_missing_data(script, tmp_path):
-    with pytest.raises(SystemExit, match="no loadable checkpoint"):
+    with pytest.raises(SystemExit, match="no usable checkpoint in .*empty: checkpoint.npz is missing; "
+                                         "checkpoint.prev.npz is missing"):
         run(script, ["--out", str(tmp_path / "empty"), "--resume"])
     with pytest.raises(SystemExit, match="looked in"):
         run(script, TINY + ["--data-dir", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")])
@@ -236,3 +237,111 @@ def test_lenet_mnist_smoke(tmp_path, capsys):
     with np.load(tmp_path / "model_final.npz", allow_pickle=False) as f:
         assert "model/features.c1.weight" in f.files
     assert json.loads((tmp_path / "summary.json").read_text())["epochs_done"] == 1
+
+
+# ---------------------------------------------------------------------------- the output folder
+
+def copy_run(src, dst):
+    import shutil
+    shutil.copytree(src, dst)
+    (dst / ".lock").unlink(missing_ok=True)
+    return dst
+
+
+def test_resume_uses_only_training_checkpoints_and_says_why_none_is_usable(script, reference_runs, tmp_path):
+    out = copy_run(reference_runs["step"][0], tmp_path / "run")
+    (out / "checkpoint.npz").write_text("not a checkpoint\n")
+    (out / "checkpoint.prev.npz").unlink()
+    assert (out / "model_final.npz").is_file()          # loadable, but never a resume candidate
+    with pytest.raises(SystemExit, match=r"no usable checkpoint in .*run: .*checkpoint.npz is not a checkpoint "
+                                         r".*a text file; checkpoint.prev.npz is missing"):
+        run(script, ["--out", str(out), "--resume"])
+    with pytest.raises(SystemExit, match=r"model_final.npz is not a training checkpoint .*no config, epoch"):
+        run(script, ["--resume", str(out / "model_final.npz")])
+
+
+def test_resume_falls_back_to_the_previous_checkpoint(script, reference_runs, cifar_dir, tmp_path, capsys):
+    out = copy_run(reference_runs["step"][0], tmp_path / "run")
+    (out / "checkpoint.npz").write_bytes(b"PK\x03\x04 truncated")
+    result = run(script, ["--out", str(out), "--resume", "--data-dir", str(cifar_dir), "--no-verify", "--no-progress"])
+    assert f"resuming from {out / 'checkpoint.prev.npz'} (epoch 1 of 2 done)" in capsys.readouterr().out
+    assert result["epochs_done"] == 2
+
+
+def test_a_second_writer_of_the_same_folder_is_refused_with_the_holders_pid(script, cifar_dir, tmp_path):
+    from tinygrad_cnn.checkpoint import RunDirectoryLock
+    out = tmp_path / "busy"
+    out.mkdir()
+    with RunDirectoryLock(out):
+        with pytest.raises(SystemExit, match=rf"--out: .*busy is in use by another run \(PID {os.getpid()}\)"):
+            run(script, TINY + ["--data-dir", str(cifar_dir), "--epochs", "1", "--out", str(out)])
+    # released: the same run now goes through
+    assert run(script, TINY + ["--data-dir", str(cifar_dir), "--epochs", "1", "--out", str(out)])["epochs_done"] == 1
+
+
+def test_the_lock_dies_with_its_process(tmp_path):
+    import subprocess
+    import sys
+    code = ("import os, signal; from tinygrad_cnn.checkpoint import RunDirectoryLock; "
+            f"RunDirectoryLock({str(tmp_path)!r}).acquire(); os.kill(os.getpid(), signal.SIGKILL)")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == -signal.SIGKILL
+    from tinygrad_cnn.checkpoint import RunDirectoryLock
+    RunDirectoryLock(tmp_path).acquire().release()       # not left locked by the killed process
+
+
+def test_stale_temp_files_of_a_killed_run_are_removed_on_start(script, cifar_dir, tmp_path):
+    import subprocess
+    import sys
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    out = tmp_path / "run"
+    out.mkdir()
+    stale = [out / f".metrics.jsonl.tmp-{dead.pid}-0a1b2c3d", out / f".checkpoint.npz.tmp-{dead.pid}-deadbeef",
+             out / f".summary.json.tmp-{dead.pid}-00ff00ff"]
+    alive = out / f".metrics.jsonl.tmp-{os.getpid()}-11111111"       # a live writer's file stays
+    for path in stale + [alive]:
+        path.write_bytes(b"partial")
+    run(script, TINY + ["--data-dir", str(cifar_dir), "--epochs", "1", "--out", str(out)])
+    assert not any(path.exists() for path in stale) and alive.exists()
+
+
+def test_an_impossible_output_folder_is_one_line(script, cifar_dir, tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(SystemExit, match=r"^error: --out: cannot use .*file/run as the output folder: Not a directory$"):
+        run(script, TINY + ["--data-dir", str(cifar_dir), "--out", str(tmp_path / "file" / "run")])
+
+
+def test_a_failed_write_names_the_file_and_the_intact_checkpoint(script, cifar_dir, tmp_path, monkeypatch):
+    import errno
+    real_save = script.ckpt.save_checkpoint
+    calls = []
+
+    def save_until_the_disk_is_full(path, *args, **kwargs):
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real_save(path, *args, **kwargs)
+
+    monkeypatch.setattr(script.ckpt, "save_checkpoint", save_until_the_disk_is_full)
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit, match=r"^error: cannot write .*run/checkpoint.npz: No space left on device; "
+                                         r"the last checkpoint .*run/checkpoint.npz is intact"):
+        run(script, TINY + ["--data-dir", str(cifar_dir), "--epochs", "2", "--out", str(out)])
+    assert load_checkpoint(out / "checkpoint.npz")["epoch"] == 1
+
+
+def test_a_file_size_limit_ends_the_script_with_one_line_and_status_1(cifar_dir, tmp_path):
+    import resource
+    import subprocess
+    import sys
+
+    def limit_file_size():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (32 << 10, 32 << 10))   # a checkpoint is ~0.5 MiB
+
+    out = tmp_path / "run"
+    done = subprocess.run([sys.executable, str(EXAMPLE)] + TINY + ["--data-dir", str(cifar_dir), "--epochs", "1",
+                                                                   "--out", str(out)],
+                          capture_output=True, text=True, preexec_fn=limit_file_size, timeout=600)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith(f"error: cannot write {out / 'checkpoint.npz'}: File too large")

@@ -664,3 +664,17 @@ def test_every_layer_documents_its_shapes_and_its_differences_from_pytorch(name)
     gives_shapes = re.search(r"\((N|C|\*)", doc) or "shape" in doc.lower()
     assert gives_shapes, f"nn.{name}: the docstring gives no shapes"
     assert "PyTorch" in doc, f"nn.{name}: the docstring does not compare with PyTorch"
+
+
+@pytest.mark.parametrize("in_channels, out_channels, bad", [(-3, 8, "in_channels"), (3, -1, "out_channels"),
+                                                            (3.0, 8, "in_channels"), (3, "8", "out_channels")])
+def test_conv2d_refuses_negative_or_non_integer_channels(in_channels, out_channels, bad):
+    with pytest.raises(ValueError, match=f"Conv2d: {bad} must be an integer >= 0, got"):
+        nn.Conv2d(in_channels, out_channels, 3)
+
+
+def test_conv2d_with_zero_output_channels_builds_but_refuses_to_run_as_torch_does():
+    layer = nn.Conv2d(3, 0, 3)
+    assert layer.weight.shape == (0, 3, 3, 3)
+    with pytest.raises(ValueError, match=r"conv2d: weight of shape \(0, 3, 3, 3\) has 0 output channels"):
+        layer(tinygrad_cnn.Tensor(np.zeros((1, 3, 5, 5), np.float32)))

@@ -456,3 +456,15 @@ def test_cuda_parameters_match_cpu(name):
         for key, value in values.items():
             if key != "step":
                 assert backend.get_array_module(value) is cupy
+
+
+@pytest.mark.parametrize("name", sorted(ALL_OPTIMIZERS))
+def test_a_read_only_parameter_array_is_named_at_step(name):
+    params = make_params(seed=7)
+    params[0].data.setflags(write=False)
+    for p in params:
+        p.grad = tinygrad_cnn.Tensor(np.ones(p.shape, p.dtype))
+    optimizer = ALL_OPTIMIZERS[name](params)
+    with pytest.raises(ValueError, match=rf"{type(optimizer).__name__}\.step: the parameter of shape "
+                                         rf"\({params[0].shape[0]},.*read-only"):
+        optimizer.step()

@@ -136,7 +136,14 @@ class CIFAR10(ArrayDataset):
             if not archive.name.endswith((".tar.gz", ".tgz", ".tar")):
                 archive = base / "cifar-10-binary.tar.gz"
             if not (archive.is_file() and md5 is not None and file_md5(archive) == md5):
-                download_url(url, archive, md5=md5, progress=progress)
+                try:
+                    download_url(url, archive, md5=md5, progress=progress)
+                except OSError as exc:   # no network, DNS, refused, timed out (URLError is an OSError)
+                    reason = getattr(exc, "reason", None) or exc
+                    raise DatasetNotFoundError(
+                        f"CIFAR10: could not download {url} ({reason}). Without network access, fetch that "
+                        f"archive elsewhere and place it at {archive} (it is checked against MD5 {md5}), or put "
+                        f"the extracted {CIFAR10_FOLDER}/ folder in {base}") from None
             extract_archive(archive, base)
             folder = next((c for c in candidates if all((c / f).is_file() for f in files)), None)
             if folder is None:

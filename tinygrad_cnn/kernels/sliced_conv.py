@@ -91,7 +91,9 @@ def conv2d_backward(grad_output, x, weight, geometry, groups, needs_input_grad):
         return None
 
     partial_w = _workers.map_slices(run_slice, _image_chunks(geometry.n_batch, per_image, xp), xp)
-    if need_w:
+    if need_w and not partial_w:       # an empty batch: no slices, a zero gradient
+        grad_w = xp.zeros(weight.shape, dtype=weight.dtype)
+    elif need_w:
         # Summed in slice order whatever thread computed them: deterministic.
         grad_w = partial_w[0]
         for part in partial_w[1:]:
@@ -125,6 +127,8 @@ def _image_chunks(n_batch, per_image_bytes, xp):
     """(start, stop) slices covering the batch, each with at most about ``chunk_bytes`` of
     columns, and (when the batch allows) a multiple of the number of CPU workers of them
     in nearly equal sizes, so that no worker waits for a long last slice."""
+    if n_batch == 0:
+        return []
     budget = _workers.chunk_bytes(xp)
     if budget is None:
         return [(0, n_batch)]

@@ -306,6 +306,10 @@ class Optimizer:
             if backend.get_array_module(grad) is not backend.get_array_module(param):
                 raise ValueError(f"{name}.step: gradient and parameter of shape {tuple(param.shape)} are "
                                  "on different devices")
+            if not getattr(param.flags, "writeable", True):
+                raise ValueError(f"{name}.step: the parameter of shape {tuple(param.shape)} holds a read-only "
+                                 "array (e.g. a memory-mapped or broadcast view), and optimizers update "
+                                 "parameters in place; give it a writable copy")
             yield p, param, (-grad if maximize else grad)
 
     @staticmethod

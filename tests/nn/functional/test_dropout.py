@@ -119,13 +119,18 @@ def test_numpy_and_numba_backends_give_the_same_dropout():
     np.testing.assert_array_equal(*outputs)
 
 
-def test_inplace_writes_into_the_input_only_without_a_graph():
-    x = Tensor(np.ones((10, 10)))
+@pytest.mark.parametrize("op", [F.dropout, F.dropout2d])
+def test_inplace_writes_into_the_input_unless_the_graph_needs_it(op):
+    x = Tensor(np.ones((10, 10, 2, 2)))
     with tg.no_grad():
-        out = F.dropout(x, 0.5, inplace=True)
+        out = op(x, 0.5, inplace=True)
     assert out is x and (x.numpy() == 0).any() and (x.numpy() == 2).any()
-    y = Tensor(np.ones((10, 10)), requires_grad=True)
-    out = F.dropout(y, 0.5, inplace=True)
+    # Grad mode on, but nothing to differentiate: written in place, as PyTorch does.
+    z = Tensor(np.ones((10, 10, 2, 2)))
+    out = op(z, 0.5, inplace=True)
+    assert out is z and (z.numpy() == 0).any() and (z.numpy() == 2).any()
+    y = Tensor(np.ones((10, 10, 2, 2)), requires_grad=True)
+    out = op(y, 0.5, inplace=True)
     assert out is not y and np.all(y.numpy() == 1)
 
 

@@ -521,3 +521,22 @@ def test_public_names():
     from tinygrad_cnn.nn.functional import normalization
     for name in normalization.__all__:
         assert getattr(F, name) is getattr(normalization, name)
+
+
+# ---------------------------------------------------------------------------- bad arguments
+
+def test_batch_norm_refuses_eps_zero_when_training_and_integer_statistics():
+    constant = tg.Tensor(np.ones((2, 3, 4, 4), np.float32))
+    with pytest.raises(ValueError, match=r"batch_norm: eps must be > 0 when training, got 0"):
+        F.batch_norm(constant, None, None, training=True, eps=0)
+    # eval mode with eps=0 is allowed: the running variance is what the user gave
+    out = F.batch_norm(constant, tg.Tensor(np.zeros(3, np.float32)), tg.Tensor(np.ones(3, np.float32)),
+                       training=False, eps=0)
+    np.testing.assert_array_equal(out.numpy(), 1.0)
+    for name, value in (("running_mean", np.zeros(3, np.int64)), ("running_var", np.ones(3, np.int32))):
+        stats = {"running_mean": tg.Tensor(np.zeros(3, np.float32)), "running_var": tg.Tensor(np.ones(3, np.float32))}
+        stats[name] = tg.Tensor(value)
+        with pytest.raises(TypeError, match=f"batch_norm: {name} must be a floating-point tensor, got dtype int"):
+            F.batch_norm(constant, stats["running_mean"], stats["running_var"], training=True)
+    with pytest.raises(TypeError, match=r"batch_norm: weight must be a floating-point tensor, got dtype int64"):
+        F.batch_norm(constant, None, None, weight=tg.Tensor(np.ones(3, np.int64)), training=True)

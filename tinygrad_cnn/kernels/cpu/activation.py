@@ -15,6 +15,8 @@ import numba
 import numpy as np
 from numba import prange
 
+from ._float16 import computing_float16_in_float32
+
 __all__ = ["erf", "relu_forward", "relu_backward", "KERNELS", "PARALLEL_MIN_ELEMENTS"]
 
 
@@ -88,4 +90,4 @@ def relu_backward(grad_output, output):
     return _elementwise(_relu_backward_serial, _relu_backward_parallel, grad_output, output)
 
 
-KERNELS = {"erf": erf, "relu_forward": relu_forward, "relu_backward": relu_backward}
+KERNELS = computing_float16_in_float32({"erf": erf, "relu_forward": relu_forward, "relu_backward": relu_backward})

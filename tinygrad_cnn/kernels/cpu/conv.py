@@ -24,6 +24,7 @@ import numpy as np
 from numba import njit, prange
 
 from .. import sliced_conv
+from ._float16 import computing_float16_in_float32
 
 __all__ = ["im2col", "col2im", "im2col_wide", "KERNELS"]
 
@@ -255,5 +256,6 @@ def col2im(cols, n_batch, channels, height, width, kernel_h, kernel_w, stride_h,
 
 
 # The sliced convolution runs its GEMMs around the kernels above, on the CPU's worker pool.
-KERNELS = {"im2col": im2col, "col2im": col2im, "im2col_wide": im2col_wide,
-           "conv2d_forward": sliced_conv.conv2d_forward, "conv2d_backward": sliced_conv.conv2d_backward}
+KERNELS = computing_float16_in_float32({
+    "im2col": im2col, "col2im": col2im, "im2col_wide": im2col_wide,
+    "conv2d_forward": sliced_conv.conv2d_forward, "conv2d_backward": sliced_conv.conv2d_backward})

@@ -10,6 +10,8 @@ import numba
 import numpy as np
 from numba import prange
 
+from ._float16 import computing_float16_in_float32
+
 __all__ = ["dropout_forward", "KERNELS", "PARALLEL_MIN_ELEMENTS"]
 
 PARALLEL_MIN_ELEMENTS = 1 << 18
@@ -47,4 +49,4 @@ def dropout_forward(x, noise, p):
     return output.reshape(x.shape), scaled_mask.reshape(x.shape)
 
 
-KERNELS = {"dropout_forward": dropout_forward}
+KERNELS = computing_float16_in_float32({"dropout_forward": dropout_forward})

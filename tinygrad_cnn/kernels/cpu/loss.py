@@ -20,6 +20,8 @@ import numba
 import numpy as np
 from numba import prange
 
+from ._float16 import computing_float16_in_float32
+
 __all__ = ["softmax_cross_entropy_forward", "softmax_cross_entropy_backward", "KERNELS",
            "PARALLEL_MIN_ELEMENTS"]
 
@@ -194,7 +196,7 @@ def softmax_cross_entropy_backward(logits, logsumexp, target, class_weight, igno
     return grad
 
 
-KERNELS = {
+KERNELS = computing_float16_in_float32({
     "softmax_cross_entropy_forward": softmax_cross_entropy_forward,
     "softmax_cross_entropy_backward": softmax_cross_entropy_backward,
-}
+})

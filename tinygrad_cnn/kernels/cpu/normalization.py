@@ -22,6 +22,8 @@ import numba
 import numpy as np
 from numba import prange
 
+from ._float16 import computing_float16_in_float32
+
 # Reassociation lets LLVM vectorise the float64 reductions; "nnan"/"ninf" are left out on purpose
 # so NaN and Inf still propagate as in the reference.
 _FASTMATH = {"reassoc", "contract", "nsz"}
@@ -318,9 +320,9 @@ def lrn_backward(grad_out, x, scale, size, alpha, beta):
     return grad_x
 
 
-KERNELS = {
+KERNELS = computing_float16_in_float32({
     "batch_norm_forward": batch_norm_forward,
     "batch_norm_backward": batch_norm_backward,
     "lrn_forward": lrn_forward,
     "lrn_backward": lrn_backward,
-}
+})

@@ -25,6 +25,8 @@ Conventions shared with the reference:
 import numpy as np
 from numba import njit, prange
 
+from ._float16 import computing_float16_in_float32
+
 __all__ = [
     "max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward", "avg_pool2d_backward",
     "KERNELS",
@@ -231,9 +233,9 @@ def avg_pool2d_backward(grad_output, input_size, kernel_size, stride, padding, c
     return grad_input.reshape(n, c, height, width)
 
 
-KERNELS = {
+KERNELS = computing_float16_in_float32({
     "max_pool2d_forward": max_pool2d_forward,
     "max_pool2d_backward": max_pool2d_backward,
     "avg_pool2d_forward": avg_pool2d_forward,
     "avg_pool2d_backward": avg_pool2d_backward,
-}
+})

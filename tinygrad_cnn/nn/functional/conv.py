@@ -310,6 +310,10 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         raise ValueError(f"{op}: groups ({groups}) must divide both the input channels ({c_in}, "
                          f"input shape {tuple(input.shape)}) and the output channels ({c_out}, "
                          f"weight shape {tuple(weight.shape)})")
+    if c_out == 0:
+        # PyTorch refuses it too: a convolution must produce at least one channel.
+        raise ValueError(f"{op}: weight of shape {tuple(weight.shape)} has 0 output channels; "
+                         "expected at least 1")
     if weight.shape[1] * groups != c_in:
         raise ValueError(f"{op}: input has {c_in} channels (shape {tuple(input.shape)}) but weight "
                          f"of shape {tuple(weight.shape)} with groups={groups} expects "

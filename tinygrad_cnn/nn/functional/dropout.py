@@ -79,7 +79,10 @@ def _uniform_noise(xp, shape, dtype):
 
 
 def _write_in_place(input, output):
-    if not is_grad_enabled():
+    """Overwrite ``input`` with ``output`` when no gradient can flow through the write: grad
+    mode is off, or ``input`` does not require grad (then neither does ``output``). A tensor
+    that requires grad gets the out-of-place result instead: the graph needs ``input`` unchanged."""
+    if not is_grad_enabled() or not input.requires_grad:
         input.data[...] = output.data
         return input
     return output
@@ -90,7 +93,9 @@ def dropout(input, p=0.5, training=True, inplace=False):
 
     ``input: (*)`` -> ``(*)``. Identity (the input itself) when ``training=False`` or ``p == 0``;
     all zeros when ``p == 1``. Backward: ``dx = g * mask / (1 - p)`` with the same mask.
-    ``inplace=True`` overwrites ``input`` only when no graph is being recorded.
+    ``inplace=True`` overwrites ``input`` and returns it, as PyTorch does, unless ``input``
+    requires grad while grad mode is on: then the result is a new tensor (the graph needs the
+    original values).
     """
     _check("dropout", input, p, training)
     if not training or p == 0:

@@ -156,6 +156,9 @@ def _check_channel_vector(op, name, value, channels, input_shape):
         raise ValueError(
             f"{op}: {name} must have shape (C,) = ({channels},) for input of shape "
             f"{input_shape} (C = input.shape[1]), got shape {_shape(value)}")
+    if value.dtype.kind != "f":
+        # Running statistics are updated in place with fractional momenta.
+        raise TypeError(f"{op}: {name} must be a floating-point tensor, got dtype {value.dtype}")
 
 
 def _check_float(op, input):
@@ -179,7 +182,9 @@ def _checked_input_shape(op, input, min_dims=0, expected=""):
 
 def _as_ncl(array):
     xp = get_array_module(array)
-    return xp.ascontiguousarray(array.reshape(array.shape[0], array.shape[1], -1))
+    # The length is spelled out: reshape cannot infer -1 for an empty batch.
+    length = int(np.prod(array.shape[2:], dtype=np.int64))
+    return xp.ascontiguousarray(array.reshape(array.shape[0], array.shape[1], length))
 
 
 def _channel_vector_or(value, fill, channels, dtype, xp):
@@ -328,6 +333,10 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
         _check_channel_vector(op, name, value, channels, shape)
     if not isinstance(eps, numbers.Real) or not eps >= 0:
         raise ValueError(f"{op}: eps must be a number >= 0, got {eps!r}")
+    if training and eps == 0:
+        # A channel with constant values has variance 0: eps is all that keeps 1/sqrt(var + eps)
+        # finite. PyTorch refuses it too.
+        raise ValueError(f"{op}: eps must be > 0 when training, got {eps!r}")
     if training:
         if momentum is None:
             raise ValueError(
@@ -336,7 +345,11 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
         if not isinstance(momentum, numbers.Real):
             raise TypeError(f"{op}: momentum must be a number, got {type(momentum).__name__}")
         values_per_channel = int(np.prod(shape)) // channels if channels else 0
-        if values_per_channel <= 1:
+        if values_per_channel == 0:
+            # PyTorch's rule for an empty batch: an empty result, the running statistics kept,
+            # zero gradients for weight and bias.
+            return _affine_of_empty(input, weight, bias)
+        if values_per_channel == 1:
             raise ValueError(
                 f"{op}: expected more than 1 value per channel when training, got input of "
                 f"shape {shape}")
@@ -351,6 +364,18 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
                          "normalises with the running statistics)")
     return _BatchNormEval.apply(input, weight, bias, mean=running_mean.data, var=running_var.data,
                                 eps=float(eps))
+
+
+def _affine_of_empty(input, weight, bias):
+    """``input * weight + bias`` per channel for an input with no elements (still in the graph,
+    so weight and bias get their zero gradients)."""
+    view = (1, input.shape[1]) + (1,) * (input.ndim - 2)
+    out = input
+    if weight is not None:
+        out = out * weight.reshape(view)
+    if bias is not None:
+        out = out + bias.reshape(view)
+    return out
 
 
 # ---------------------------------------------------------------------------
@@ -484,7 +509,8 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
         check_tensor(op, name, value, optional=True)
         _check_channel_vector(op, name, value, channels, shape)
     n_batch = shape[0]
-    out = _normalize_last_axis(input.reshape(n_batch, int(num_groups), -1), eps).reshape(shape)
+    group_size = int(np.prod(shape[1:], dtype=np.int64)) // int(num_groups)   # explicit: an empty batch
+    out = _normalize_last_axis(input.reshape(n_batch, int(num_groups), group_size), eps).reshape(shape)
     affine_shape = (1, channels) + (1,) * (len(shape) - 2)
     if weight is not None:
         out = out * weight.reshape(affine_shape)

@@ -100,11 +100,12 @@ def _max_pool2d_backward(grad_output, indices, input_size):
     n, c = grad_output.shape[:2]
     height, width = input_size
     plane_size = height * width
-    flat_index = indices.reshape(n * c, -1)
+    outputs_per_plane = int(np.prod(indices.shape[2:], dtype=np.int64))   # explicit: empty batches
+    flat_index = indices.reshape(n * c, outputs_per_plane)
     # One global index per output, so the whole scatter is a single weighted bincount.
     global_index = xp.arange(n * c)[:, None] * plane_size + flat_index
     valid = flat_index >= 0
-    summed = xp.bincount(global_index[valid], weights=grad_output.reshape(n * c, -1)[valid],
+    summed = xp.bincount(global_index[valid], weights=grad_output.reshape(n * c, outputs_per_plane)[valid],
                          minlength=n * c * plane_size)
     return summed.astype(grad_output.dtype, copy=False).reshape(n, c, height, width)
 
@@ -141,7 +142,8 @@ def _avg_pool2d_forward(x, kernel_size, stride, padding, output_size, count_incl
     xp = get_array_module(x)
     n, c, height, width = x.shape
     out_h, out_w = output_size
-    total = xp.zeros((n, c, out_h, out_w), dtype=x.dtype)
+    # float16 window sums overflow past 65504: they accumulate in float32 (as PyTorch's do).
+    total = xp.zeros((n, c, out_h, out_w), dtype=np.float32 if x.dtype == np.float16 else x.dtype)
     for i in range(kernel_size[0]):
         rows, row_inside = _window_positions(xp, out_h, stride[0], padding[0], i, height)
         for j in range(kernel_size[1]):
