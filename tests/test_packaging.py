@@ -43,6 +43,7 @@ def test_setup_cfg_lists_every_package_and_maps_kernels_into_the_namespace():
     assert "numpy" in requires and "numba" in requires
     extras = _config()["options.extras_require"]
     assert "pytest" in extras["test"] and "hypothesis" in extras["test"] and "cupy" in extras["cuda"]
+    assert "mpi4py" in extras["distributed"] and "mpich" in extras["distributed"]
     pyproject = (ROOT / "pyproject.toml").read_text()
     assert re.findall(r"^\[([^\]]+)\]", pyproject, re.M) == ["build-system"]
 

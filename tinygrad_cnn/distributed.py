@@ -302,10 +302,11 @@ def _signature(array):
 
 def _describe(signature):
     ndim = int(signature[2])
-    dims = [int(d) for d in signature[3:3 + min(ndim, _SIGNATURE_DIMS - 1)]]
+    dims = [str(int(d)) for d in signature[3:3 + min(ndim, _SIGNATURE_DIMS - 1)]]
     if ndim >= _SIGNATURE_DIMS:
-        dims.append(f"... ({int(signature[-1])} elements in the trailing dims)")
-    return f"shape {tuple(dims)} dtype {np.dtype(chr(int(signature[0])))}"
+        dims.append(f"... ({int(signature[-1])} elements in dims {_SIGNATURE_DIMS - 1}+)")
+    shape = f"({dims[0]},)" if len(dims) == 1 else f"({', '.join(dims)})"
+    return f"shape {shape} dtype {np.dtype(chr(int(signature[0])))}"
 
 
 def _check_same(group, array, what):
