@@ -135,6 +135,7 @@ def check_ddp():
             for name, want in reference.items():
                 np.testing.assert_allclose(trained[name], want, rtol=rtol, atol=atol,
                                            err_msg=f"{name} ({np.dtype(dtype).name}, {micro_batches} micro-batches)")
+    check_sync_batchnorm(rank)
     # Buffers come from rank 0 at construction and before each training forward.
     bn = nn.Sequential(nn.Conv2d(3, 2, 3), nn.BatchNorm2d(2))
     if rank == 1:
@@ -151,6 +152,30 @@ def check_ddp():
                  nn.Sequential(*[nn.Linear(2, 2) for _ in range(1 + rank)]))
     dist.destroy_process_group()
     print(f"ddp ok rank {rank}", flush=True)
+
+
+def bn_cnn(norm):
+    tinygrad_cnn.manual_seed(2)
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), norm(4), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                         nn.Linear(4 * 4 * 4, 10)).double()
+
+
+def check_sync_batchnorm(rank):
+    """SyncBatchNorm on 2 ranks x 64 = BatchNorm in one process x 128: weights and running statistics."""
+    rng = np.random.default_rng(1)
+    images, labels = rng.normal(2.0, 3.0, size=(128, 3, 8, 8)), rng.integers(0, 10, size=128)
+    reference = bn_cnn(nn.BatchNorm2d)
+    want = sgd_steps(reference, images, labels, steps=4)
+    model = nn.SyncBatchNorm.convert_sync_batchnorm(bn_cnn(nn.BatchNorm2d))
+    assert isinstance(model[1], nn.SyncBatchNorm)
+    share = slice(rank * 64, (rank + 1) * 64)
+    got = sgd_steps(model, images[share], labels[share], steps=4, ddp=DistributedDataParallel(model))
+    for name, value in want.items():
+        np.testing.assert_allclose(got[name], value, rtol=1e-10, atol=1e-10, err_msg=f"SyncBatchNorm {name}")
+    for name in ("running_mean", "running_var"):
+        np.testing.assert_allclose(getattr(model[1], name).numpy(), getattr(reference[1], name).numpy(),
+                                   rtol=1e-10, atol=1e-12, err_msg=f"SyncBatchNorm {name}")
+    assert int(model[1].num_batches_tracked.numpy()) == 4
 
 
 def check_train(example, out, data_dir, mode, stop_after):

@@ -110,3 +110,38 @@ def test_signature_describes_shape_and_dtype():
     assert dist._describe(dist._signature(np.zeros((), np.float64))) == "shape () dtype float64"
     assert not np.array_equal(dist._signature(np.zeros((2, 3))), dist._signature(np.zeros((3, 2))))
     assert not np.array_equal(dist._signature(np.zeros(4, np.float32)), dist._signature(np.zeros(4, np.int32)))
+
+
+def test_nccl_without_host_access_leaves_host_arrays_to_mpi(nccl_stand_in, monkeypatch):
+    """With the real NCCL (GPU memory only), a CPU tensor in a one-process group is left as it is."""
+    monkeypatch.setattr(type(nccl_stand_in), "accepts_host_arrays", False)
+    dist.init_process_group("nccl")
+    t = tinygrad_cnn.tensor([1.0, 2.0])
+    dist.all_reduce(t)
+    dist.broadcast(t, 0)
+    out = [tinygrad_cnn.zeros(2)]
+    dist.all_gather(out, t)
+    np.testing.assert_array_equal(out[0].numpy(), [1.0, 2.0])
+    assert [c[0] for c in nccl_stand_in.calls] == ["init"]
+
+
+def test_multi_process_tests_say_why_they_skip(monkeypatch, tmp_path):
+    import importlib.util
+    from tinygrad_cnn import testing
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mpi4py" else real_find_spec(name, *a))
+    assert "mpi4py is not installed: pip install -e \".[distributed]\"" in testing.mpi_unavailable_reason()
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object())
+    monkeypatch.setattr(testing, "find_mpiexec", lambda: None)
+    assert "mpiexec was not found" in testing.mpi_unavailable_reason()
+
+
+def test_mpiexec_is_found_next_to_the_python_executable(monkeypatch, tmp_path):
+    from tinygrad_cnn import testing
+    launcher = tmp_path / "bin" / "mpiexec"
+    launcher.parent.mkdir()
+    launcher.write_text("#!/bin/sh\n")
+    launcher.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "bin" / "python"))
+    monkeypatch.setenv("PATH", "/nonexistent")
+    assert testing.find_mpiexec() == str(launcher)

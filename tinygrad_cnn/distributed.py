@@ -9,7 +9,7 @@ Two backends, both proven engines rather than a protocol of our own:
 * ``"nccl"``: NCCL through CuPy (``cupy.cuda.nccl``) for tensors on NVIDIA GPUs. With more than one
   process, MPI starts them and carries NCCL's 128-byte unique id from rank 0 to the others; a single
   process needs only CuPy. Each process uses the GPU whose index is its rank among the processes of
-  its node.
+  its node. CPU tensors (and the small agreement checks below) travel through MPI.
 
 Collectives work in place on Tensors, as PyTorch's do::
 
@@ -167,10 +167,13 @@ class _NCCLBackend:
         self.ops = {ReduceOp.SUM: nccl.NCCL_SUM, ReduceOp.PRODUCT: nccl.NCCL_PROD,
                     ReduceOp.MIN: nccl.NCCL_MIN, ReduceOp.MAX: nccl.NCCL_MAX, ReduceOp.AVG: nccl.NCCL_SUM}
 
+    def _in_host_memory(self, array):
+        # NCCL reads GPU memory only; host arrays (CPU tensors, the agreement checks' metadata) go
+        # through MPI, and in a single process there is nothing to exchange. A stand-in communicator
+        # that works on host memory (for tests without a GPU) sets ``accepts_host_arrays``.
+        return get_array_module(array) is np and not getattr(self.nccl, "accepts_host_arrays", False)
+
     def _buffer(self, array, what):
-        if get_array_module(array) is np and not getattr(self.nccl, "accepts_host_arrays", False):
-            raise ValueError(f"{what}: the 'nccl' backend works on CUDA tensors, got a CPU tensor; "
-                             "move it with .cuda() or use the 'mpi' backend")
         if array.dtype not in self.types:
             raise ValueError(f"{what}: NCCL has no type for dtype {array.dtype}; supported: "
                              f"{', '.join(str(t) for t in self.types)}")
@@ -179,14 +182,24 @@ class _NCCLBackend:
         return _pointer(array), array.size, self.types[array.dtype]
 
     def all_reduce(self, array, op):
+        if self._in_host_memory(array):
+            if self.mpi is not None:
+                self.mpi.all_reduce(array, op)
+            return
         ptr, count, dtype = self._buffer(array, "all_reduce")
         self.comm.allReduce(ptr, ptr, count, dtype, self.ops[op], self.stream())
 
     def broadcast(self, array, src):
+        if self._in_host_memory(array):
+            if self.mpi is not None:
+                self.mpi.broadcast(array, src)
+            return
         ptr, count, dtype = self._buffer(array, "broadcast")
         self.comm.bcast(ptr, count, dtype, src, self.stream())
 
     def all_gather(self, array):
+        if self._in_host_memory(array):
+            return self.mpi.all_gather(array) if self.mpi is not None else array[None].copy()
         xp = get_array_module(array)
         out = xp.empty((self.world_size,) + array.shape, dtype=array.dtype)
         ptr, count, dtype = self._buffer(array, "all_gather")

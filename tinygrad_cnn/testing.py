@@ -182,7 +182,8 @@ def find_mpiexec():
     The ``mpich`` wheel installs it into the environment's scripts folder, which is on PATH only when
     the environment is activated, so that folder (next to ``sys.executable``) is searched first.
     """
-    folders = [pathlib.Path(sys.executable).parent, pathlib.Path(sysconfig.get_path("scripts"))]
+    folders = [pathlib.Path(sys.executable).parent, pathlib.Path(sysconfig.get_path("scripts")),
+               pathlib.Path(sysconfig.get_path("scripts", f"{os.name}_user"))]   # pip install --user
     for folder in folders:
         candidate = folder / "mpiexec"
         if candidate.is_file() and os.access(candidate, os.X_OK):

@@ -102,3 +102,41 @@ def test_post_accumulate_grad_hook_sees_the_accumulated_grad():
     assert len(seen) == 2
     with pytest.raises(RuntimeError, match="only leaf tensors that require grad"):
         (w * 2).register_post_accumulate_grad_hook(print)
+
+
+def test_convert_sync_batchnorm_keeps_parameters_and_buffers():
+    from tinygrad_cnn import models
+    model = models.resnet20()
+    before = {name: id(t) for name, t in model.state_dict(keep_vars=True).items()}
+    converted = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    assert converted is model
+    assert not any(type(m) is nn.BatchNorm2d for m in model.modules())
+    assert sum(isinstance(m, nn.SyncBatchNorm) for m in model.modules()) == 19
+    assert {name: id(t) for name, t in model.state_dict(keep_vars=True).items()} == before
+
+
+def test_sync_batchnorm_path_equals_batchnorm_on_one_rank(nccl_stand_in, monkeypatch):
+    """The synchronised forward and backward (with the one-rank stand-in's all-reduce) give BatchNorm's
+    outputs, input and parameter gradients and running statistics, in float64."""
+    dist.init_process_group("nccl")
+    monkeypatch.setattr(dist, "get_world_size", lambda: 2)   # take the synchronised path
+    x = np.random.default_rng(0).normal(1.0, 2.0, size=(4, 3, 5, 5))
+    results = []
+    for layer in (nn.BatchNorm2d(3, momentum=None).double(), nn.SyncBatchNorm(3, momentum=None).double()):
+        layer.weight.numpy()[...] = [0.5, 1.5, -2.0]
+        layer.bias.numpy()[...] = [0.1, 0.2, 0.3]
+        t = tinygrad_cnn.tensor(x, dtype=np.float64, requires_grad=True)
+        out = layer(t)
+        (out * tinygrad_cnn.tensor(np.linspace(-1, 1, out.numel()).reshape(out.shape))).sum().backward()
+        results.append([out.numpy(), t.grad.numpy(), layer.weight.grad.numpy(), layer.bias.grad.numpy(),
+                        layer.running_mean.numpy(), layer.running_var.numpy()])
+    assert any(call[0] == "allReduce" for call in nccl_stand_in.calls)
+    for want, got in zip(*results):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_sync_batchnorm_in_one_process_is_batchnorm():
+    x = tinygrad_cnn.randn(4, 3, 5)
+    np.testing.assert_array_equal(nn.SyncBatchNorm(3)(x).numpy(), nn.BatchNorm1d(3)(x).numpy())
+    with pytest.raises(ValueError, match="expected 2D or 3D or 4D or 5D input"):
+        nn.SyncBatchNorm(3)(tinygrad_cnn.randn(3))
