@@ -89,6 +89,10 @@ def _import_nccl():
         raise ImportError(f"distributed: the 'nccl' backend needs CuPy built with NCCL ({exc}); "
                           "install cupy-cuda12x (pip install \"tinygrad_cnn[cuda]\") and NCCL "
                           "(pip install nvidia-nccl-cu12)") from None
+    if not getattr(nccl, "available", True):
+        raise ImportError("distributed: CuPy is installed but cannot load the NCCL library; install it with "
+                          "python -m cupyx.tools.install_library --library nccl --cuda 12.x (or pip install "
+                          "nvidia-nccl-cu12, or a system NCCL)")
     return nccl, lambda: cupy.cuda.get_current_stream().ptr
 
 
