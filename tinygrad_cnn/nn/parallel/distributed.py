@@ -136,7 +136,13 @@ class DistributedDataParallel(Module):
             raise ValueError(f"DistributedDataParallel: the ranks' parameters differ in shape or dtype ({where})")
 
     def _broadcast(self, tensors):
-        for group in _flat_groups(tensors):
+        """Rank 0's values into ``tensors``: one broadcast per dtype (BatchNorm interleaves float
+        statistics with int64 counters)."""
+        by_dtype = {}
+        for t in tensors:
+            array = dist._array(t)
+            by_dtype.setdefault((array.dtype, get_array_module(array)), []).append(t)
+        for group in by_dtype.values():
             arrays = [dist._array(t) for t in group]
             flat = _flatten(arrays)
             dist.broadcast_array(flat, 0)
