@@ -13,7 +13,9 @@ Configurations, for each framework (ours: MPI through mpi4py; PyTorch: its ``glo
 One step is forward, cross-entropy, backward (with the gradient all-reduce in ``2x1``) and an SGD
 momentum update on random CIFAR-shaped float32 data, after warm-up. Reported: images/s of the global
 batch (median over rounds, and the best round: on a machine shared with other work the best round is
-the closest to an unloaded machine), the scaling efficiency ``images/s / (cores x images/s of 1x1)``, and for
+the closest to an unloaded machine), the CPU time all processes together spent per image (steadier than
+wall time when other work shares the cores; MPI's shared-memory transport polls while it waits, so
+waiting for the other rank counts too), the scaling efficiency ``images/s / (cores x images/s of 1x1)``, and for
 ``2x1`` the communication cost per step measured two ways: the same steps under ``no_sync()`` (no
 all-reduce) are faster by the *overhead*; and, for us, the time spent inside the all-reduce calls
 (which includes waiting for the slower rank). The frameworks alternate within each round, so a machine
@@ -117,23 +119,23 @@ def _child(framework, batch_size, steps, warmup, threads, port):
 
     def timed(n):
         barrier()
-        comm_before, start = comm_seconds(), time.perf_counter()
+        comm_before, start, cpu_start = comm_seconds(), time.perf_counter(), time.process_time()
         for _ in range(n):
             step()
         barrier()
-        return time.perf_counter() - start, comm_seconds() - comm_before
+        return time.perf_counter() - start, comm_seconds() - comm_before, time.process_time() - cpu_start
 
     for _ in range(warmup):
         step()
-    seconds, comm = timed(steps)
-    result = {"framework": framework, "world": world, "threads": threads,
-              "images_per_s": batch_size * steps / seconds, "step_ms": 1e3 * seconds / steps}
+    seconds, comm, cpu = timed(steps)
+    result = {"framework": framework, "rank": rank, "world": world, "threads": threads,
+              "images_per_s": batch_size * steps / seconds, "step_ms": 1e3 * seconds / steps,
+              "cpu_ms_per_image": 1e3 * cpu / (batch_size * steps)}
     if world > 1:
         with wrapped.no_sync():
-            local, _ = timed(steps)
+            local, _, _ = timed(steps)
         result.update(no_sync_step_ms=1e3 * local / steps, allreduce_ms=1e3 * comm / steps)
-    if rank == 0:
-        print(json.dumps(result), flush=True)
+    print(json.dumps(result), flush=True)   # every rank: the parent adds up their CPU time
 
 
 # ---------------------------------------------------------------------------
@@ -162,7 +164,10 @@ def _run(framework, processes, threads, args):
                          timeout=1200)
     if out.returncode != 0:
         raise RuntimeError(f"{framework} {processes}x{threads} failed:\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    ranks = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    result = next(r for r in ranks if r["rank"] == 0)
+    result["cpu_ms_per_image"] = sum(r["cpu_ms_per_image"] for r in ranks)
+    return result
 
 
 def main(argv=None):
@@ -190,16 +195,18 @@ def main(argv=None):
                       file=sys.stderr, flush=True)
     print(f"ResNet-20, global batch {args.batch_size}, {args.steps} timed steps x {args.rounds} rounds "
           f"(efficiency = images/s / (cores x 1x1 images/s), from the medians; step times are medians)")
-    print("| framework | processes x threads | images/s median | images/s best | efficiency | step ms | "
-          "no_sync step ms | all-reduce overhead ms/step | time in all-reduce ms/step |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| framework | processes x threads | images/s median | images/s best | efficiency | CPU ms/image | "
+          "CPU efficiency | step ms | no_sync step ms | all-reduce overhead ms/step | time in all-reduce ms/step |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     summary = {}
     for framework in frameworks:
         base = statistics.median(r["images_per_s"] for r in runs[(framework, 1, 1)])
+        base_cpu = statistics.median(r["cpu_ms_per_image"] for r in runs[(framework, 1, 1)])
         for processes, threads in CONFIGS:
             rs = runs[(framework, processes, threads)]
             ips = statistics.median(r["images_per_s"] for r in rs)
             best = max(r["images_per_s"] for r in rs)
+            cpu = statistics.median(r["cpu_ms_per_image"] for r in rs)
             eff = ips / (processes * threads * base)
             summary[(framework, processes, threads)] = eff
             step = statistics.median(r["step_ms"] for r in rs)
@@ -210,7 +217,8 @@ def main(argv=None):
             else:
                 extra = "- | - | -"
             name = "tinygrad_cnn (MPI)" if framework == "ours" else "PyTorch (gloo)"
-            print(f"| {name} | {processes}x{threads} | {ips:.0f} | {best:.0f} | {eff:.2f} | {step:.0f} | {extra} |")
+            print(f"| {name} | {processes}x{threads} | {ips:.0f} | {best:.0f} | {eff:.2f} | {cpu:.2f} | "
+                  f"{base_cpu / cpu:.2f} | {step:.0f} | {extra} |")
     if not args.no_torch:
         print(f"2x1 efficiency ratio ours / PyTorch: {summary[('ours', 2, 1)] / summary[('torch', 2, 1)]:.2f}; "
               f"2x1 vs 1x2 images/s: ours {summary[('ours', 2, 1)] / summary[('ours', 1, 2)]:.2f}, "

@@ -37,6 +37,9 @@ def check_collectives():
             t = tinygrad_cnn.tensor(base + rank, dtype=dtype)
             dist.all_reduce(t, op=op)
             assert t.dtype == dtype and np.array_equal(t.numpy(), want.astype(dtype)), (op, dtype, t.numpy())
+    scalar = tinygrad_cnn.tensor(2.0 + rank, dtype=np.float64)   # 0-d
+    dist.all_reduce(scalar, op=dist.ReduceOp.PRODUCT)
+    assert scalar.shape == () and float(scalar.item()) == 6.0, scalar
     # In place on a non-contiguous view: the values land in the viewed elements of the parent.
     parent = np.zeros((3, 4), dtype=np.float32)
     parent[:, ::2] = rank + 1
