@@ -30,6 +30,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -105,7 +106,7 @@ def _torch(images, labels, threads, port):
     return rank, world, model.train(), wrapped, step, lambda: float("nan"), barrier
 
 
-def _child(framework, batch_size, steps, warmup, threads, port):
+def _child(framework, batch_size, steps, warmup, threads, port, result_dir):
     import numpy as np
     rank, world = _launch_rank_and_world()
     rng = np.random.default_rng(rank)
@@ -135,7 +136,8 @@ def _child(framework, batch_size, steps, warmup, threads, port):
         with wrapped.no_sync():
             local, _, _ = timed(steps)
         result.update(no_sync_step_ms=1e3 * local / steps, allreduce_ms=1e3 * comm / steps)
-    print(json.dumps(result), flush=True)   # every rank: the parent adds up their CPU time
+    with open(os.path.join(result_dir, f"rank{rank}.json"), "w") as f:   # the parent adds up the CPU times
+        json.dump(result, f)
 
 
 # ---------------------------------------------------------------------------
@@ -157,15 +159,21 @@ def _mpiexec():
 
 
 def _run(framework, processes, threads, args):
-    child = [sys.executable, __file__, "--child", framework, "--batch-size", str(args.batch_size), "--steps",
-             str(args.steps), "--warmup", str(args.warmup), "--threads", str(threads), "--port", str(_free_port())]
-    cmd = child if processes == 1 else [_mpiexec(), "-n", str(processes), *child]
-    out = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, **_thread_env(threads)),
-                         timeout=1200)
-    if out.returncode != 0:
-        raise RuntimeError(f"{framework} {processes}x{threads} failed:\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}")
-    ranks = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
-    result = next(r for r in ranks if r["rank"] == 0)
+    with tempfile.TemporaryDirectory() as result_dir:
+        child = [sys.executable, __file__, "--child", framework, "--batch-size", str(args.batch_size), "--steps",
+                 str(args.steps), "--warmup", str(args.warmup), "--threads", str(threads), "--port",
+                 str(_free_port()), "--result-dir", result_dir]
+        cmd = child if processes == 1 else [_mpiexec(), "-n", str(processes), *child]
+        out = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, **_thread_env(threads)),
+                             timeout=1200)
+        if out.returncode != 0:
+            raise RuntimeError(f"{framework} {processes}x{threads} failed:\n{out.stdout[-2000:]}\n"
+                               f"{out.stderr[-3000:]}")
+        ranks = []
+        for rank in range(processes):
+            with open(os.path.join(result_dir, f"rank{rank}.json")) as f:
+                ranks.append(json.load(f))
+    result = ranks[0]
     result["cpu_ms_per_image"] = sum(r["cpu_ms_per_image"] for r in ranks)
     return result
 
@@ -180,9 +188,10 @@ def main(argv=None):
     p.add_argument("--child", choices=("ours", "torch"), help=argparse.SUPPRESS)
     p.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--result-dir", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
-        _child(args.child, args.batch_size, args.steps, args.warmup, args.threads, args.port)
+        _child(args.child, args.batch_size, args.steps, args.warmup, args.threads, args.port, args.result_dir)
         return None
     frameworks = ["ours"] if args.no_torch else ["ours", "torch"]
     runs = {}
