@@ -59,14 +59,11 @@ class Backend:
 
 
 # ---------------------------------------------------------------------------- raw arrays
-# The one place that reaches into a Tensor's storage: collectives work on the raw NumPy/CuPy array.
+# The one place that reaches into a Tensor's storage: collectives (and DistributedDataParallel,
+# SyncBatchNorm) work on the raw NumPy/CuPy array, in place.
 
 def _array(tensor):
     return tensor.data
-
-
-def _set_array(tensor, array):
-    tensor.data = array
 
 
 # ---------------------------------------------------------------------------- backends
