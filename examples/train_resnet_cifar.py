@@ -13,6 +13,9 @@ images = the paper's 64k iterations, with the drops at epochs 82 and 123 = its 3
         --epochs 10 --schedule onecycle --out runs/r20_subset
     # continue where an interrupted run stopped (latest checkpoint in --out)
     python examples/train_resnet_cifar.py --out runs/r20_subset --resume
+    # the same run on 4 processes (pip install "tinygrad_cnn[distributed]"); see docs/distributed.md
+    mpiexec -n 4 python examples/train_resnet_cifar.py --data-dir ../shared/data/cifar-10-partial-bin \
+        --no-verify --epochs 10 --schedule onecycle --out runs/r20_subset_4ranks
 
 Every epoch ends with one summary line, one JSON line appended to ``<out>/metrics.jsonl`` and a checkpoint
 ``<out>/checkpoint.npz`` (model, optimizer, scheduler, RNG and data-loader state; read it with
@@ -20,6 +23,13 @@ Every epoch ends with one summary line, one JSON line appended to ``<out>/metric
 finishes the current batch, saves a checkpoint and exits (a second Ctrl-C aborts at once). The run ends
 with the test accuracy with and without flip test-time augmentation, ``<out>/model_final.npz`` (the
 weights under their state_dict names), ``<out>/summary.json`` and ``<out>/curves.png`` (with matplotlib).
+
+Data-parallel: started by ``mpiexec -n N`` the script joins a process group (MPI on the CPU, NCCL
+with ``--device cuda``; ``--dist-backend`` chooses explicitly) and wraps the model in
+``DistributedDataParallel``. Each rank trains on ``batch-size / N`` images of every batch, so the batch
+size and the learning rate mean what they mean in one process. Rank 0 alone prints and writes the
+outputs; a checkpoint resumes with any number of ranks (the epoch's order of samples does not depend on
+it).
 """
 from __future__ import annotations
 
@@ -38,8 +48,10 @@ import numpy as np
 
 import tinygrad_cnn
 from tinygrad_cnn import checkpoint as ckpt
+from tinygrad_cnn import distributed as dist
 from tinygrad_cnn import nn, optim
-from tinygrad_cnn.data import CIFAR10, DataLoader, DatasetIntegrityError, DatasetNotFoundError, Subset, random_split
+from tinygrad_cnn.data import (CIFAR10, DataLoader, DatasetIntegrityError, DatasetNotFoundError, DistributedSampler,
+                               Subset, random_split)
 from tinygrad_cnn.data import transforms as T
 
 CHECKPOINT_NAME = "checkpoint.npz"
@@ -128,6 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("run")
     g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="auto: cuda when CuPy sees a GPU, else cpu")
+    g.add_argument("--dist-backend", choices=("auto", "mpi", "nccl", "none"), default="auto",
+                   help="data-parallel backend; auto: under an MPI launcher (mpiexec), nccl on cuda and mpi "
+                        "on cpu, else none (one process)")
     g.add_argument("--out", default=None, help="output folder (default: runs/cifar_<model>)")
     g.add_argument("--resume", nargs="?", const="latest", default=None, metavar="PATH",
                    help="continue from a checkpoint: PATH, or without PATH the latest one in --out")
@@ -300,17 +315,28 @@ def load_cifar(config, runtime):
     return train, val, test
 
 
-def make_loaders(config, runtime, train, val, test, device):
+def make_loaders(config, runtime, train, val, test, device, rank=0, world_size=1):
+    """Loaders of this rank: its ``batch_size / world_size`` share of each training batch (the ranks'
+    b-th batches together are the b-th batch of one shared order) and every ``world_size``-th
+    evaluation image."""
     mean, std = T.compute_channel_stats(train.data)  # from the images actually trained on
     normalize = [T.ToFloat(), T.Normalize(mean, std)]
     augment = [T.RandomCrop(32, padding=4), T.RandomHorizontalFlip()] if config["augment"] else []
-    train_loader = DataLoader(train, batch_size=config["batch_size"], shuffle=True, seed=config["seed"],
-                              transform=T.Compose(augment + normalize), device=device,
+    if config["batch_size"] % world_size:
+        raise SystemExit(f"error: --batch-size {config['batch_size']} must be a multiple of the number of "
+                         f"ranks ({world_size})")
+    sampler = DistributedSampler(train, num_replicas=world_size, rank=rank, shuffle=True, seed=config["seed"])
+    train_loader = DataLoader(train, batch_size=config["batch_size"] // world_size, sampler=sampler,
+                              seed=config["seed"], transform=T.Compose(augment + normalize), device=device,
                               prefetch=runtime["prefetch"])
     eval_kwargs = dict(batch_size=runtime["eval_batch_size"], shuffle=False, transform=T.Compose(normalize),
                        device=device, prefetch=runtime["prefetch"], seed=0)
-    val_loader = DataLoader(val, **eval_kwargs) if val is not None else None
-    return train_loader, val_loader, DataLoader(test, **eval_kwargs), (mean, std)
+
+    def shard(dataset):
+        return dataset if world_size == 1 else Subset(dataset, np.arange(rank, len(dataset), world_size))
+
+    val_loader = DataLoader(shard(val), **eval_kwargs) if val is not None else None
+    return train_loader, val_loader, DataLoader(shard(test), **eval_kwargs), (mean, std)
 
 
 # ====================================================================== model, optimizer, schedule
@@ -374,6 +400,40 @@ def build_criterion(config):
     return nn.CrossEntropyLoss(label_smoothing=config["label_smoothing"])
 
 
+def start_process_group(requested, device):
+    """Join the process group that ``--dist-backend`` asks for; returns (rank, world size)."""
+    backend = requested
+    if backend == "auto":
+        backend = ("nccl" if device == "cuda" else "mpi") if dist.launched_with_mpi() else "none"
+    if backend == "none":
+        return 0, 1
+    try:
+        dist.init_process_group(backend)
+    except ImportError as exc:
+        raise SystemExit(f"error: {exc}")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def global_sums(values, op=None):
+    """``values`` (floats) summed (or combined with ``op``) over the ranks; unchanged in one process."""
+    if not dist.is_initialized():
+        return list(values)
+    total = tinygrad_cnn.tensor(np.asarray(values, dtype=np.float64), dtype=np.float64)
+    dist.all_reduce(total, op=op or dist.ReduceOp.SUM)
+    return [float(v) for v in total.numpy()]
+
+
+def stop_agreed(stop):
+    """Whether to stop after this batch: every rank must agree, or one would wait forever in the next
+    gradient all-reduce (Ctrl-C reaches the ranks at slightly different times)."""
+    if not dist.is_initialized():
+        return stop.requested
+    agreed = global_sums([float(stop.requested)], op=dist.ReduceOp.MAX)[0] > 0
+    if agreed:
+        stop.request()
+    return agreed
+
+
 def choose_device(requested):
     if requested == "cpu":
         return "cpu"
@@ -392,14 +452,17 @@ def _correct(logits, labels):
 
 
 def train_one_epoch(model, loader, criterion, optimizer, scheduler, per_batch_schedule, stop, progress,
-                    partial=None, on_batch_end=None):
-    """One pass over ``loader`` (from its current position). Returns the accumulated statistics.
+                    partial=None, on_batch_end=None, world_size=1):
+    """One pass over ``loader`` (from its current position). Returns the accumulated statistics,
+    summed over the ranks.
 
     ``partial`` continues the sums of an epoch interrupted earlier ({loss_sum, correct, seen, seconds}).
-    Stops early, after a complete optimizer step, when ``stop.requested`` becomes true.
+    Stops early, after a complete optimizer step, when ``stop.requested`` becomes true (on any rank).
     """
     model.train()
-    totals = dict(partial) if partial else {"loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
+    totals = {"loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
+    if partial and (not dist.is_initialized() or dist.get_rank() == 0):  # the saved sums are global: count once
+        totals.update({k: partial[k] for k in totals})
     start = time.perf_counter()
     for images, labels in loader:
         logits = model(images)
@@ -413,22 +476,30 @@ def train_one_epoch(model, loader, criterion, optimizer, scheduler, per_batch_sc
         totals["loss_sum"] += float(loss.item()) * n
         totals["correct"] += _correct(logits, labels)
         totals["seen"] += n
-        progress.update(n, totals["loss_sum"] / totals["seen"], totals["correct"] / totals["seen"])
+        progress.update(n * world_size, totals["loss_sum"] / totals["seen"], totals["correct"] / totals["seen"])
         if on_batch_end is not None:
             on_batch_end(loader)
-        if stop.requested:
+        if stop_agreed(stop):
             break
     totals["seconds"] += time.perf_counter() - start
-    return totals
+    loss_sum, correct, seen = global_sums([totals["loss_sum"], totals["correct"], totals["seen"]])
+    seconds, = global_sums([totals["seconds"]], op=dist.ReduceOp.MAX if dist.is_initialized() else None)
+    return {"loss_sum": loss_sum, "correct": int(correct), "seen": int(seen), "seconds": seconds}
 
 
 def evaluate(model, loader, criterion=None, tta=False):
     """Mean loss and accuracy over ``loader`` in eval mode; with ``tta`` also the flip-TTA accuracy.
 
-    Flip-TTA averages the softmax probabilities of each image and its mirror image.
+    Flip-TTA averages the softmax probabilities of each image and its mirror image. With several ranks,
+    each evaluates its shard of the images with the same weights (rank 0's BatchNorm statistics) and
+    the sums are combined.
     """
     if loader is None:
         return None
+    if isinstance(model, nn.parallel.DistributedDataParallel):
+        for buffer in model.module.buffers():
+            dist.broadcast(buffer, 0)
+        model = model.module   # ranks hold different numbers of batches: no collective per batch
     model.eval()
     loss_sum, correct, correct_tta, seen = 0.0, 0, 0, 0
     with tinygrad_cnn.no_grad():
@@ -442,6 +513,7 @@ def evaluate(model, loader, criterion=None, tta=False):
                 probs = nn.functional.softmax(logits, dim=1) + nn.functional.softmax(model(T.hflip(images)), dim=1)
                 correct_tta += _correct(probs, labels)
             seen += n
+    loss_sum, correct, correct_tta, seen = global_sums([loss_sum, correct, correct_tta, seen])
     out = {"loss": loss_sum / seen if criterion is not None else None, "acc": correct / seen}
     if tta:
         out["acc_tta"] = correct_tta / seen
@@ -589,6 +661,10 @@ def main(argv=None, *, hooks=None):
     runtime = {k: getattr(args, k) for k in ("data_dir", "download", "verify", "eval_batch_size", "prefetch")}
 
     out = Path(args.out) if args.out else Path("runs") / f"cifar_{model_name(config)}"
+    device = choose_device(args.device)
+    rank, world_size = start_process_group(args.dist_backend, device)
+    lead = rank == 0   # rank 0 alone prints and writes
+    say = print if lead else (lambda *a, **k: None)
     state = None
     if args.resume is not None:
         if args.resume == "latest":
@@ -605,20 +681,23 @@ def main(argv=None, *, hooks=None):
         config = {k: saved.get(k, config[k]) for k in RECIPE_KEYS}
         if args.out is None and args.resume != "latest":
             out = Path(resume_path).parent
-        print(f"resuming from {resume_path} (epoch {state['epoch']} of {config['epochs']} done)")
-    lock = open_output_folder(out)
+        say(f"resuming from {resume_path} (epoch {state['epoch']} of {config['epochs']} done)")
+    lock = open_output_folder(out) if lead else None      # rank 0 alone writes
     try:
-        return _train(args, config, runtime, out, state, hooks)
+        return _train(args, config, runtime, out, state, hooks, device, rank, world_size)
     finally:
-        lock.release()
+        if lock is not None:
+            lock.release()
 
 
-def _train(args, config, runtime, out, state, hooks):
-    """The run itself, in an output folder this process holds the lock of."""
-    device = choose_device(args.device)
+def _train(args, config, runtime, out, state, hooks, device, rank, world_size):
+    """The run itself; rank 0 holds the output folder's lock and alone prints and writes."""
+    lead = rank == 0
+    say = print if lead else (lambda *a, **k: None)
     tinygrad_cnn.manual_seed(config["seed"])
     train, val, test = load_cifar(config, runtime)
-    train_loader, val_loader, test_loader, (mean, std) = make_loaders(config, runtime, train, val, test, device)
+    train_loader, val_loader, test_loader, (mean, std) = make_loaders(config, runtime, train, val, test, device,
+                                                                      rank, world_size)
     model = build_model(config)
     if device != "cpu":
         model.to(device)
@@ -634,22 +713,33 @@ def _train(args, config, runtime, out, state, hooks):
         history = list(state.get("metrics") or [])
         partial = state.get("partial")
         start_epoch = int(state["epoch"])
+    trained = model   # what the optimizer steps and checkpoints save; ``model`` may wrap it
+    if dist.is_initialized():
+        model = nn.parallel.DistributedDataParallel(trained)
     metrics_path = out / "metrics.jsonl"
-    with writing(metrics_path, out):
-        write_metrics(metrics_path, history)
+    if lead:
+        with writing(metrics_path, out):
+            write_metrics(metrics_path, history)
 
     title = model_name(config)
-    print(f"{title}: {n_params:,} parameters | train {len(train)} val {len(val) if val else 0} test {len(test)} "
-          f"| {config['optimizer']} lr {config['lr']} {config['schedule']} | batch {config['batch_size']} "
-          f"| {config['epochs']} epochs | device {device} | out {out}")
+    ranks = f" | {world_size} ranks x batch {config['batch_size'] // world_size} ({dist.get_backend()})" \
+        if dist.is_initialized() else ""
+    say(f"{title}: {n_params:,} parameters | train {len(train)} val {len(val) if val else 0} test {len(test)} "
+        f"| {config['optimizer']} lr {config['lr']} {config['schedule']} | batch {config['batch_size']} "
+        f"| {config['epochs']} epochs | device {device}{ranks} | out {out}")
 
     def save(epoch_done, partial_totals=None):
-        extra = {"config": config, "partial": partial_totals,
-                 "normalization": {"mean": np.asarray(mean), "std": np.asarray(std)}}
-        with writing(out / CHECKPOINT_NAME, out):
-            return ckpt.save_checkpoint(out / CHECKPOINT_NAME, ckpt.training_state(
-                model=model, optimizer=optimizer, scheduler=scheduler, loader=train_loader, epoch=epoch_done,
-                metrics=history, **extra))
+        path = out / CHECKPOINT_NAME
+        if lead:
+            extra = {"config": config, "partial": partial_totals,
+                     "normalization": {"mean": np.asarray(mean), "std": np.asarray(std)}}
+            with writing(path, out):
+                ckpt.save_checkpoint(path, ckpt.training_state(
+                    model=trained, optimizer=optimizer, scheduler=scheduler, loader=train_loader,
+                    epoch=epoch_done, metrics=history, **extra))
+        if dist.is_initialized():
+            dist.barrier()   # the checkpoint is complete before any rank goes on (or exits)
+        return path
 
     stop = StopRequest()
     hooks["stop"] = stop
@@ -657,17 +747,18 @@ def _train(args, config, runtime, out, state, hooks):
     with stop:
         for epoch in range(start_epoch, config["epochs"]):
             lr = partial["lr"] if partial else current_lr(optimizer)  # the lr this epoch started with
-            progress = Progress(len(train_loader), f"epoch {epoch + 1}/{config['epochs']}", enabled=args.progress,
-                                initial=train_loader.state_dict()["position"])
+            progress = Progress(len(train_loader), f"epoch {epoch + 1}/{config['epochs']}",
+                                enabled=args.progress and lead, initial=train_loader.state_dict()["position"])
             try:
                 totals = train_one_epoch(model, train_loader, criterion, optimizer, scheduler, per_batch, stop,
-                                         progress, partial=partial, on_batch_end=hooks.get("on_batch_end"))
+                                         progress, partial=partial, on_batch_end=hooks.get("on_batch_end"),
+                                         world_size=world_size)
             finally:
                 progress.close()
             partial = None
             if stop.requested and train_loader.state_dict()["epoch"] == epoch:  # stopped inside the epoch
                 path = save(epoch, partial_totals={**totals, "lr": lr})
-                print(f"stopped in epoch {epoch + 1} after {totals['seen']} images; checkpoint {path}; "
+                say(f"stopped in epoch {epoch + 1} after {totals['seen']} images; checkpoint {path}; "
                       f"continue with --resume")
                 interrupted = True
                 break
@@ -683,38 +774,47 @@ def _train(args, config, runtime, out, state, hooks):
                       "seconds": totals["seconds"], "img_per_s": totals["seen"] / max(totals["seconds"], 1e-9)}
             history.append(record)
             save(epoch + 1)
-            with writing(metrics_path, out):
-                append_metrics(metrics_path, record)
-            print(summary_line(record, config["epochs"]), flush=True)
+            if lead:
+                with writing(metrics_path, out):
+                    append_metrics(metrics_path, record)
+            say(summary_line(record, config["epochs"]), flush=True)
             if hooks.get("on_epoch_end") is not None:
                 hooks["on_epoch_end"](epoch + 1, record)
             if stop.requested and epoch + 1 < config["epochs"]:
-                print(f"stopped after epoch {epoch + 1}; checkpoint {out / CHECKPOINT_NAME}; continue with --resume")
+                say(f"stopped after epoch {epoch + 1}; checkpoint {out / CHECKPOINT_NAME}; continue with --resume")
                 interrupted = True
                 break
 
     result = {"out": str(out), "epochs_done": len(history), "history": history, "interrupted": interrupted,
-              "model": model, "parameters": n_params}
-    if interrupted:
-        return result
-    if history and history[-1]["epoch"] == config["epochs"]:
-        final = evaluate(model, test_loader, criterion, tta=True)
-        result.update(test_acc=final["acc"], test_acc_tta=final["acc_tta"], test_loss=final["loss"])
-        train_seconds = sum(r["seconds"] for r in history)
-        print(f"final test accuracy: {100 * final['acc']:.2f}% | with flip-TTA: {100 * final['acc_tta']:.2f}% "
-              f"| {len(test)} test images | training time {_format_seconds(train_seconds)} "
-              f"({sum(len(train) for _ in history) / max(train_seconds, 1e-9):.0f} img/s)")
+              "model": trained, "parameters": n_params, "rank": rank, "world_size": world_size}
+    if interrupted or not (history and history[-1]["epoch"] == config["epochs"]):
+        return _finish(result)
+    final = evaluate(model, test_loader, criterion, tta=True)
+    result.update(test_acc=final["acc"], test_acc_tta=final["acc_tta"], test_loss=final["loss"])
+    train_seconds = sum(r["seconds"] for r in history)
+    say(f"final test accuracy: {100 * final['acc']:.2f}% | with flip-TTA: {100 * final['acc_tta']:.2f}% "
+        f"| {len(test)} test images | training time {_format_seconds(train_seconds)} "
+        f"({sum(len(train) for _ in history) / max(train_seconds, 1e-9):.0f} img/s)")
+    if lead:
         with writing(out / "model_final.npz", out):
-            ckpt.save_checkpoint(out / "model_final.npz", {"model": ckpt.model_state_arrays(model)},
+            ckpt.save_checkpoint(out / "model_final.npz", {"model": ckpt.model_state_arrays(trained)},
                                  keep_previous=False)
         summary = {"model": title, "parameters": n_params, "config": config, "device": device,
-                   "train_images": len(train), "test_images": len(test), "test_acc": final["acc"],
-                   "test_acc_tta": final["acc_tta"], "test_loss": final["loss"], "train_seconds": train_seconds}
+                   "world_size": world_size, "train_images": len(train), "test_images": len(test),
+                   "test_acc": final["acc"], "test_acc_tta": final["acc_tta"], "test_loss": final["loss"],
+                   "train_seconds": train_seconds}
         with writing(out / "summary.json", out):
             ckpt.atomic_write_bytes(out / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
         if args.plot:
             with writing(out / "curves.png", out):
                 plot_curves(out / "curves.png", history, title)
+    return _finish(result)
+
+
+def _finish(result):
+    """Leave the process group (after every rank is done with the outputs) and hand back ``result``."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
     return result
 
 

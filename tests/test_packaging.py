@@ -51,6 +51,7 @@ def test_setup_cfg_finds_every_package_inside_tinygrad_cnn_with_no_folder_remapp
     assert "numpy" in requires and "numba" in requires
     extras = _config()["options.extras_require"]
     assert "pytest" in extras["test"] and "hypothesis" in extras["test"] and "cupy" in extras["cuda"]
+    assert "mpi4py" in extras["distributed"] and "mpich" in extras["distributed"]
     pyproject = (ROOT / "pyproject.toml").read_text()
     assert re.findall(r"^\[([^\]]+)\]", pyproject, re.M) == ["build-system"]
 

@@ -416,4 +416,8 @@ def backward(root, gradient, retain_graph=False, create_graph=False):
             if leaf._hooks:
                 grad = _apply_hooks(leaf, grad)
             _accumulate_into_grad(leaf, grad, create_graph)
+        for leaf, _ in leaf_grads.values():
+            if leaf._post_accumulate_grad_hooks:
+                for hook in list(leaf._post_accumulate_grad_hooks.values()):
+                    hook(leaf)
 

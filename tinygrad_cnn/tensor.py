@@ -282,6 +282,24 @@ class Tensor:
         self._hooks[handle.id] = hook
         return handle
 
+    # Set per tensor on the first registration; most tensors never have one.
+    _post_accumulate_grad_hooks = None
+
+    def register_post_accumulate_grad_hook(self, hook):
+        """``hook(tensor) -> None`` runs after a backward pass has added into this leaf's ``.grad``.
+
+        Data-parallel training reduces gradients there: ``.grad`` then holds everything this
+        backward (and earlier ones, when accumulating) contributed.
+        """
+        if not self.requires_grad or self._ctx is not None:
+            raise RuntimeError("register_post_accumulate_grad_hook: only leaf tensors that require "
+                               "grad accumulate into .grad")
+        if self._post_accumulate_grad_hooks is None:
+            self._post_accumulate_grad_hooks = {}
+        handle = RemovableHandle(self._post_accumulate_grad_hooks)
+        self._post_accumulate_grad_hooks[handle.id] = hook
+        return handle
+
     def backward(self, gradient=None, retain_graph=None, create_graph=False):
         """Compute d(self)/d(leaf) for every leaf that requires grad, accumulating into ``.grad``."""
         if not self.requires_grad:

@@ -28,6 +28,9 @@ class DataLoader:
             and ``__getitem__`` returning ``(image, label)`` also works (one Python call per sample).
         batch_size: samples per batch. drop_last: drop the final short batch.
         shuffle: a new permutation every epoch; otherwise dataset order.
+        sampler: an object with ``__iter__`` and ``__len__`` giving the sample indices of an epoch (e.g.
+            ``DistributedSampler``); excludes ``shuffle``. Its ``set_epoch(epoch)``, when it has one, is
+            called before each epoch, so resumed and later epochs see the sampler's order for them.
         seed: base seed of the order and of the augmentation. ``None`` draws one from the global generator
             (so ``tinygrad_cnn.manual_seed`` makes runs repeatable). Batch ``b`` of epoch ``e`` uses the
             generator ``numpy.random.default_rng([seed, e, 1, b])`` for its transforms and the permutation of
@@ -49,7 +52,7 @@ class DataLoader:
     """
 
     def __init__(self, dataset, batch_size=1, shuffle=False, drop_last=False, seed=None, transform=None,
-                 device="cpu", prefetch=2, dtype=np.float32):
+                 device="cpu", prefetch=2, dtype=np.float32, sampler=None):
         if int(batch_size) < 1:
             raise ValueError(f"DataLoader: batch_size must be >= 1, got {batch_size}")
         if int(prefetch) < 0:
@@ -60,7 +63,10 @@ class DataLoader:
         device = str(device).lower()
         if not (device == "cpu" or device.startswith("cuda")):
             raise ValueError(f"DataLoader: device must be 'cpu' or 'cuda', got {device!r}")
+        if sampler is not None and shuffle:
+            raise ValueError("DataLoader: sampler option is mutually exclusive with shuffle")
         self.dataset = dataset
+        self.sampler = sampler
         self.batch_size = int(batch_size)
         self.shuffle = bool(shuffle)
         self.drop_last = bool(drop_last)
@@ -76,7 +82,7 @@ class DataLoader:
 
     # ------------------------------------------------------------ bookkeeping
     def __len__(self) -> int:
-        n = len(self.dataset)
+        n = len(self.dataset) if self.sampler is None else len(self.sampler)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def set_epoch(self, epoch: int) -> None:
@@ -108,6 +114,10 @@ class DataLoader:
     def order(self, epoch=None) -> np.ndarray:
         """Sample indices (N,) int64 in the order epoch ``epoch`` (default: the current one) visits them."""
         epoch = self.epoch if epoch is None else int(epoch)
+        if self.sampler is not None:
+            if hasattr(self.sampler, "set_epoch"):
+                self.sampler.set_epoch(epoch)
+            return np.fromiter(iter(self.sampler), dtype=np.int64)
         n = len(self.dataset)
         if not self.shuffle:
             return np.arange(n, dtype=np.int64)

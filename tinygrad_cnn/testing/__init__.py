@@ -15,8 +15,13 @@ Needs Hypothesis (``pip install tinygrad_cnn[test]``).
 from __future__ import annotations
 
 import importlib.util
+import os
 import pathlib
+import shutil
+import signal
+import subprocess
 import sys
+import sysconfig
 
 import numpy as np
 
@@ -32,7 +37,8 @@ from ..tensor import Tensor
 
 __all__ = ["shapes", "broadcastable_shapes", "arrays", "finite_floats", "distinct_arrays",
            "conv2d_settings", "pool2d_settings", "tensor64", "check_grad", "check_gradgrad",
-           "assert_allclose", "non_contiguous", "load_script"]
+           "assert_allclose", "non_contiguous", "load_script", "find_mpiexec", "mpi_unavailable_reason",
+           "run_mpiexec"]
 
 
 def finite_floats(low=-3.0, high=3.0):
@@ -168,3 +174,50 @@ def load_script(path):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def find_mpiexec():
+    """The ``mpiexec`` of this Python's MPI, or None.
+
+    The ``mpich`` wheel installs it into the environment's scripts folder, which is on PATH only when
+    the environment is activated, so that folder (next to ``sys.executable``) is searched first.
+    """
+    folders = [pathlib.Path(sys.executable).parent, pathlib.Path(sysconfig.get_path("scripts")),
+               pathlib.Path(sysconfig.get_path("scripts", f"{os.name}_user"))]   # pip install --user
+    for folder in folders:
+        candidate = folder / "mpiexec"
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    return shutil.which("mpiexec")
+
+
+def mpi_unavailable_reason():
+    """Why multi-process tests cannot run here (a sentence), or None when they can."""
+    if importlib.util.find_spec("mpi4py") is None:
+        return "mpi4py is not installed: pip install -e \".[distributed]\" to run the multi-process tests"
+    if find_mpiexec() is None:
+        return ("mpiexec was not found next to the Python executable nor on PATH: "
+                "pip install -e \".[distributed]\" brings MPICH's")
+    return None
+
+
+def run_mpiexec(n, args, timeout=300, cwd=None):
+    """Run ``python -m mpi4py ARGS`` on ``n`` ranks; returns the ``CompletedProcess`` (text output).
+
+    ``-m mpi4py`` makes an exception on one rank abort all of them instead of leaving the others
+    waiting in a collective. Each rank gets one thread (the ranks share the cores). On timeout the
+    whole process group (launcher and ranks) is killed and ``TimeoutError`` names the output so far.
+    """
+    env = dict(os.environ, OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
+               MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    command = [find_mpiexec(), "-n", str(n), sys.executable, "-m", "mpi4py", *[str(a) for a in args]]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd,
+                               env=env, start_new_session=True)
+    try:
+        output, _ = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        output, _ = process.communicate()
+        raise TimeoutError(f"mpiexec -n {n} {' '.join(command[3:])} did not finish in {timeout} s; "
+                           f"output:\n{output}") from None
+    return subprocess.CompletedProcess(command, process.returncode, output, None)
