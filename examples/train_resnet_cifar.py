@@ -385,8 +385,8 @@ def choose_device(requested):
 # ====================================================================== training and evaluation
 
 def _correct(logits, labels):
-    xp = tinygrad_cnn.backend.get_array_module(logits.data)
-    return int(xp.sum(xp.argmax(logits.data, axis=1) == labels.data))
+    xp = tinygrad_cnn.backend.get_array_module(logits.array)
+    return int(xp.sum(xp.argmax(logits.array, axis=1) == labels.array))
 
 
 def train_one_epoch(model, loader, criterion, optimizer, scheduler, per_batch_schedule, stop, progress,

@@ -27,7 +27,7 @@ class Net(nn.Module):
 
 def test_state_dict_round_trip_keeps_names_values_and_dtypes(tmp_path):
     model = Net()
-    model.bn.num_batches_tracked.data[...] = 4
+    model.bn.num_batches_tracked.array[...] = 4
     path = tmp_path / "weights.npz"
     save(model.state_dict(), path)
     loaded = load(path)

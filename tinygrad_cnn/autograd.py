@@ -149,6 +149,12 @@ def _has_non_finite(array) -> bool:
     return not bool(xp.isfinite(array).all())
 
 
+def _storage_owner(array):
+    """The array that owns ``array``'s memory (NumPy and CuPy views point to it as ``base``)."""
+    base = getattr(array, "base", None)
+    return array if base is None else base
+
+
 # ---------------------------------------------------------------------------
 # Function
 # ---------------------------------------------------------------------------
@@ -221,10 +227,18 @@ class Function:
                 raise RuntimeError(
                     f"{cls.__name__}: expected all tensors on the same device, "
                     f"got {device} and {t.device} (input {i})")
-            arrays.append(t.data)
+            arrays.append(t.array)
         record = _state.grad_enabled and any(t is not None and t.requires_grad for t in inputs)
         output = node.forward(*arrays, **options)
         out = Tensor._wrap(output, requires_grad=record)
+        owners = [None if a is None else _storage_owner(a) for a in arrays]
+        out_owner = _storage_owner(output)
+        for t, owner in zip(inputs, owners):
+            if owner is not None and owner is out_owner:
+                # A view (reshape, slice, permutation): in-place changes to one are changes to
+                # the other, so they count versions together.
+                out._version_counter, out._base = t._version_counter, t
+                break
         if _state.anomaly and not _state.in_backward and _has_non_finite(output):
             raise RuntimeError(
                 f"detect_anomaly: {cls.__name__} forward produced NaN or Inf "
@@ -237,6 +251,7 @@ class Function:
             for t in inputs)
         node._saved = tuple(node._resolve(item, inputs, output, out) for item in node._to_save)
         node._to_save = ()
+        node._saved_versions = node._versions_to_check(inputs, owners, out, out_owner)
         node.output_ref = weakref.ref(out)
         node.out_shape, node.out_dtype = tuple(output.shape), output.dtype
         if _state.anomaly:
@@ -253,9 +268,39 @@ class Function:
         if item is output:
             return out
         for t in inputs:
-            if t is not None and t.data is item:
+            if t is not None and t.array is item:
                 return t
-        return Tensor._wrap(item, requires_grad=False)
+        wrapped = Tensor._wrap(item, requires_grad=False)
+        owner = _storage_owner(item)
+        for t in (*inputs, out):
+            if t is not None and _storage_owner(t.array) is owner:
+                wrapped._version_counter = t._version_counter    # a view of an input or output
+                break
+        return wrapped
+
+    def _versions_to_check(self, inputs, owners, out, out_owner):
+        """``(tensor, version)`` for every saved tensor and every kept array that views an input
+        or the output: backward reads them, so they must not change in place before it runs."""
+        checks = {id(t): (t, t._version) for t in self._saved if t is not None}
+        kept = [v for name, v in vars(self).items()
+                if name not in self._engine_fields and name != "_saved" and hasattr(v, "base")
+                and hasattr(v, "dtype")]
+        for array in kept:
+            owner = _storage_owner(array)
+            for t, t_owner in zip((*inputs, out), (*owners, out_owner)):
+                if t is not None and owner is t_owner and id(t) not in checks:
+                    checks[id(t)] = (t, t._version)
+        return tuple(checks.values())
+
+    def check_versions(self):
+        """Raise if a tensor this node's backward reads was modified in place since forward."""
+        for t, version in getattr(self, "_saved_versions", ()):
+            if t._version != version:
+                raise RuntimeError(
+                    f"{type(self).__name__}: one of the tensors its backward needs (shape "
+                    f"{t.shape}, dtype {t.dtype}) was modified by an in-place operation after "
+                    f"it was used: it is at version {t._version}, expected version {version}. "
+                    "clone() it before changing it, or change it after backward().")
 
     def release(self):
         """Free everything backward needed; keep only the links of the graph."""
@@ -308,11 +353,11 @@ def _accumulate_into_grad(tensor, grad, create_graph):
     if tensor.grad is None:
         # A fresh array: the same gradient Tensor may flow into several leaves (``a + a``),
         # and a later ``+=`` into one ``.grad`` must not change another.
-        tensor.grad = grad if create_graph else type(grad)._wrap(grad.data.copy(), False)
+        tensor.grad = grad if create_graph else type(grad)._wrap(grad.array.copy(), False)
     elif create_graph:
         tensor.grad = tensor.grad + grad
     else:
-        tensor.grad.data += grad.data
+        tensor.grad.array += grad.array
 
 
 def backward(root, gradient, retain_graph=False, create_graph=False):
@@ -358,6 +403,7 @@ def backward(root, gradient, retain_graph=False, create_graph=False):
                     grad = _apply_hooks(out, grad)
                 if out._retains_grad:
                     _accumulate_into_grad(out, grad, create_graph)
+            node.check_versions()
             previous, _state.in_backward = _state.in_backward, True
             try:
                 input_grads = node.backward(grad)
@@ -377,7 +423,7 @@ def backward(root, gradient, retain_graph=False, create_graph=False):
                     raise RuntimeError(
                         f"{name}.backward returned a gradient of shape {tuple(g.shape)} for "
                         f"input {i} of shape {tuple(expected)}")
-                if _state.anomaly and _has_non_finite(g.data):
+                if _state.anomaly and _has_non_finite(g.array):
                     raise RuntimeError(
                         f"detect_anomaly: {name} backward produced NaN or Inf in the gradient "
                         f"of input {i}; the op was created at {node.created_at or '<unknown>'}")

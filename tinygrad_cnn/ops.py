@@ -210,7 +210,7 @@ class Where(Function):
 def where(condition, a, b):
     """Differentiable ``where`` on Tensors (``condition`` is a bool array or Tensor)."""
     from .tensor import Tensor
-    cond = condition.data if isinstance(condition, Tensor) else condition
+    cond = condition.array if isinstance(condition, Tensor) else condition
     return Where.apply(a, b, condition=cond)
 
 
@@ -339,7 +339,7 @@ class Relu(Function):
             # create_graph=True: the mask is a constant, so this is linear in g.
             return g * (self.output > 0)
         xp = get_array_module(self.output)
-        return type(g)._wrap(backend.kernel("relu_backward", xp)(g.data, self.output))
+        return type(g)._wrap(backend.kernel("relu_backward", xp)(g.array, self.output))
 
 
 class Clamp(Function):

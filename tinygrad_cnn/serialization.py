@@ -32,7 +32,7 @@ def _to_array(value, key: str):
     """A NumPy array for one leaf value (Tensor, NumPy/CuPy array, number, bool or string)."""
     from .tensor import Tensor
     if isinstance(value, Tensor):
-        value = value.data
+        value = value.array
     if hasattr(value, "get") and type(value).__module__.startswith("cupy"):
         value = value.get()
     if isinstance(value, np.ndarray):

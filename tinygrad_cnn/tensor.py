@@ -1,22 +1,27 @@
 """``Tensor``: an n-dimensional array that remembers how it was computed.
 
-A Tensor wraps a NumPy array (or a CuPy array on the GPU) in ``.data``. When
-it ``requires_grad``, every op applied to it records a
-:class:`~tinygrad_cnn.autograd.Function` node, and ``backward()`` walks those
-nodes in reverse to fill ``.grad`` of the leaves.
+A Tensor wraps a NumPy array (or a CuPy array on the GPU), reachable as
+``.array`` (the raw storage, shared). When it ``requires_grad``, every op
+applied to it records a :class:`~tinygrad_cnn.autograd.Function` node, and
+``backward()`` walks those nodes in reverse to fill ``.grad`` of the leaves.
+``.data`` is, as in PyTorch, a Tensor sharing the storage and cut from the graph.
 
-Deliberate differences from PyTorch (kept small):
+In-place ops (``add_``, ``x += y``, ``t[i] = v`` ...) bump the tensor's version
+counter, shared with the tensors that view the same storage; a backward that
+needs a value saved before such a change raises instead of returning a wrong
+gradient (PyTorch's rule).
+
+Deliberate differences from PyTorch (docs/coming_from_pytorch.md lists them all):
 
 * Python numbers and lists become float32 even when they hold integers
   (``Tensor([1, 2])`` is float32); pass ``dtype=np.int64`` for integer data.
   NumPy arrays keep their dtype.
-* In-place ops (``t[i] = v``, ``add_`` ...) are refused on a tensor that
-  requires grad while grad mode is on, instead of version-counting; wrap
-  parameter updates in ``no_grad()`` (optimizers do).
 * ``dtype`` is a NumPy dtype (``tinygrad_cnn.float32`` is ``numpy.float32``).
+* ``.shape`` is a plain tuple; ``size()`` returns a :class:`Size`.
 """
 from __future__ import annotations
 
+import weakref
 from collections import namedtuple
 
 import numpy as np
@@ -24,18 +29,55 @@ import numpy as np
 from . import autograd, ops
 from .autograd import is_grad_enabled
 from .backend import device_of, get_array_module, normalize_device, to_device
+from .devices import as_device, device
 
 __all__ = ["Tensor", "tensor", "zeros", "ones", "full", "empty", "zeros_like", "ones_like",
            "full_like", "empty_like", "randn", "rand", "randint", "randn_like", "rand_like",
            "arange", "linspace", "eye", "from_numpy", "cat", "stack", "where", "maximum", "minimum",
            "matmul", "flatten", "pad", "exp", "log", "sqrt", "abs", "tanh", "sigmoid", "relu",
            "clamp", "clip", "sum", "mean", "var", "std", "logsumexp", "float16", "float32",
-           "float64", "int8", "int32", "int64", "uint8", "bool_"]
+           "float64", "int8", "int32", "int64", "uint8", "bool_", "Size", "argmax", "argmin", "max",
+           "min", "topk", "sort", "argsort", "norm"]
 
 float16, float32, float64 = np.float16, np.float32, np.float64
 int8, int32, int64, uint8, bool_ = np.int8, np.int32, np.int64, np.uint8, np.bool_
 
 ReductionResult = namedtuple("ReductionResult", ["values", "indices"])
+
+
+class Size(tuple):
+    """A shape: a tuple of ints with PyTorch's repr (``tinygrad_cnn.Size([2, 3])``)."""
+
+    def __new__(cls, sizes=()):
+        return super().__new__(cls, (int(s) for s in sizes))
+
+    def __repr__(self):
+        return f"tinygrad_cnn.Size({list(self)})"
+
+    __str__ = __repr__
+
+    def __getitem__(self, key):
+        item = super().__getitem__(key)
+        return Size(item) if isinstance(key, slice) else item
+
+    def numel(self):
+        count = 1
+        for s in self:
+            count *= s
+        return count
+
+
+class VersionCounter:
+    """How many times a storage was modified in place; shared by the tensors that view it.
+
+    A backward node records the version of every tensor it saved; if the version differs
+    when backward runs, the saved value is stale and the gradient would be wrong.
+    """
+
+    __slots__ = ("value",)
+
+    def __init__(self):
+        self.value = 0
 
 
 class RemovableHandle:
@@ -88,18 +130,20 @@ class Tensor:
         if dtype is not None:
             dtype = np.dtype(dtype)
         if isinstance(data, Tensor):
-            array = data.data.astype(dtype or data.dtype, copy=True)
+            array = data.array.astype(dtype or data.dtype, copy=True)
             array = to_device(array, device)
         elif get_array_module(data) is not np:          # a CuPy array
             array = data.astype(dtype or data.dtype, copy=True)
             array = to_device(array, device)
         else:
             array = to_device(_to_array(data, dtype), device)
-        self.data = array
+        self.array = array
         self.grad = None
         self._ctx = None
         self._hooks = {}
         self._retains_grad = False
+        self._version_counter = VersionCounter()
+        self._base = None
         self.requires_grad = False
         if requires_grad:
             self.requires_grad_(True)
@@ -108,30 +152,58 @@ class Tensor:
     def _wrap(cls, array, requires_grad=False):
         """Wrap an existing array without copying or checking (engine use)."""
         t = cls.__new__(cls)
-        t.data = array
+        t.array = array
         t.grad = None
         t._ctx = None
         t._hooks = {}
         t._retains_grad = False
+        t._version_counter = VersionCounter()
+        t._base = None          # the tensor whose storage this one views (set by the engine)
         t.requires_grad = requires_grad
         return t
 
     # ------------------------------------------------------------------ properties
     @property
+    def data(self):
+        """A Tensor sharing this tensor's storage, detached from the graph (PyTorch's ``.data``).
+
+        Changes made through it are invisible to autograd (the version counter is not shared),
+        exactly as in PyTorch; prefer ``detach()`` or ``no_grad()``. For the raw NumPy/CuPy
+        array use ``.array``. Assigning a Tensor (``p.data = t``) makes this tensor use ``t``'s
+        storage.
+        """
+        return Tensor._wrap(self.array, False)
+
+    @data.setter
+    def data(self, value):
+        if not isinstance(value, Tensor):
+            raise TypeError(f"Tensor.data: can only assign a Tensor, got {type(value).__name__} "
+                            "(to replace the raw array assign to .array)")
+        if self.requires_grad and value.dtype.kind not in "fc":
+            raise TypeError(f"Tensor.data: a tensor that requires grad needs floating point data, "
+                            f"got dtype {value.dtype}")
+        self.array = value.array
+
+    @property
+    def _version(self):
+        """How many in-place changes this tensor's storage has seen (PyTorch's ``_version``)."""
+        return self._version_counter.value
+
+    @property
     def shape(self):
-        return tuple(self.data.shape)
+        return tuple(self.array.shape)
 
     @property
     def ndim(self):
-        return self.data.ndim
+        return self.array.ndim
 
     @property
     def dtype(self):
-        return self.data.dtype
+        return self.array.dtype
 
     @property
     def device(self):
-        return device_of(self.data)
+        return as_device(device_of(self.array))
 
     @property
     def is_leaf(self):
@@ -146,10 +218,11 @@ class Tensor:
         return self.permute(*reversed(range(self.ndim)))
 
     def size(self, dim=None):
-        return self.shape if dim is None else self.shape[dim]
+        """``size()`` -> :class:`Size`; ``size(dim)`` -> int."""
+        return Size(self.array.shape) if dim is None else self.shape[dim]
 
     def numel(self):
-        return int(self.data.size)
+        return int(self.array.size)
 
     def dim(self):
         return self.ndim
@@ -169,18 +242,27 @@ class Tensor:
     def numpy(self):
         """The data as a NumPy array (shared on the CPU, copied from the GPU)."""
         if self.device != "cpu":
-            return self.data.get()
-        return self.data
+            return self.array.get()
+        return self.array
 
     def __array__(self, dtype=None, copy=None):
-        array = self.numpy()
-        return array if dtype is None else array.astype(dtype)
+        array = np.asarray(self.numpy())      # a 0-d result may be held as a NumPy scalar
+        if dtype is not None and array.dtype != np.dtype(dtype):
+            return array.astype(dtype)
+        return array.copy() if copy else array
+
+    def __index__(self):
+        """An integer scalar tensor used as a Python index (``range(n)``, ``list[t]``)."""
+        if self.array.size != 1 or self.dtype.kind not in "iub":
+            raise TypeError(f"__index__: only integer tensors of a single element can be used as "
+                            f"an index, got dtype {self.dtype} and shape {self.shape}")
+        return int(self.item())
 
     def item(self):
-        if self.data.size != 1:
+        if self.array.size != 1:
             raise ValueError(f"item: only one-element tensors can be converted to a Python "
                              f"scalar, got shape {self.shape}")
-        return self.data.reshape(()).item()
+        return self.array.reshape(()).item()
 
     def tolist(self):
         return self.numpy().tolist()
@@ -192,14 +274,16 @@ class Tensor:
         return int(self.item())
 
     def __bool__(self):
-        if self.data.size != 1:
-            raise RuntimeError(f"the truth value of a tensor with {self.data.size} elements is "
+        if self.array.size != 1:
+            raise RuntimeError(f"the truth value of a tensor with {self.array.size} elements is "
                                "ambiguous")
         return bool(self.item())
 
     def detach(self):
-        """A new Tensor sharing the data, cut from the graph."""
-        return Tensor._wrap(self.data, False)
+        """A new Tensor sharing the data (and its version counter), cut from the graph."""
+        out = Tensor._wrap(self.array, False)
+        out._version_counter = self._version_counter
+        return out
 
     def requires_grad_(self, requires_grad=True):
         if requires_grad and self.dtype.kind not in "fc":
@@ -237,11 +321,11 @@ class Tensor:
             raise RuntimeError("backward: tensor does not require grad and has no grad_fn "
                                "(did you compute it under no_grad or from detached tensors?)")
         if gradient is None:
-            if self.data.size != 1:
+            if self.array.size != 1:
                 raise RuntimeError(
                     f"backward: grad can be implicitly created only for scalar outputs; this "
                     f"tensor has shape {self.shape}, pass gradient= of that shape")
-            gradient = Tensor._wrap(get_array_module(self.data).ones_like(self.data))
+            gradient = Tensor._wrap(get_array_module(self.array).ones_like(self.array))
         else:
             if not isinstance(gradient, Tensor):
                 gradient = Tensor(gradient, dtype=self.dtype, device=self.device)
@@ -255,12 +339,18 @@ class Tensor:
         autograd.backward(self, gradient, retain_graph=retain_graph, create_graph=create_graph)
 
     # ------------------------------------------------------------------ device / dtype
-    def to(self, *args, dtype=None, device=None):
-        """``to(device)``, ``to(dtype)`` or ``to(device, dtype)``; differentiable."""
+    def to(self, *args, dtype=None, device=None, non_blocking=False, copy=False):
+        """``to(device)``, ``to(dtype)``, ``to(device, dtype)`` or ``to(other)``; differentiable.
+
+        ``device`` is a name or a :class:`device`; ``non_blocking`` is accepted (copies are
+        synchronous here); ``copy=True`` always returns a new tensor.
+        """
         for arg in args:
-            if isinstance(arg, str):
+            if isinstance(arg, Tensor):
+                device, dtype = arg.device, arg.dtype
+            elif isinstance(arg, str):
                 device = arg
-            else:
+            elif arg is not None:
                 dtype = arg
         out = self
         if device is not None:
@@ -273,6 +363,8 @@ class Tensor:
                 if out.requires_grad and dtype.kind not in "fc":
                     out = out.detach()
                 out = ops.Cast.apply(out, dtype=dtype)
+        if copy and out is self:
+            out = self.clone()
         return out
 
     def cpu(self):
@@ -303,40 +395,141 @@ class Tensor:
         return self.to(dtype)
 
     # ------------------------------------------------------------------ in place
+    # PyTorch's rules: a leaf that requires grad may only change under no_grad() (how optimizers
+    # update parameters); any other tensor may change in place, and when the change involves
+    # tensors that require grad it is recorded like the out-of-place op. Every change bumps the
+    # version counter, so a backward that saved the old value raises instead of using the new.
     def _check_inplace(self, op):
-        if self.requires_grad and is_grad_enabled():
+        if self.requires_grad and self._ctx is None and is_grad_enabled():
             raise RuntimeError(
-                f"{op}: in-place modification of a tensor that requires grad is not supported "
-                "while grad mode is on; use an out-of-place op, or wrap the update in no_grad()")
+                f"{op}: a leaf tensor that requires grad cannot be modified in-place while grad "
+                "mode is on; wrap the update in no_grad() (optimizers do), or use an "
+                "out-of-place op")
+
+    def _bump_version(self):
+        self._version_counter.value += 1
+
+    def _inplace(self, op, compute, other=None):
+        """Store ``compute(value) -> Tensor`` into this tensor's storage; returns ``self``."""
+        other_grad = isinstance(other, Tensor) and other.requires_grad
+        recording = is_grad_enabled() and (self.requires_grad or other_grad)
+        if not recording:
+            result = compute(self)
+            self._store(op, result.array, result.shape, result.dtype)
+            return self
+        self._check_inplace(op)
+        if self._base is not None:
+            raise RuntimeError(
+                f"{op}: in-place change of a view (a reshape, slice or permutation of another "
+                "tensor) inside a recorded graph is not supported; clone() the view first")
+        # The recorded op reads a copy of the old value: the storage is overwritten below.
+        previous = Tensor._wrap(self.array.copy(), self.requires_grad)
+        previous._ctx = self._ctx
+        result = compute(previous)
+        self._store(op, result.array, result.shape, result.dtype)
+        if result._ctx is not None:
+            self._ctx = result._ctx
+            self._ctx.output_ref = weakref.ref(self)
+            self.requires_grad = True
+        return self
+
+    def _store(self, op, array, shape, dtype):
+        if tuple(shape) != self.shape:
+            raise RuntimeError(f"{op}: the result has shape {tuple(shape)} but the tensor "
+                               f"modified in place has shape {self.shape} (an in-place op cannot "
+                               "broadcast the tensor it modifies)")
+        if dtype != self.dtype and not np.can_cast(dtype, self.dtype, "same_kind"):
+            raise RuntimeError(f"{op}: result type {np.dtype(dtype)} can't be cast to the dtype "
+                               f"{self.dtype} of the tensor modified in place")
+        self.array[...] = array
+        self._bump_version()
+
+    def add_(self, other, *, alpha=1):
+        other = self._operand(other)
+        return self._inplace("add_", lambda x: x + (other if alpha == 1 else other * alpha), other)
+
+    def sub_(self, other, *, alpha=1):
+        other = self._operand(other)
+        return self._inplace("sub_", lambda x: x - (other if alpha == 1 else other * alpha), other)
+
+    def mul_(self, other):
+        other = self._operand(other)
+        return self._inplace("mul_", lambda x: x * other, other)
+
+    def div_(self, other):
+        other = self._operand(other)
+        return self._inplace("div_", lambda x: x / other, other)
+
+    def pow_(self, exponent):
+        return self._inplace("pow_", lambda x: x ** exponent, exponent)
+
+    def neg_(self):
+        return self._inplace("neg_", lambda x: -x)
+
+    def clamp_(self, min=None, max=None):   # noqa: A002 - PyTorch's names
+        return self._inplace("clamp_", lambda x: x.clamp(min, max))
+
+    clip_ = clamp_
+
+    def relu_(self):
+        return self._inplace("relu_", lambda x: x.relu())
+
+    def __iadd__(self, other):
+        return self.add_(other)
+
+    def __isub__(self, other):
+        return self.sub_(other)
+
+    def __imul__(self, other):
+        return self.mul_(other)
+
+    def __itruediv__(self, other):
+        return self.div_(other)
 
     def zero_(self):
-        self._check_inplace("zero_")
-        self.data[...] = 0
-        return self
+        return self.fill_(0)
 
     def fill_(self, value):
         self._check_inplace("fill_")
-        self.data[...] = value
+        if isinstance(value, Tensor):
+            if value.array.size != 1:
+                raise ValueError(f"fill_: value must be a number or a one-element tensor, got "
+                                 f"shape {value.shape}")
+            value = value.item()
+        self.array[...] = value
+        self._bump_version()
         return self
 
-    def copy_(self, source):
+    def copy_(self, source, non_blocking=False):
+        """Copy ``source`` (broadcast to this shape) into this tensor's storage."""
         self._check_inplace("copy_")
-        source = source.data if isinstance(source, Tensor) else source
+        if isinstance(source, Tensor) and source.requires_grad and is_grad_enabled():
+            source_tensor = source.to(self.device)
+            return self._inplace("copy_", lambda x: source_tensor.expand(self.shape).to(
+                self.dtype).clone(), source_tensor)
+        source = source.array if isinstance(source, Tensor) else source
         if tuple(np.shape(source)) != self.shape:
-            xp = get_array_module(self.data)
+            xp = get_array_module(self.array)
             try:
                 xp.broadcast_to(source, self.shape)
             except ValueError:
                 raise ValueError(f"copy_: source of shape {tuple(np.shape(source))} cannot be "
                                  f"copied into a tensor of shape {self.shape}") from None
-        self.data[...] = to_device(source, self.device) if get_array_module(source) is not \
-            get_array_module(self.data) else source
+        self.array[...] = to_device(source, self.device) if get_array_module(source) is not \
+            get_array_module(self.array) else source
+        self._bump_version()
         return self
 
     def __setitem__(self, key, value):
-        self._check_inplace("__setitem__")
+        if is_grad_enabled() and (self.requires_grad or
+                                  (isinstance(value, Tensor) and value.requires_grad)):
+            raise RuntimeError(
+                "__setitem__: in-place assignment into a tensor that is part of a recorded graph is not "
+                "supported; build the result out of place (torch.where, cat), or assign under "
+                "no_grad()")
         key = _raw_key(key)
-        self.data[key] = value.data if isinstance(value, Tensor) else value
+        self.array[key] = value.array if isinstance(value, Tensor) else value
+        self._bump_version()
 
     def clone(self):
         return ops.Clone.apply(self)
@@ -348,7 +541,7 @@ class Tensor:
     def _operand(self, other):
         if isinstance(other, Tensor):
             return other
-        xp = get_array_module(self.data)
+        xp = get_array_module(self.array)
         if isinstance(other, (bool, int, float, np.number)) and not isinstance(other, np.ndarray):
             dtype = self.dtype if self.dtype.kind in "fc" else (
                 np.float32 if isinstance(other, float) else self.dtype)
@@ -404,8 +597,8 @@ class Tensor:
 
     # Comparisons give bool tensors and are not differentiable.
     def _compare(self, other, fn):
-        other = other.data if isinstance(other, Tensor) else other
-        return Tensor._wrap(fn(self.data, other))
+        other = other.array if isinstance(other, Tensor) else other
+        return Tensor._wrap(fn(self.array, other))
 
     def __eq__(self, other):
         return self._compare(other, lambda a, b: a == b)
@@ -426,7 +619,7 @@ class Tensor:
         return self._compare(other, lambda a, b: a >= b)
 
     def __invert__(self):
-        return Tensor._wrap(~self.data)
+        return Tensor._wrap(~self.array)
 
     def __and__(self, other):
         return self._compare(other, lambda a, b: a & b)
@@ -480,7 +673,7 @@ class Tensor:
         return ops.Minimum.apply(self, self._operand(other))
 
     def sign(self):
-        return Tensor._wrap(get_array_module(self.data).sign(self.data))
+        return Tensor._wrap(get_array_module(self.array).sign(self.array))
 
     def softmax(self, dim):
         from .nn import functional as F
@@ -524,7 +717,7 @@ class Tensor:
             return ops.MaxAll.apply(self, dims=dims, keepdim=False, largest=largest)
         (axis,) = ops.normalize_dims(name, dim, self.ndim) or (0,)
         values = ops.MaxAlong.apply(self, dim=axis, keepdim=keepdim, largest=largest)
-        indices = self.data.argmax(axis=axis) if largest else self.data.argmin(axis=axis)
+        indices = self.array.argmax(axis=axis) if largest else self.array.argmin(axis=axis)
         if keepdim:
             indices = get_array_module(indices).expand_dims(indices, axis)
         return ReductionResult(values, Tensor._wrap(indices.astype(np.int64)))
@@ -550,21 +743,21 @@ class Tensor:
 
     def argmax(self, dim=None, keepdim=False):
         if dim is None:
-            return Tensor._wrap(np.int64(self.data.argmax()) if self.device == "cpu"
-                                else self.data.argmax().astype(np.int64))
+            return Tensor._wrap(np.int64(self.array.argmax()) if self.device == "cpu"
+                                else self.array.argmax().astype(np.int64))
         return self.max(dim, keepdim).indices
 
     def argmin(self, dim=None, keepdim=False):
         if dim is None:
-            return Tensor._wrap(np.int64(self.data.argmin()) if self.device == "cpu"
-                                else self.data.argmin().astype(np.int64))
+            return Tensor._wrap(np.int64(self.array.argmin()) if self.device == "cpu"
+                                else self.array.argmin().astype(np.int64))
         return self.min(dim, keepdim).indices
 
     def logsumexp(self, dim, keepdim=False):
         """log(sum(exp(x))) computed stably: m + log(sum(exp(x - m))) with m = max (constant)."""
         dims = ops.normalize_dims("logsumexp", dim, self.ndim)
-        shift = self.data.max(axis=dims, keepdims=True)
-        xp = get_array_module(self.data)
+        shift = self.array.max(axis=dims, keepdims=True)
+        xp = get_array_module(self.array)
         shift = xp.where(xp.isfinite(shift), shift, 0)
         shift_t = Tensor._wrap(shift)
         out = (self - shift_t).exp().sum(dims, keepdim=True).log() + shift_t
@@ -698,9 +891,9 @@ def _shape_arg(shape):
 def _raw_key(key):
     """Replace Tensors inside an index with their arrays (integer or bool indexing)."""
     if isinstance(key, Tensor):
-        return key.data
+        return key.array
     if isinstance(key, tuple):
-        return tuple(k.data if isinstance(k, Tensor) else k for k in key)
+        return tuple(k.array if isinstance(k, Tensor) else k for k in key)
     if isinstance(key, list):
         return np.asarray(key)
     return key

@@ -47,13 +47,13 @@ def test_optimizer_matches_torch(name, kwargs):
                                      foreach=False, **kwargs)
     for step in range(8):
         for i, (p, q) in enumerate(zip(ours, theirs)):
-            g = np.cos(p.data * (i + 1) + step) + 0.1 * p.data
+            g = np.cos(p.array * (i + 1) + step) + 0.1 * p.array
             p.grad = Tensor(g)
             q.grad = torch.tensor(g)
         opt.step()
         ref.step()
     for p, q in zip(ours, theirs):
-        np.testing.assert_allclose(p.data, q.detach().numpy(), rtol=1e-11, atol=1e-13)
+        np.testing.assert_allclose(p.array, q.detach().numpy(), rtol=1e-11, atol=1e-13)
     # The state dicts have the same layout and buffers.
     ours_sd, theirs_sd = opt.state_dict(), ref.state_dict()
     assert sorted(ours_sd["state"]) == sorted(theirs_sd["state"])

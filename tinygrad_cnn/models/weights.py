@@ -23,8 +23,8 @@ class WeightsError(ValueError):
 
 def _host_array(value) -> np.ndarray:
     """A NumPy copy of a Tensor, NumPy array or CuPy array."""
-    if hasattr(value, "requires_grad") and hasattr(value, "data"):
-        value = value.data
+    if hasattr(value, "requires_grad") and hasattr(value, "array"):
+        value = value.array
     if hasattr(value, "get") and type(value).__module__.startswith("cupy"):
         value = value.get()
     return np.array(value, copy=True)

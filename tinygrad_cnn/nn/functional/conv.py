@@ -312,7 +312,7 @@ class Conv2d(Function):
         correlation of those columns with x (:func:`_weight_products_of_grad_columns`).
         So the backward builds one column matrix, not two."""
         x_tensor, weight_tensor = self.saved_tensors
-        x, weight, g = x_tensor.data, weight_tensor.data, grad_output.data
+        x, weight, g = x_tensor.array, weight_tensor.array, grad_output.array
         xp = get_array_module(x)
         geometry, groups = self.geometry, self.groups
         c_out = g.shape[1]

@@ -224,12 +224,12 @@ class _BatchNormTrain(Function):
         x, weight = self.saved_tensors
         if is_grad_enabled():
             return self._backward_differentiable(grad_output, x, weight)
-        xp = get_array_module(x.data)
+        xp = get_array_module(x.array)
         channels = x.shape[1]
-        w = _channel_vector_or(weight.data if weight is not None else None, 1.0, channels,
+        w = _channel_vector_or(weight.array if weight is not None else None, 1.0, channels,
                                x.dtype, xp)
         grad_x, grad_weight, grad_bias = backend.kernel("batch_norm_backward", xp)(
-            _as_ncl(grad_output.data), _as_ncl(x.data), w, self.mean, self.inv_std, True)
+            _as_ncl(grad_output.array), _as_ncl(x.array), w, self.mean, self.inv_std, True)
         needs = self.needs_input_grad
         return (_wrap(grad_x.reshape(x.shape)) if needs[0] else None,
                 _wrap(grad_weight) if needs[1] else None,
@@ -292,11 +292,11 @@ class _BatchNormEval(Function):
             return (grad_x,
                     _sum_over_batch_and_space(g3 * xhat).reshape(channels) if needs[1] else None,
                     _sum_over_batch_and_space(g3).reshape(channels) if needs[2] else None)
-        xp = get_array_module(x.data)
-        w = _channel_vector_or(weight.data if weight is not None else None, 1.0, x.shape[1],
+        xp = get_array_module(x.array)
+        w = _channel_vector_or(weight.array if weight is not None else None, 1.0, x.shape[1],
                                x.dtype, xp)
         grad_x, grad_weight, grad_bias = backend.kernel("batch_norm_backward", xp)(
-            _as_ncl(grad_output.data), _as_ncl(x.data), w, self.mean, self.inv_std, False)
+            _as_ncl(grad_output.array), _as_ncl(x.array), w, self.mean, self.inv_std, False)
         return (_wrap(grad_x.reshape(x.shape)) if needs[0] else None,
                 _wrap(grad_weight) if needs[1] else None,
                 _wrap(grad_bias) if needs[2] else None)
@@ -347,14 +347,14 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
                 f"shape {shape}")
         return _BatchNormTrain.apply(
             input, weight, bias, eps=float(eps),
-            running_mean=None if running_mean is None else running_mean.data,
-            running_var=None if running_var is None else running_var.data,
+            running_mean=None if running_mean is None else running_mean.array,
+            running_var=None if running_var is None else running_var.array,
             momentum=float(momentum))
     if running_mean is None or running_var is None:
         missing = "running_mean" if running_mean is None else "running_var"
         raise ValueError(f"{op}: {missing} must be given when training=False (eval mode "
                          "normalises with the running statistics)")
-    return _BatchNormEval.apply(input, weight, bias, mean=running_mean.data, var=running_var.data,
+    return _BatchNormEval.apply(input, weight, bias, mean=running_mean.array, var=running_var.array,
                                 eps=float(eps))
 
 
@@ -394,9 +394,9 @@ class _LocalResponseNorm(Function):
             work = grad_output * x * power / scale
             mirrored = _ChannelWindowSum.apply(work, before=(size - 1) // 2, after=size // 2)
             return grad_output * power - (2.0 * alpha * beta / size) * x * mirrored
-        xp = get_array_module(x.data)
+        xp = get_array_module(x.array)
         grad_x = backend.kernel("lrn_backward", xp)(
-            _as_ncl(grad_output.data), _as_ncl(x.data), self.scale, size, alpha, beta)
+            _as_ncl(grad_output.array), _as_ncl(x.array), self.scale, size, alpha, beta)
         return _wrap(grad_x.reshape(x.shape))
 
 

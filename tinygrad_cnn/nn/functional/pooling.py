@@ -363,9 +363,9 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     kernel, strides, pads, dilations, out_size = _pool_geometry(
         op, input, kernel_size, stride, padding, dilation, ceil_mode)
     x, unbatched = _as_batch(input)
-    xp = get_array_module(x.data)
+    xp = get_array_module(x.array)
     out_array, indices = backend.kernel("max_pool2d_forward", xp)(
-        x.data, kernel, strides, pads, dilations, out_size)
+        x.array, kernel, strides, pads, dilations, out_size)
     out = _GatherByIndex.apply(x, indices=indices, precomputed=out_array)
     if unbatched:
         out = out.reshape(*out.shape[1:])
@@ -477,7 +477,7 @@ def adaptive_avg_pool2d(input, output_size):
         kernel = (height // out_h, width // out_w)
         out = _AvgPool2d.apply(x, geometry=(kernel, kernel, (0, 0), (out_h, out_w), True, None))
     else:
-        xp = get_array_module(x.data)
+        xp = get_array_module(x.array)
         rows = Tensor._wrap(_averaging_matrix(height, out_h, x.dtype, xp))
         cols = Tensor._wrap(_averaging_matrix(width, out_w, x.dtype, xp).T.copy())
         out = rows @ (x @ cols)
@@ -517,7 +517,7 @@ def adaptive_max_pool2d(input, output_size, return_indices=False):
     _check_input(op, input)
     out_size = _adaptive_output_size(op, input, output_size)
     x, unbatched = _as_batch(input)
-    indices = _adaptive_max_indices(x.data, out_size)
+    indices = _adaptive_max_indices(x.array, out_size)
     out = _GatherByIndex.apply(x, indices=indices)
     if unbatched:
         out = out.reshape(*out.shape[1:])
