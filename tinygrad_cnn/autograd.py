@@ -25,7 +25,7 @@ import weakref
 
 __all__ = [
     "Function", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled",
-    "detect_anomaly", "is_anomaly_enabled", "backward",
+    "detect_anomaly", "is_anomaly_enabled", "backward", "Variable", "AccumulateGrad",
 ]
 
 
@@ -310,8 +310,49 @@ class Function:
         self._saved = None
         self._released = True
 
+    # -- inspecting the graph (PyTorch's names) ------------------------------
+    def name(self) -> str:
+        """PyTorch-style node name: ``AddBackward0`` for the ``Add`` op."""
+        return f"{type(self).__name__}Backward0"
+
+    @property
+    def next_functions(self):
+        """One ``(node, 0)`` per input: its Function, ``AccumulateGrad`` for a leaf that requires
+        grad, ``None`` for an input without gradient (the graph walk of PyTorch's autograd tutorial)."""
+        return tuple((None, 0) if p is None else (p if isinstance(p, Function) else AccumulateGrad(p), 0)
+                     for p in self.parents)
+
     def __repr__(self):
-        return f"<{type(self).__name__}>"
+        return f"<{self.name()} object at {id(self):#x}>"
+
+
+class AccumulateGrad:
+    """The end of a graph walk: the leaf tensor (``.variable``) whose ``.grad`` a backward fills."""
+
+    next_functions = ()
+
+    def __init__(self, variable):
+        self.variable = variable
+
+    def name(self) -> str:
+        return "AccumulateGrad"
+
+    def __repr__(self):
+        return f"<AccumulateGrad object at {id(self):#x}>"
+
+
+def Variable(data, requires_grad=False, volatile=False):  # noqa: N802 - PyTorch's (deprecated) name
+    """PyTorch's deprecated ``Variable(tensor, requires_grad=False)``: returns a Tensor.
+
+    As in PyTorch since 0.4, a Variable is just a Tensor: a Tensor argument is returned itself (with
+    ``requires_grad`` set when asked), anything else becomes a new Tensor. ``volatile`` is ignored
+    (use ``no_grad()``).
+    """
+    from .tensor import Tensor
+    tensor = data if isinstance(data, Tensor) else Tensor(data)
+    if requires_grad:
+        tensor.requires_grad_(True)
+    return tensor
 
 
 # ---------------------------------------------------------------------------

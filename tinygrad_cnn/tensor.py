@@ -21,6 +21,7 @@ Deliberate differences from PyTorch (docs/coming_from_pytorch.md lists them all)
 """
 from __future__ import annotations
 
+import builtins
 import weakref
 from collections import namedtuple
 
@@ -37,7 +38,7 @@ __all__ = ["Tensor", "tensor", "zeros", "ones", "full", "empty", "zeros_like", "
            "matmul", "flatten", "pad", "exp", "log", "sqrt", "abs", "tanh", "sigmoid", "relu",
            "clamp", "clip", "sum", "mean", "var", "std", "logsumexp", "float16", "float32",
            "float64", "int8", "int32", "int64", "uint8", "bool_", "Size", "argmax", "argmin", "max",
-           "min", "topk", "sort", "argsort", "norm"]
+           "min", "topk", "sort", "argsort", "norm", "gather"]
 
 float16, float32, float64 = np.float16, np.float32, np.float64
 int8, int32, int64, uint8, bool_ = np.int8, np.int32, np.int64, np.uint8, np.bool_
@@ -753,6 +754,71 @@ class Tensor:
                                 else self.array.argmin().astype(np.int64))
         return self.min(dim, keepdim).indices
 
+    def gather(self, dim, index):
+        """``out[i][j][k] = self[index[i][j][k]][j][k]`` for ``dim=0`` (and so on); differentiable."""
+        index = index.array if isinstance(index, Tensor) else np.asarray(index)
+        if index.ndim != self.ndim:
+            raise ValueError(f"gather: index of shape {tuple(index.shape)} must have as many dimensions "
+                             f"as the input of shape {self.shape}")
+        dim = dim % self.ndim
+        xp = get_array_module(self.array)
+        key = []
+        for i in range(self.ndim):
+            if i == dim:
+                key.append(xp.asarray(index))
+            else:
+                shape = [1] * self.ndim
+                shape[i] = index.shape[i]
+                key.append(xp.arange(index.shape[i]).reshape(shape))
+        return ops.Index.apply(self, key=tuple(key))
+
+    def sort(self, dim=-1, descending=False, stable=False):
+        """``(values, indices)`` sorted along ``dim`` (ties keep their order); values differentiable."""
+        if self.ndim == 0:
+            return ReductionResult(self, Tensor._wrap(get_array_module(self.array).zeros((), np.int64)))
+        dim = dim % self.ndim
+        xp = get_array_module(self.array)
+        keys = self.array.astype(np.int8) if self.dtype.kind == "b" else self.array
+        if descending:
+            # Reverse, sort stably, reverse back: the largest first, equal values keep their order.
+            flipped = xp.flip(keys, axis=dim)
+            order = xp.argsort(flipped, axis=dim, kind="stable")
+            indices = (self.shape[dim] - 1) - xp.flip(order, axis=dim)
+        else:
+            indices = xp.argsort(keys, axis=dim, kind="stable")
+        indices = indices.astype(np.int64)
+        return ReductionResult(self.gather(dim, indices), Tensor._wrap(indices))
+
+    def argsort(self, dim=-1, descending=False, stable=False):
+        return self.sort(dim, descending, stable).indices
+
+    def topk(self, k, dim=-1, largest=True, sorted=True):   # noqa: A002 - PyTorch's name
+        """The ``k`` largest (``largest=False``: smallest) along ``dim`` as ``(values, indices)``."""
+        dim = dim % builtins.max(self.ndim, 1)
+        size = self.shape[dim] if self.ndim else 1
+        if not 0 <= int(k) <= size:
+            raise ValueError(f"topk: k ({k}) out of range for dimension {dim} of size {size} "
+                             f"(shape {self.shape})")
+        _, order = self.sort(dim, descending=largest)
+        key = (slice(None),) * dim + (slice(0, int(k)),)
+        indices = Tensor._wrap(order.array[key])
+        return ReductionResult(self.gather(dim, indices), indices)
+
+    def norm(self, p="fro", dim=None, keepdim=False, dtype=None):
+        """Vector p-norm over ``dim`` (default all elements): ``p`` = 2/"fro", 1, inf, -inf or any number."""
+        x = self if dtype is None else self.to(dtype)
+        if p in ("fro", 2, 2.0):
+            return (x * x).sum(dim, keepdim).sqrt()
+        if p in (1, 1.0):
+            return x.abs().sum(dim, keepdim)
+        if p == float("inf"):
+            return x.abs().amax(dim, keepdim)
+        if p == float("-inf"):
+            return x.abs().amin(dim, keepdim)
+        if isinstance(p, (int, float)) and p > 0:
+            return (x.abs() ** p).sum(dim, keepdim) ** (1.0 / p)
+        raise ValueError(f"norm: unsupported p={p!r} (2, 'fro', 1, inf, -inf or a positive number)")
+
     def logsumexp(self, dim, keepdim=False):
         """log(sum(exp(x))) computed stably: m + log(sum(exp(x - m))) with m = max (constant)."""
         dims = ops.normalize_dims("logsumexp", dim, self.ndim)
@@ -791,7 +857,7 @@ class Tensor:
 
     def permute(self, *dims):
         dims = _shape_arg(dims)
-        if sorted(d % max(self.ndim, 1) for d in dims) != list(range(self.ndim)):
+        if sorted(d % builtins.max(self.ndim, 1) for d in dims) != list(range(self.ndim)):
             raise ValueError(f"permute: dims {dims} are not a permutation of the {self.ndim} "
                              f"dimensions of a tensor of shape {self.shape}")
         dims = tuple(d % self.ndim for d in dims)
@@ -876,7 +942,7 @@ class Tensor:
         if self.device != "cpu":
             extras.append(f"device='{self.device}'")
         if self._ctx is not None:
-            extras.append(f"grad_fn=<{type(self._ctx).__name__}>")
+            extras.append(f"grad_fn=<{self._ctx.name()}>")
         elif self.requires_grad:
             extras.append("requires_grad=True")
         return "tensor(" + body + "".join(", " + e for e in extras) + ")"
@@ -957,10 +1023,17 @@ def stack(tensors, dim=0):
     return cat([t.unsqueeze(dim) for t in tensors], dim=dim)
 
 
-def pad(input, pad, mode="constant", value=0.0):
-    """PyTorch's ``F.pad``: ``pad`` lists (before, after) pairs starting from the LAST dimension."""
-    if mode != "constant":
-        raise NotImplementedError(f"pad: mode {mode!r} is not supported (only 'constant')")
+def pad(input, pad, mode="constant", value=None):
+    """PyTorch's ``F.pad``: ``pad`` lists (before, after) pairs starting from the LAST dimension.
+
+    ``mode``: "constant" (fill with ``value``, default 0), "reflect" (mirror without repeating the
+    edge), "replicate" (repeat the edge) or "circular" (wrap around). The non-constant modes index the
+    input, so their gradient adds up the copies.
+    """
+    if mode not in ("constant", "reflect", "replicate", "circular"):
+        raise ValueError(f"pad: mode {mode!r} is not one of 'constant', 'reflect', 'replicate', 'circular'")
+    if mode != "constant" and value not in (None, 0, 0.0):
+        raise ValueError(f"pad: value={value} only applies to mode='constant', got mode {mode!r}")
     if len(pad) % 2 or len(pad) // 2 > input.ndim:
         raise ValueError(f"pad: padding {tuple(pad)} must have an even length of at most "
                          f"2 * {input.ndim} for an input of shape {input.shape}")
@@ -970,7 +1043,34 @@ def pad(input, pad, mode="constant", value=0.0):
         if before < 0 or after < 0:
             raise ValueError(f"pad: negative padding {tuple(pad)} is not supported")
         widths[input.ndim - 1 - i] = (before, after)
-    return ops.Pad.apply(input, widths=tuple(widths), value=value)
+    if mode == "constant":
+        return ops.Pad.apply(input, widths=tuple(widths), value=0.0 if value is None else value)
+    out = input
+    for dim, (before, after) in enumerate(widths):
+        if before or after:
+            index = _pad_index(mode, input.shape[dim], before, after, input.shape)
+            key = (slice(None),) * dim + (get_array_module(input.array).asarray(index),)
+            out = out[key]
+    return out
+
+
+def _pad_index(mode, size, before, after, shape):
+    """Which input position each output position copies, along one padded dimension."""
+    if mode == "reflect" and (before >= size or after >= size):
+        raise ValueError(f"pad: reflect padding ({before}, {after}) must be smaller than the padded "
+                         f"dimension of size {size} (input shape {shape})")
+    if mode == "circular" and (before > size or after > size):
+        raise ValueError(f"pad: circular padding ({before}, {after}) must be at most the padded "
+                         f"dimension of size {size} (input shape {shape})")
+    positions = np.arange(-before, size + after)
+    if mode == "reflect":
+        positions = np.abs(positions)
+        positions = np.where(positions >= size, 2 * (size - 1) - positions, positions)
+    elif mode == "replicate":
+        positions = np.clip(positions, 0, size - 1)
+    else:
+        positions = positions % size
+    return positions.astype(np.int64)
 
 
 def where(condition, input, other):
@@ -1012,6 +1112,15 @@ def var(x, dim=None, unbiased=None, keepdim=False, *, correction=None):
 def std(x, dim=None, unbiased=None, keepdim=False, *, correction=None):
     return x.std(dim, unbiased, keepdim, correction=correction)
 def logsumexp(x, dim, keepdim=False): return x.logsumexp(dim, keepdim)
+def max(input, dim=None, keepdim=False): return input.max(dim, keepdim)      # noqa: A001
+def min(input, dim=None, keepdim=False): return input.min(dim, keepdim)      # noqa: A001
+def argmax(input, dim=None, keepdim=False): return input.argmax(dim, keepdim)
+def argmin(input, dim=None, keepdim=False): return input.argmin(dim, keepdim)
+def topk(input, k, dim=-1, largest=True, sorted=True): return input.topk(k, dim, largest, sorted)  # noqa: A002
+def sort(input, dim=-1, descending=False, stable=False): return input.sort(dim, descending, stable)
+def argsort(input, dim=-1, descending=False, stable=False): return input.argsort(dim, descending, stable)
+def norm(input, p="fro", dim=None, keepdim=False, dtype=None): return input.norm(p, dim, keepdim, dtype)
+def gather(input, dim, index): return input.gather(dim, index)
 
 
 # ---------------------------------------------------------------------------

@@ -6,6 +6,7 @@
 from .parameter import Parameter
 from .modules import *  # noqa: F401,F403
 from .modules import __all__ as _modules_all
-from . import functional, init, utils
+from . import functional, init, parallel, utils
+from .parallel import DataParallel
 
-__all__ = ["Parameter", "functional", "init", "utils", *_modules_all]
+__all__ = ["Parameter", "functional", "init", "utils", "parallel", "DataParallel", *_modules_all]
