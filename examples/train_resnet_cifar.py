@@ -123,6 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--limit-test", type=_positive_int, default=None, help="use only the first N test images")
     g.add_argument("--eval-batch-size", type=_positive_int, default=500)
     g.add_argument("--prefetch", type=int, default=2, help="batches prepared ahead in a background thread")
+    g.add_argument("--num-workers", type=int, default=0,
+                   help="worker processes preparing training batches (CPU only; 0: the prefetch thread)")
     g = p.add_argument_group("run")
     g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="auto: cuda when CuPy sees a GPU, else cpu")
@@ -304,7 +306,9 @@ def make_loaders(config, runtime, train, val, test, device):
     augment = [T.RandomCrop(32, padding=4), T.RandomHorizontalFlip()] if config["augment"] else []
     train_loader = DataLoader(train, batch_size=config["batch_size"], shuffle=True, seed=config["seed"],
                               transform=T.Compose(augment + normalize), device=device,
-                              prefetch=runtime["prefetch"])
+                              prefetch=runtime["prefetch"],
+                              num_workers=runtime["num_workers"] if device == "cpu" else 0,
+                              persistent_workers=runtime["num_workers"] > 0 and device == "cpu")
     eval_kwargs = dict(batch_size=runtime["eval_batch_size"], shuffle=False, transform=T.Compose(normalize),
                        device=device, prefetch=runtime["prefetch"], seed=0)
     val_loader = DataLoader(val, **eval_kwargs) if val is not None else None
@@ -515,7 +519,8 @@ def main(argv=None, *, hooks=None):
     args = parser.parse_args(argv)
     given = explicit_options(parser, argv)
     config = {k: getattr(args, k) for k in RECIPE_KEYS}
-    runtime = {k: getattr(args, k) for k in ("data_dir", "download", "verify", "eval_batch_size", "prefetch")}
+    runtime = {k: getattr(args, k) for k in ("data_dir", "download", "verify", "eval_batch_size", "prefetch",
+                                             "num_workers")}
 
     out = Path(args.out) if args.out else Path("runs") / f"cifar_{model_name(config)}"
     state = None
