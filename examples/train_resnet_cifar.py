@@ -304,11 +304,10 @@ def make_loaders(config, runtime, train, val, test, device):
     mean, std = T.compute_channel_stats(train.data)  # from the images actually trained on
     normalize = [T.ToFloat(), T.Normalize(mean, std)]
     augment = [T.RandomCrop(32, padding=4), T.RandomHorizontalFlip()] if config["augment"] else []
+    workers = runtime.get("num_workers", 0) if device == "cpu" else 0
     train_loader = DataLoader(train, batch_size=config["batch_size"], shuffle=True, seed=config["seed"],
                               transform=T.Compose(augment + normalize), device=device,
-                              prefetch=runtime["prefetch"],
-                              num_workers=runtime["num_workers"] if device == "cpu" else 0,
-                              persistent_workers=runtime["num_workers"] > 0 and device == "cpu")
+                              prefetch=runtime["prefetch"], num_workers=workers, persistent_workers=workers > 0)
     eval_kwargs = dict(batch_size=runtime["eval_batch_size"], shuffle=False, transform=T.Compose(normalize),
                        device=device, prefetch=runtime["prefetch"], seed=0)
     val_loader = DataLoader(val, **eval_kwargs) if val is not None else None
