@@ -231,14 +231,14 @@ class Function:
         record = _state.grad_enabled and any(t is not None and t.requires_grad for t in inputs)
         output = node.forward(*arrays, **options)
         out = Tensor._wrap(output, requires_grad=record)
-        owners = [None if a is None else _storage_owner(a) for a in arrays]
-        out_owner = _storage_owner(output)
-        for t, owner in zip(inputs, owners):
-            if owner is not None and owner is out_owner:
-                # A view (reshape, slice, permutation): in-place changes to one are changes to
-                # the other, so they count versions together.
-                out._version_counter, out._base = t._version_counter, t
-                break
+        out_owner = getattr(output, "base", None)
+        if out_owner is not None:
+            for t, a in zip(inputs, arrays):
+                if a is not None and (a is out_owner or getattr(a, "base", None) is out_owner):
+                    # A view (reshape, slice, permutation): in-place changes to one are changes
+                    # to the other, so they count versions together.
+                    out._version_counter, out._base = t._version_counter, t
+                    break
         if _state.anomaly and not _state.in_backward and _has_non_finite(output):
             raise RuntimeError(
                 f"detect_anomaly: {cls.__name__} forward produced NaN or Inf "
@@ -251,7 +251,7 @@ class Function:
             for t in inputs)
         node._saved = tuple(node._resolve(item, inputs, output, out) for item in node._to_save)
         node._to_save = ()
-        node._saved_versions = node._versions_to_check(inputs, owners, out, out_owner)
+        node._saved_versions = node._versions_to_check(inputs, arrays, out, output)
         node.output_ref = weakref.ref(out)
         node.out_shape, node.out_dtype = tuple(output.shape), output.dtype
         if _state.anomaly:
@@ -278,24 +278,25 @@ class Function:
                 break
         return wrapped
 
-    def _versions_to_check(self, inputs, owners, out, out_owner):
+    def _versions_to_check(self, inputs, arrays, out, output):
         """``(tensor, version)`` for every saved tensor and every kept array that views an input
         or the output: backward reads them, so they must not change in place before it runs."""
-        checks = {id(t): (t, t._version) for t in self._saved if t is not None}
-        kept = [v for name, v in vars(self).items()
-                if name not in self._engine_fields and name != "_saved" and hasattr(v, "base")
-                and hasattr(v, "dtype")]
-        for array in kept:
-            owner = _storage_owner(array)
-            for t, t_owner in zip((*inputs, out), (*owners, out_owner)):
-                if t is not None and owner is t_owner and id(t) not in checks:
-                    checks[id(t)] = (t, t._version)
+        checks = {id(t): (t, t._version_counter.value) for t in self._saved if t is not None}
+        by_owner = {id(_storage_owner(a)): t for t, a in zip((*inputs, out), (*arrays, output))
+                    if t is not None}
+        for name, value in vars(self).items():
+            base = getattr(value, "base", False)          # arrays have .base (None for an owner)
+            if base is False or name == "_saved":
+                continue
+            t = by_owner.get(id(value if base is None else base))
+            if t is not None and id(t) not in checks:
+                checks[id(t)] = (t, t._version_counter.value)
         return tuple(checks.values())
 
     def check_versions(self):
         """Raise if a tensor this node's backward reads was modified in place since forward."""
         for t, version in getattr(self, "_saved_versions", ()):
-            if t._version != version:
+            if t._version_counter.value != version:
                 raise RuntimeError(
                     f"{type(self).__name__}: one of the tensors its backward needs (shape "
                     f"{t.shape}, dtype {t.dtype}) was modified by an in-place operation after "

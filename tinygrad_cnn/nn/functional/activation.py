@@ -67,6 +67,7 @@ def relu(input, inplace=False):
     if inplace and _in_place_allowed(input):
         xp = get_array_module(input.array)
         xp.maximum(input.array, 0, out=input.array)
+        input._bump_version()
         return input
     return input.relu()
 
@@ -106,6 +107,7 @@ def leaky_relu(input, negative_slope=0.01, inplace=False):
         xp = get_array_module(input.array)
         data = input.array
         data[...] = xp.where(data > 0, data, data * data.dtype.type(negative_slope))
+        input._bump_version()
         return input
     return _LeakyReLU.apply(input, negative_slope=float(negative_slope))
 

@@ -79,6 +79,7 @@ def _uniform_noise(xp, shape, dtype):
 def _write_in_place(input, output):
     if not is_grad_enabled():
         input.array[...] = output.array
+        input._bump_version()
         return input
     return output
 
