@@ -4,7 +4,6 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import tinygrad_cnn as tg
-from tinygrad_cnn import Tensor
 from tinygrad_cnn.testing import arrays, check_grad, shapes
 
 torch = None

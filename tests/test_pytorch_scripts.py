@@ -156,6 +156,9 @@ def test_variable_and_the_autograd_tutorial_graph_walk():
 
 def test_scalar_results_work_with_numpy_and_as_indices():
     loss = (torch.ones(3) * 2).sum()
+    assert f"Loss: {loss:.3f}" == "Loss: 6.000" and "%.1f" % loss == "6.0"
+    with pytest.raises(TypeError):
+        f"{torch.ones(2):.3f}"
     assert np.asarray(loss).shape == () and float(np.asarray(loss)) == 6.0
     assert np.asarray(torch.ones(3).argmax()) == 0
     k = torch.tensor(2, dtype=torch.long)
@@ -186,3 +189,42 @@ def test_module_and_tensor_to_accept_device_objects_and_tensors():
     assert x.to(y).dtype == np.float64
     assert net(x).shape == (2, 3)
     assert x.to("cpu", non_blocking=True) is x and x.to("cpu", copy=True) is not x
+
+
+def _basic_block(nn_module, F_module):
+    """torchvision's BasicBlock as written there: ``out += identity`` and an in-place ReLU."""
+
+    class BasicBlock(nn_module.Module):
+        def __init__(self, planes):
+            super().__init__()
+            self.conv1 = nn_module.Conv2d(planes, planes, 3, padding=1, bias=False)
+            self.bn1 = nn_module.BatchNorm2d(planes)
+            self.relu = nn_module.ReLU(inplace=True)
+            self.conv2 = nn_module.Conv2d(planes, planes, 3, padding=1, bias=False)
+            self.bn2 = nn_module.BatchNorm2d(planes)
+
+        def forward(self, x):
+            identity = x
+            out = self.relu(self.bn1(self.conv1(x)))
+            out = self.bn2(self.conv2(out))
+            out += identity
+            out = self.relu(out)
+            return out
+
+    return BasicBlock
+
+
+def test_torchvision_basic_block_with_inplace_add_matches_pytorch():
+    real_torch = pytest.importorskip("torch")
+    ours = _basic_block(nn, F)(3).double()
+    theirs = _basic_block(real_torch.nn, real_torch.nn.functional)(3).double()
+    theirs.load_state_dict({k: real_torch.tensor(v.numpy()) for k, v in ours.state_dict().items()})
+    x = np.random.default_rng(0).standard_normal((2, 3, 5, 5))
+    xo, xt = torch.tensor(x, requires_grad=True), real_torch.tensor(x, requires_grad=True)
+    yo, yt = ours(xo), theirs(xt)
+    np.testing.assert_allclose(yo.numpy(), yt.detach().numpy(), rtol=1e-10, atol=1e-12)
+    (yo * yo).sum().backward()
+    (yt * yt).sum().backward()
+    np.testing.assert_allclose(xo.grad.numpy(), xt.grad.numpy(), rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(ours.conv1.weight.grad.numpy(), theirs.conv1.weight.grad.numpy(),
+                               rtol=1e-9, atol=1e-11)

@@ -271,6 +271,12 @@ class Tensor:
     def __float__(self):
         return float(self.item())
 
+    def __format__(self, spec):
+        """``f"{loss:.3f}"`` formats a 0-d tensor as its number, as PyTorch does."""
+        if self.ndim == 0:
+            return self.item().__format__(spec)
+        return object.__format__(self, spec)
+
     def __int__(self):
         return int(self.item())
 
