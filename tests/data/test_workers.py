@@ -214,3 +214,16 @@ def test_datasets_subset_split_and_concat():
         TensorDataset(torch.ones(3), torch.ones(4))
     x, y = next(iter(DataLoader(head, batch_size=3)))
     assert x.shape == (3, 3, 2, 2) and y.tolist() == [0, 5, 7]
+
+
+def test_persistent_workers_after_an_early_stop_deliver_the_right_batches():
+    ds = TensorDataset(torch.arange(60.0).reshape(30, 2), torch.arange(30))
+    loader = DataLoader(ds, batch_size=3, shuffle=True, seed=2, num_workers=2, persistent_workers=True,
+                        prefetch_factor=4)
+    for _ in loader:
+        break                                        # batches 1..7 are still being built
+    loader.set_epoch(1)
+    got = [y.tolist() for _, y in loader]
+    reference = DataLoader(ds, batch_size=3, shuffle=True, seed=2)
+    reference.set_epoch(1)
+    assert got == [y.tolist() for _, y in reference]

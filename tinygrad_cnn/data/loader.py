@@ -150,15 +150,16 @@ def _worker_loop(maker, worker_id, num_workers, seed, worker_init_fn, tasks, res
         task = tasks.get()
         if task is None:
             break
-        seed_, epoch, b, indices = task
+        generation, seed_, epoch, b, indices = task
         if init_error is not None:
-            results.put((b, "error", init_error))
+            results.put((generation, b, "error", init_error))
             continue
         try:
-            results.put((b, "ok", maker(seed_, epoch, b, indices)))
+            results.put((generation, b, "ok", maker(seed_, epoch, b, indices)))
         except BaseException as exc:
-            results.put((b, "error", _describe(exc, worker_id)))
-    results.cancel_join_thread()    # the loader may have stopped reading: never block on exit
+            results.put((generation, b, "error", _describe(exc, worker_id)))
+    # Exiting waits until the results are written: the loader's receiving thread reads until every
+    # worker has exited, so the pipe never fills up and no message is cut short.
 
 
 def _describe(exc, worker_id):
@@ -168,7 +169,13 @@ def _describe(exc, worker_id):
 
 class _WorkerPool:
     """``num_workers`` processes, each with its own task queue; batch ``b`` goes to worker ``b % n``,
-    so which worker builds a batch (and the global random state it sees) is fixed by the order."""
+    so which worker builds a batch (and the global random state it sees) is fixed by the order.
+
+    A receiving thread moves finished batches out of the result pipe as soon as they are written, so
+    the transfer overlaps the training step instead of happening when the loop asks for the batch.
+    Every iteration has its own ``generation`` number: batches of an iteration stopped early that
+    arrive later are dropped.
+    """
 
     def __init__(self, loader, seed):
         context = loader.multiprocessing_context
@@ -178,7 +185,9 @@ class _WorkerPool:
         elif isinstance(context, str):
             context = multiprocessing.get_context(context)
         n = loader.num_workers
+        self.generation = 0
         self.results = context.Queue()
+        self.ready = queue.Queue()
         self.tasks = [context.Queue() for _ in range(n)]
         self.processes = []
         for worker_id in range(n):
@@ -188,17 +197,36 @@ class _WorkerPool:
                       self.tasks[worker_id], self.results))
             process.start()
             self.processes.append(process)
+        self.stopping = threading.Event()
+        self.receiver = threading.Thread(target=self._receive, name="DataLoader-receiver", daemon=True)
+        self.receiver.start()
 
-    def submit(self, task):
-        b = task[2]
-        self.tasks[b % len(self.tasks)].put(task)
+    def _receive(self):
+        while not self.stopping.is_set():
+            try:
+                item = self.results.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            except (EOFError, OSError):     # the pool was closed
+                return
+            if item is None:                # sent by close() once every worker has exited
+                return
+            self.ready.put(item)
+
+    def new_generation(self):
+        self.generation += 1
+
+    def submit(self, seed, epoch, b, indices):
+        self.tasks[b % len(self.tasks)].put((self.generation, seed, epoch, b, indices))
 
     def get(self, timeout):
-        """The next finished ``(b, status, payload)``; raises if a worker died or ``timeout`` passed."""
+        """The next finished ``(b, status, payload)`` of this generation; raises if a worker died or
+        ``timeout`` passed."""
         waited = 0.0
         while True:
             try:
-                return self.results.get(timeout=1.0 if not timeout else min(1.0, timeout - waited))
+                generation, b, status, payload = self.ready.get(
+                    timeout=1.0 if not timeout else min(1.0, timeout - waited))
             except queue.Empty:
                 waited += 1.0
                 for process in self.processes:
@@ -207,14 +235,9 @@ class _WorkerPool:
                                            f"with exit code {process.exitcode}") from None
                 if timeout and waited >= timeout:
                     raise RuntimeError(f"DataLoader timed out after {timeout} seconds") from None
-
-    def drain(self):
-        """Drop results still in flight (an epoch stopped early, the pool is reused)."""
-        while True:
-            try:
-                self.results.get(timeout=0.05)
-            except queue.Empty:
-                return
+                continue
+            if generation == self.generation:
+                return b, status, payload
 
     def close(self):
         for tasks in self.tasks:
@@ -224,6 +247,9 @@ class _WorkerPool:
             if process.is_alive():
                 process.terminate()
                 process.join(timeout=5)
+        self.stopping.set()
+        self.results.put(None)
+        self.receiver.join(timeout=5)
         for q in (self.results, *self.tasks):
             q.cancel_join_thread()
             q.close()
@@ -412,8 +438,8 @@ class DataLoader:
             return result[1]
         from tinygrad_cnn import Tensor
         _, images, labels = result
-        return (Tensor(images, dtype=self.dtype, device=self.device),
-                Tensor(labels, dtype=np.int64, device=self.device))
+        # Both arrays are fresh (gathered, stacked or received from a worker): wrap, don't copy.
+        return Tensor._wrap(images), Tensor._wrap(labels)
 
     # ------------------------------------------------------------ iteration
     def __iter__(self):
@@ -442,13 +468,13 @@ class DataLoader:
             pool = _WorkerPool(self, base_seed)
             if self.persistent_workers:
                 self._pool = pool
-        finished = False
+        pool.new_generation()
         try:
             ahead = self.prefetch_factor * self.num_workers
             pending = {}
             submitted = 0
             for b, idx in jobs[:ahead]:
-                pool.submit((self.seed, epoch, b, idx))
+                pool.submit(self.seed, epoch, b, idx)
                 submitted += 1
             for b, _ in jobs:
                 while b not in pending:
@@ -457,7 +483,7 @@ class DataLoader:
                 status, payload = pending.pop(b)
                 if submitted < len(jobs):
                     nb, idx = jobs[submitted]
-                    pool.submit((self.seed, epoch, nb, idx))
+                    pool.submit(self.seed, epoch, nb, idx)
                     submitted += 1
                 if status == "error":
                     kind, message = payload
@@ -468,12 +494,9 @@ class DataLoader:
                     raise error
                 self._position = b + 1
                 yield self._deliver(payload)
-            finished = True
         finally:
             if pool is not self._pool:
                 pool.close()
-            elif not finished:
-                pool.drain()
 
     def __del__(self):
         pool = getattr(self, "_pool", None)
