@@ -367,7 +367,6 @@ class DataLoader:
         self._resume_position = 0   # where the next iteration starts (set by load_state_dict)
         self._maker = _BatchMaker(dataset, transform, self.dtype, collate_fn)
         self._maker.device = self.device
-        self._array_backed = self._maker.array_backed
         self._pool = None
 
     # ------------------------------------------------------------ bookkeeping
