@@ -228,3 +228,19 @@ def test_torchvision_basic_block_with_inplace_add_matches_pytorch():
     np.testing.assert_allclose(xo.grad.numpy(), xt.grad.numpy(), rtol=1e-9, atol=1e-11)
     np.testing.assert_allclose(ours.conv1.weight.grad.numpy(), theirs.conv1.weight.grad.numpy(),
                                rtol=1e-9, atol=1e-11)
+
+
+def test_top_level_functions_scripts_call():
+    x = torch.randn(2, 1, 3)
+    assert torch.squeeze(x, 1).shape == (2, 3) and torch.unsqueeze(x, 0).shape == (1, 2, 1, 3)
+    assert [c.shape for c in torch.chunk(x, 2, dim=2)] == [(2, 1, 2), (2, 1, 1)]
+    np.testing.assert_allclose(torch.softmax(x, dim=2).sum(2).numpy(), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(torch.log_softmax(x, 2).exp().numpy(), torch.softmax(x, 2).numpy(), rtol=1e-5)
+    assert torch.numel(x) == 6 and torch.is_tensor(x) and not torch.is_tensor(x.array)
+    raw = np.arange(3.0)
+    shared = torch.as_tensor(raw)
+    raw[0] = 7.0
+    assert shared[0].item() == 7.0 and torch.as_tensor(raw, dtype=torch.float).dtype == np.float32
+    assert torch.as_tensor(shared) is shared
+    with torch.inference_mode():
+        assert not (torch.ones(1, requires_grad=True) * 2).requires_grad

@@ -14,16 +14,17 @@ from numpy import int16 as _np_int16
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from . import backend, random  # noqa: E402
-from .autograd import (Function, Variable, detect_anomaly, enable_grad, is_anomaly_enabled,
-                       is_grad_enabled, no_grad, set_grad_enabled)
+from .autograd import (Function, Variable, detect_anomaly, enable_grad, inference_mode,
+                       is_anomaly_enabled, is_grad_enabled, no_grad, set_grad_enabled)
 from .devices import device
 from .random import Generator, get_rng_state, initial_seed, manual_seed, set_rng_state
-from .tensor import (Size, Tensor, abs, arange, argmax, argmin, argsort, bool_, cat, clamp, clip, empty,
-                     empty_like, exp, eye, flatten, float16, float32, float64, from_numpy, full,
-                     full_like, gather, int8, int32, int64, linspace, log, logsumexp, matmul, max,
-                     maximum, mean, min, minimum, norm, ones, ones_like, pad, rand, rand_like, randint,
-                     randn, randn_like, relu, sigmoid, sort, sqrt, stack, std, sum, tanh, tensor, topk,
-                     uint8, var, where, zeros, zeros_like)
+from .tensor import (Size, Tensor, abs, arange, argmax, argmin, argsort, as_tensor, bool_, cat, chunk,
+                     clamp, clip, empty, empty_like, exp, eye, flatten, float16, float32, float64,
+                     from_numpy, full, full_like, gather, int8, int32, int64, is_tensor, linspace, log,
+                     log_softmax, logsumexp, matmul, max, maximum, mean, min, minimum, norm, numel, ones,
+                     ones_like, pad, rand, rand_like, randint, randn, randn_like, relu, sigmoid, softmax,
+                     sort, sqrt, squeeze, stack, std, sum, tanh, tensor, topk, uint8, unsqueeze, var,
+                     where, zeros, zeros_like)
 from .gradcheck import GradcheckError, gradcheck, gradgradcheck
 from . import accelerator, backends, cuda, nn, optim, utils
 from .serialization import load, save

@@ -25,7 +25,7 @@ import weakref
 
 __all__ = [
     "Function", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled",
-    "detect_anomaly", "is_anomaly_enabled", "backward", "Variable", "AccumulateGrad",
+    "detect_anomaly", "is_anomaly_enabled", "backward", "Variable", "AccumulateGrad", "inference_mode",
 ]
 
 
@@ -84,6 +84,13 @@ class no_grad(set_grad_enabled):
 
     def __init__(self):
         super().__init__(False)
+
+
+class inference_mode(set_grad_enabled):
+    """PyTorch's ``inference_mode(mode=True)``: here the same as ``no_grad()`` when ``mode`` is True."""
+
+    def __init__(self, mode: bool = True):
+        super().__init__(not mode)
 
 
 class enable_grad(set_grad_enabled):

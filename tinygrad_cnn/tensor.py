@@ -38,7 +38,8 @@ __all__ = ["Tensor", "tensor", "zeros", "ones", "full", "empty", "zeros_like", "
            "matmul", "flatten", "pad", "exp", "log", "sqrt", "abs", "tanh", "sigmoid", "relu",
            "clamp", "clip", "sum", "mean", "var", "std", "logsumexp", "float16", "float32",
            "float64", "int8", "int32", "int64", "uint8", "bool_", "Size", "argmax", "argmin", "max",
-           "min", "topk", "sort", "argsort", "norm", "gather"]
+           "min", "topk", "sort", "argsort", "norm", "gather", "squeeze", "unsqueeze", "chunk", "softmax",
+           "log_softmax", "numel", "is_tensor", "as_tensor"]
 
 float16, float32, float64 = np.float16, np.float32, np.float64
 int8, int32, int64, uint8, bool_ = np.int8, np.int32, np.int64, np.uint8, np.bool_
@@ -1127,6 +1128,13 @@ def sort(input, dim=-1, descending=False, stable=False): return input.sort(dim, 
 def argsort(input, dim=-1, descending=False, stable=False): return input.argsort(dim, descending, stable)
 def norm(input, p="fro", dim=None, keepdim=False, dtype=None): return input.norm(p, dim, keepdim, dtype)
 def gather(input, dim, index): return input.gather(dim, index)
+def squeeze(input, dim=None): return input.squeeze(dim)
+def unsqueeze(input, dim): return input.unsqueeze(dim)
+def chunk(input, chunks, dim=0): return input.chunk(chunks, dim)
+def softmax(input, dim): return input.softmax(dim)
+def log_softmax(input, dim): return input.log_softmax(dim)
+def numel(input): return input.numel()
+def is_tensor(obj): return isinstance(obj, Tensor)
 
 
 # ---------------------------------------------------------------------------
@@ -1148,6 +1156,18 @@ def _size(size):
 def tensor(data, dtype=None, device="cpu", requires_grad=False):
     """Build a Tensor from data (copied); see :class:`Tensor` for the dtype rules."""
     return Tensor(data, requires_grad=requires_grad, dtype=dtype, device=device)
+
+
+def as_tensor(data, dtype=None, device=None):
+    """Like ``tensor`` but shares ``data`` when it already has the dtype and device (no copy)."""
+    if isinstance(data, Tensor):
+        return data.to(device=device, dtype=dtype)
+    if get_array_module(data) is not np or isinstance(data, np.ndarray):
+        array_device = "cpu" if get_array_module(data) is np else "cuda"
+        same_device = device is None or normalize_device(device) == array_device
+        if same_device and (dtype is None or np.dtype(dtype) == data.dtype):
+            return Tensor._wrap(data)
+    return Tensor(data, dtype=dtype, device=device)
 
 
 def from_numpy(array):
