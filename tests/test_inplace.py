@@ -147,3 +147,17 @@ def test_inplace_non_leaf_gradient_matches_torch():
         results.append((a.grad.numpy() if lib is tg else a.grad.numpy(), np.asarray(b.grad.detach())))
     np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-12)
     np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-12)
+
+
+def test_version_checks_do_not_keep_outputs_alive():
+    import gc
+    import weakref
+    x = tg.randn(1000, requires_grad=True)
+    gc.disable()
+    try:
+        y = (x * 2).relu()                           # Relu keeps its output array for backward
+        ref = weakref.ref(y)
+        del y
+        assert ref() is None                         # freed by reference counting, no cycle
+    finally:
+        gc.enable()

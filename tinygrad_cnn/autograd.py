@@ -286,9 +286,10 @@ class Function:
         return wrapped
 
     def _versions_to_check(self, inputs, arrays, out, output):
-        """``(tensor, version)`` for every saved tensor and every kept array that views an input
-        or the output: backward reads them, so they must not change in place before it runs."""
-        checks = {id(t): (t, t._version_counter.value) for t in self._saved if t is not None}
+        """``(counter, version, shape, dtype)`` for every saved tensor and every kept array that
+        views an input or the output: backward reads them, so they must not change in place before
+        it runs. The counters, not the tensors, are kept: a node must not hold its own output."""
+        tensors = {id(t): t for t in self._saved if t is not None}
         by_owner = {id(_storage_owner(a)): t for t, a in zip((*inputs, out), (*arrays, output))
                     if t is not None}
         for name, value in vars(self).items():
@@ -296,18 +297,19 @@ class Function:
             if base is False or name == "_saved":
                 continue
             t = by_owner.get(id(value if base is None else base))
-            if t is not None and id(t) not in checks:
-                checks[id(t)] = (t, t._version_counter.value)
-        return tuple(checks.values())
+            if t is not None:
+                tensors.setdefault(id(t), t)
+        return tuple((t._version_counter, t._version_counter.value, t.shape, t.dtype)
+                     for t in tensors.values())
 
     def check_versions(self):
         """Raise if a tensor this node's backward reads was modified in place since forward."""
-        for t, version in getattr(self, "_saved_versions", ()):
-            if t._version_counter.value != version:
+        for counter, version, shape, dtype in getattr(self, "_saved_versions", ()):
+            if counter.value != version:
                 raise RuntimeError(
                     f"{type(self).__name__}: one of the tensors its backward needs (shape "
-                    f"{t.shape}, dtype {t.dtype}) was modified by an in-place operation after "
-                    f"it was used: it is at version {t._version}, expected version {version}. "
+                    f"{shape}, dtype {dtype}) was modified by an in-place operation after "
+                    f"it was used: it is at version {counter.value}, expected version {version}. "
                     "clone() it before changing it, or change it after backward().")
 
     def release(self):
