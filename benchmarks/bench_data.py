@@ -1,7 +1,7 @@
 """Throughput of the CIFAR-10 input pipeline (batch 128, random crop + flip + normalise).
 
-Reports images/s for the transforms alone, for the DataLoader without prefetching, and with a
-background prefetch thread. Then it times a few real training steps (forward + backward + SGD update)
+Reports images/s for the transforms alone, for the DataLoader without prefetching, with a
+background prefetch thread, and with worker processes (``--num-workers``, CPU only). Then it times a few real training steps (forward + backward + SGD update)
 of a CIFAR ResNet (ResNet-20 by default) on the same batches and prints the ratio of the two rates: the
 pipeline must deliver batches at least 10x faster than the model consumes them, so that input work
 (which the prefetch thread overlaps with compute anyway) never limits training.
@@ -61,9 +61,10 @@ def time_transforms(dataset, batch_size, epochs):
     return images / (time.perf_counter() - start)
 
 
-def time_loader(dataset, batch_size, epochs, prefetch, device, consume_s=0.0):
+def time_loader(dataset, batch_size, epochs, prefetch, device, consume_s=0.0, num_workers=0):
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True, seed=0,
-                        transform=pipeline(), prefetch=prefetch, device=device)
+                        transform=pipeline(), prefetch=prefetch, device=device, num_workers=num_workers,
+                        persistent_workers=num_workers > 0)
     next(iter(loader))  # warm-up (and the one-time upload for device="cuda")
     loader.set_epoch(0)
     images = 0
@@ -116,6 +117,7 @@ def main():
                         help="simulated training-step time for the overlap measurement")
     parser.add_argument("--model-depth", type=int, default=20, help="CIFAR ResNet depth for the consumption rate")
     parser.add_argument("--model-steps", type=int, default=3, help="timed training steps (0: skip the model)")
+    parser.add_argument("--num-workers", type=int, default=2, help="worker processes for the worker rows (0: skip)")
     args = parser.parse_args()
 
     dataset, source = load_dataset()
@@ -125,10 +127,18 @@ def main():
     rows = [("transforms only (no loader)", time_transforms(dataset, args.batch_size, args.epochs))]
     rows.append(("DataLoader prefetch=0", time_loader(dataset, args.batch_size, args.epochs, 0, args.device)))
     rows.append(("DataLoader prefetch=2", time_loader(dataset, args.batch_size, args.epochs, 2, args.device)))
+    workers = args.num_workers if args.device == "cpu" else 0
+    if workers:
+        rows.append((f"DataLoader num_workers={workers}",
+                     time_loader(dataset, args.batch_size, args.epochs, 2, args.device, num_workers=workers)))
     step = args.step_ms / 1000
     for prefetch in (0, 2):
         wall = time_loader(dataset, args.batch_size, args.epochs, prefetch, args.device, consume_s=step)
         rows.append((f"with a {args.step_ms:.0f} ms step, prefetch={prefetch} (images/s of the loop)", wall))
+    if workers:
+        wall = time_loader(dataset, args.batch_size, args.epochs, 2, args.device, consume_s=step,
+                           num_workers=workers)
+        rows.append((f"with a {args.step_ms:.0f} ms step, num_workers={workers} (images/s of the loop)", wall))
     width = max(len(name) for name, _ in rows)
     for name, rate in rows:
         print(f"  {name:<{width}}  {rate:10.0f} images/s  ({rate / args.batch_size:7.1f} batches/s)")

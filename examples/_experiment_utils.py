@@ -169,7 +169,7 @@ def train_epoch(model, loader, optimizer, after_backward=None):
         optimizer.step()
         n = labels.shape[0]
         total_loss += loss.item() * n
-        wrong += int((logits.data.argmax(1) != labels.data).sum())
+        wrong += int((logits.array.argmax(1) != labels.array).sum())
         seen += n
     return total_loss / max(seen, 1), wrong / max(seen, 1)
 
@@ -184,7 +184,7 @@ def evaluate(model, dataset, batch_size=500):
             y = Tensor(dataset.targets[start:start + batch_size])
             logits = model(x)
             total_loss += F.cross_entropy(logits, y, reduction="sum").item()
-            wrong += int((logits.data.argmax(1) != y.data).sum())
+            wrong += int((logits.array.argmax(1) != y.array).sum())
     model.train()
     return total_loss / len(dataset), wrong / len(dataset)
 

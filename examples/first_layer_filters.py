@@ -94,7 +94,7 @@ def main(argv=None):
     if args.init_std > 0:
         # Small initial filters: what the picture shows after training is then what was learned.
         rng = tinygrad_cnn.random.get_generator()
-        first.data[...] = rng.normal(0.0, args.init_std, size=first.shape).astype(first.dtype)
+        first.array[...] = rng.normal(0.0, args.init_std, size=first.shape).astype(first.dtype)
     initial = first.numpy().copy()
     out = Path(args.out)
     ex.write_png(out / "filters_init.png", filter_grid(initial, args.zoom))

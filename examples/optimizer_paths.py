@@ -45,13 +45,13 @@ def run_path(name: str, surface: str, steps: int) -> np.ndarray:
     fn, start, _, _ = SURFACES[surface]
     xy = tinygrad_cnn.Tensor(np.array(start, dtype=np.float64), requires_grad=True)
     opt = CLASSES[name]([xy], **SETTINGS[surface][name])
-    path = [xy.data.copy()]
+    path = [xy.array.copy()]
     for _ in range(steps):
         opt.zero_grad()
         loss = fn(xy[0], xy[1])
         loss.backward()
         opt.step()
-        path.append(xy.data.copy())
+        path.append(xy.array.copy())
     return np.stack(path)
 
 

@@ -137,6 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--limit-test", type=_positive_int, default=None, help="use only the first N test images")
     g.add_argument("--eval-batch-size", type=_positive_int, default=500)
     g.add_argument("--prefetch", type=int, default=2, help="batches prepared ahead in a background thread")
+    g.add_argument("--num-workers", type=int, default=0,
+                   help="worker processes preparing training batches (CPU only; 0: the prefetch thread)")
     g = p.add_argument_group("run")
     g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="auto: cuda when CuPy sees a GPU, else cpu")
@@ -326,9 +328,10 @@ def make_loaders(config, runtime, train, val, test, device, rank=0, world_size=1
         raise SystemExit(f"error: --batch-size {config['batch_size']} must be a multiple of the number of "
                          f"ranks ({world_size})")
     sampler = DistributedSampler(train, num_replicas=world_size, rank=rank, shuffle=True, seed=config["seed"])
+    workers = runtime.get("num_workers", 0) if device == "cpu" else 0
     train_loader = DataLoader(train, batch_size=config["batch_size"] // world_size, sampler=sampler,
                               seed=config["seed"], transform=T.Compose(augment + normalize), device=device,
-                              prefetch=runtime["prefetch"])
+                              prefetch=runtime["prefetch"], num_workers=workers, persistent_workers=workers > 0)
     eval_kwargs = dict(batch_size=runtime["eval_batch_size"], shuffle=False, transform=T.Compose(normalize),
                        device=device, prefetch=runtime["prefetch"], seed=0)
 
@@ -447,8 +450,8 @@ def choose_device(requested):
 # ====================================================================== training and evaluation
 
 def _correct(logits, labels):
-    xp = tinygrad_cnn.backend.get_array_module(logits.data)
-    return int(xp.sum(xp.argmax(logits.data, axis=1) == labels.data))
+    xp = tinygrad_cnn.backend.get_array_module(logits.array)
+    return int(xp.sum(xp.argmax(logits.array, axis=1) == labels.array))
 
 
 def train_one_epoch(model, loader, criterion, optimizer, scheduler, per_batch_schedule, stop, progress,
@@ -658,7 +661,8 @@ def main(argv=None, *, hooks=None):
     args = parser.parse_args(argv)
     given = explicit_options(parser, argv)
     config = {k: getattr(args, k) for k in RECIPE_KEYS}
-    runtime = {k: getattr(args, k) for k in ("data_dir", "download", "verify", "eval_batch_size", "prefetch")}
+    runtime = {k: getattr(args, k) for k in ("data_dir", "download", "verify", "eval_batch_size", "prefetch",
+                                             "num_workers")}
 
     out = Path(args.out) if args.out else Path("runs") / f"cifar_{model_name(config)}"
     device = choose_device(args.device)

@@ -158,7 +158,7 @@ def from_scratch(data, epochs, lr):
 
 
 def trainable_count(model) -> int:
-    return sum(int(p.data.size) for p in model.parameters() if p.requires_grad)
+    return sum(int(p.array.size) for p in model.parameters() if p.requires_grad)
 
 
 def main(argv=None, work_dir=None):

@@ -28,7 +28,7 @@ def test_grad_of_leaf_does_not_alias_another_leaf():
     a = Tensor(np.ones(2), requires_grad=True)
     b = Tensor(np.ones(2), requires_grad=True)
     (a + b).sum().backward()
-    a.grad.data += 1
+    a.grad.array += 1
     np.testing.assert_array_equal(b.grad.numpy(), [1.0, 1.0])
 
 

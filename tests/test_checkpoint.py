@@ -194,7 +194,7 @@ class TinyModel:
         return {"weight": self.weight, "running_mean": self.running_mean}
 
     def load_state_dict(self, state):
-        self.weight.data[...] = state["weight"]
+        self.weight.array[...] = state["weight"]
         self.running_mean[...] = state["running_mean"]
 
 
@@ -220,7 +220,7 @@ def test_training_state_restores_exactly(tmp_path):
         for _ in range(count):
             images, _labels = next(batches)
             opt.zero_grad()
-            g = images.data.reshape(images.shape[0], -1)[:, :2].sum(0) * get_generator().standard_normal()
+            g = images.array.reshape(images.shape[0], -1)[:, :2].sum(0) * get_generator().standard_normal()
             model.weight.grad = Tensor(np.broadcast_to(g, (3, 2)).astype(np.float32).copy())
             opt.step()
             sched.step()
@@ -232,14 +232,14 @@ def test_training_state_restores_exactly(tmp_path):
     steps(model, opt, sched, batches, 2)
     ckpt.save_checkpoint(tmp_path / "c.npz", ckpt.training_state(model, opt, sched, loader, epoch=0))
     steps(model, opt, sched, batches, 2)
-    expected = model.weight.data.copy(), model.running_mean.copy(), sched.get_last_lr()
+    expected = model.weight.array.copy(), model.running_mean.copy(), sched.get_last_lr()
 
     manual_seed(99)  # different global RNG and fresh objects: everything must come from the file
     model2, opt2, sched2, loader2 = make()
     state = ckpt.restore_training_state(ckpt.load_checkpoint(tmp_path / "c.npz"), model2, opt2, sched2, loader2)
     assert state["epoch"] == 0
     steps(model2, opt2, sched2, iter(loader2), 2)
-    np.testing.assert_array_equal(model2.weight.data, expected[0])
+    np.testing.assert_array_equal(model2.weight.array, expected[0])
     np.testing.assert_array_equal(model2.running_mean, expected[1])
     assert sched2.get_last_lr() == expected[2]
     with pytest.raises(ckpt.CheckpointError, match="'scheduler'"):

@@ -14,8 +14,9 @@ def _runnable_blocks(name):
             if block.lstrip().startswith("import")]
 
 
-@pytest.mark.parametrize("name", ["engine.md"])
-def test_worked_examples_run(name, capsys):
+@pytest.mark.parametrize("name", ["engine.md", "coming_from_pytorch.md"])
+def test_worked_examples_run(name, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)                     # examples may write files (a checkpoint)
     blocks = _runnable_blocks(name)
     assert blocks, f"{name} has no runnable example"
     for block in blocks:

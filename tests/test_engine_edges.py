@@ -75,7 +75,7 @@ def test_non_contiguous_inputs(name, data):
     shape = data.draw(shapes(min_dims=2, max_dims=2, min_side=2, max_side=4))
     x = non_contiguous(_away_from_kinks(data.draw(distinct_arrays(shape, min_gap=1e-2))))
     t = tensor64(x)
-    assert not t.data.flags.c_contiguous                  # the layout reaches the op
+    assert not t.array.flags.c_contiguous                  # the layout reaches the op
     np.testing.assert_allclose(op(t).numpy(), reference(x), rtol=1e-12, atol=1e-12)
     check_grad(op, x)
 

@@ -134,7 +134,7 @@ def test_summary_has_no_side_effects():
     assert all(np.array_equal(np.asarray(rng_before[k]), np.asarray(rng_after[k])) for k in rng_before)
     # The shared ReLU of a block runs twice per block: one row per call.
     assert sum(r["name"] == "layer1.0.relu" for r in s.rows) == 2
-    assert s.totals["params"] == sum(int(p.data.size) for p in model.parameters())
+    assert s.totals["params"] == sum(int(p.array.size) for p in model.parameters())
     assert s.row("layer2.0.shortcut.0")["output_shape"] == (2, 32, 16, 16)
     assert s.totals["output_shape"] == (2, 10)
     assert model.conv1.weight.grad is None
@@ -144,7 +144,7 @@ def test_frozen_parameters_counted_as_not_trainable():
     model = models.lenet5()
     model.features.requires_grad_(False)
     s = summary(model, (1, 1, 28, 28))
-    frozen = sum(int(p.data.size) for p in model.features.parameters())
+    frozen = sum(int(p.array.size) for p in model.features.parameters())
     assert s.totals["params"] == 61_706
     assert s.totals["trainable_params"] == 61_706 - frozen
     assert s.row("features.c5")["output_shape"] == (1, 120, 1, 1)

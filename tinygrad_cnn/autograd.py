@@ -31,7 +31,7 @@ import weakref
 
 __all__ = [
     "Function", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled",
-    "detect_anomaly", "is_anomaly_enabled", "backward",
+    "detect_anomaly", "is_anomaly_enabled", "backward", "Variable", "AccumulateGrad", "inference_mode",
 ]
 
 
@@ -90,6 +90,13 @@ class no_grad(set_grad_enabled):
 
     def __init__(self):
         super().__init__(False)
+
+
+class inference_mode(set_grad_enabled):
+    """PyTorch's ``inference_mode(mode=True)``: here the same as ``no_grad()`` when ``mode`` is True."""
+
+    def __init__(self, mode: bool = True):
+        super().__init__(not mode)
 
 
 class enable_grad(set_grad_enabled):
@@ -153,6 +160,12 @@ def _has_non_finite(array) -> bool:
     from .backend import get_array_module
     xp = get_array_module(array)
     return not bool(xp.isfinite(array).all())
+
+
+def _storage_owner(array):
+    """The array that owns ``array``'s memory (NumPy and CuPy views point to it as ``base``)."""
+    base = getattr(array, "base", None)
+    return array if base is None else base
 
 
 # ---------------------------------------------------------------------------
@@ -236,10 +249,18 @@ class Function:
                 raise RuntimeError(
                     f"{cls.__name__}: expected all tensors on the same device, "
                     f"got {device} and {t.device} (input {i})")
-            arrays.append(t.data)
+            arrays.append(t.array)
         record = _state.grad_enabled and any(t is not None and t.requires_grad for t in inputs)
         output = node.forward(*arrays, **options)
         out = Tensor._wrap(output, requires_grad=record)
+        out_owner = getattr(output, "base", None)
+        if out_owner is not None:
+            for t, a in zip(inputs, arrays):
+                if a is not None and (a is out_owner or getattr(a, "base", None) is out_owner):
+                    # A view (reshape, slice, permutation): in-place changes to one are changes
+                    # to the other, so they count versions together.
+                    out._version_counter, out._base = t._version_counter, t
+                    break
         if _state.anomaly and not _state.in_backward and _has_non_finite(output):
             raise RuntimeError(
                 f"detect_anomaly: {cls.__name__} forward produced NaN or Inf "
@@ -252,6 +273,7 @@ class Function:
             for t in inputs)
         node._saved = tuple(node._resolve(item, inputs, output, out) for item in node._to_save)
         node._to_save = ()
+        node._saved_versions = node._versions_to_check(inputs, arrays, out, output)
         node.output_ref = weakref.ref(out)
         node.out_shape, node.out_dtype = tuple(output.shape), output.dtype
         if _state.anomaly:
@@ -268,9 +290,42 @@ class Function:
         if item is output:
             return out
         for t in inputs:
-            if t is not None and t.data is item:
+            if t is not None and t.array is item:
                 return t
-        return Tensor._wrap(item, requires_grad=False)
+        wrapped = Tensor._wrap(item, requires_grad=False)
+        owner = _storage_owner(item)
+        for t in (*inputs, out):
+            if t is not None and _storage_owner(t.array) is owner:
+                wrapped._version_counter = t._version_counter    # a view of an input or output
+                break
+        return wrapped
+
+    def _versions_to_check(self, inputs, arrays, out, output):
+        """``(counter, version, shape, dtype)`` for every saved tensor and every kept array that
+        views an input or the output: backward reads them, so they must not change in place before
+        it runs. The counters, not the tensors, are kept: a node must not hold its own output."""
+        tensors = {id(t): t for t in self._saved if t is not None}
+        by_owner = {id(_storage_owner(a)): t for t, a in zip((*inputs, out), (*arrays, output))
+                    if t is not None}
+        for name, value in vars(self).items():
+            base = getattr(value, "base", False)          # arrays have .base (None for an owner)
+            if base is False or name == "_saved":
+                continue
+            t = by_owner.get(id(value if base is None else base))
+            if t is not None:
+                tensors.setdefault(id(t), t)
+        return tuple((t._version_counter, t._version_counter.value, t.shape, t.dtype)
+                     for t in tensors.values())
+
+    def check_versions(self):
+        """Raise if a tensor this node's backward reads was modified in place since forward."""
+        for counter, version, shape, dtype in getattr(self, "_saved_versions", ()):
+            if counter.value != version:
+                raise RuntimeError(
+                    f"{type(self).__name__}: one of the tensors its backward needs (shape "
+                    f"{shape}, dtype {dtype}) was modified by an in-place operation after "
+                    f"it was used: it is at version {counter.value}, expected version {version}. "
+                    "clone() it before changing it, or change it after backward().")
 
     def release(self):
         """Free everything backward needed; keep only the links of the graph."""
@@ -280,8 +335,49 @@ class Function:
         self._saved = None
         self._released = True
 
+    # -- inspecting the graph (PyTorch's names) ------------------------------
+    def name(self) -> str:
+        """PyTorch-style node name: ``AddBackward0`` for the ``Add`` op."""
+        return f"{type(self).__name__}Backward0"
+
+    @property
+    def next_functions(self):
+        """One ``(node, 0)`` per input: its Function, ``AccumulateGrad`` for a leaf that requires
+        grad, ``None`` for an input without gradient (the graph walk of PyTorch's autograd tutorial)."""
+        return tuple((None, 0) if p is None else (p if isinstance(p, Function) else AccumulateGrad(p), 0)
+                     for p in self.parents)
+
     def __repr__(self):
-        return f"<{type(self).__name__}>"
+        return f"<{self.name()} object at {id(self):#x}>"
+
+
+class AccumulateGrad:
+    """The end of a graph walk: the leaf tensor (``.variable``) whose ``.grad`` a backward fills."""
+
+    next_functions = ()
+
+    def __init__(self, variable):
+        self.variable = variable
+
+    def name(self) -> str:
+        return "AccumulateGrad"
+
+    def __repr__(self):
+        return f"<AccumulateGrad object at {id(self):#x}>"
+
+
+def Variable(data, requires_grad=False, volatile=False):  # noqa: N802 - PyTorch's (deprecated) name
+    """PyTorch's deprecated ``Variable(tensor, requires_grad=False)``: returns a Tensor.
+
+    As in PyTorch since 0.4, a Variable is just a Tensor: a Tensor argument is returned itself (with
+    ``requires_grad`` set when asked), anything else becomes a new Tensor. ``volatile`` is ignored
+    (use ``no_grad()``).
+    """
+    from .tensor import Tensor
+    tensor = data if isinstance(data, Tensor) else Tensor(data)
+    if requires_grad:
+        tensor.requires_grad_(True)
+    return tensor
 
 
 # ---------------------------------------------------------------------------
@@ -323,11 +419,11 @@ def _accumulate_into_grad(tensor, grad, create_graph):
     if tensor.grad is None:
         # A fresh array: the same gradient Tensor may flow into several leaves (``a + a``),
         # and a later ``+=`` into one ``.grad`` must not change another.
-        tensor.grad = grad if create_graph else type(grad)._wrap(grad.data.copy(), False)
+        tensor.grad = grad if create_graph else type(grad)._wrap(grad.array.copy(), False)
     elif create_graph:
         tensor.grad = tensor.grad + grad
     else:
-        tensor.grad.data += grad.data
+        tensor.grad.array += grad.array
 
 
 def _wrap_arrays(grads):
@@ -381,10 +477,11 @@ def backward(root, gradient, retain_graph=False, create_graph=False):
                     grad = _apply_hooks(out, grad)
                 if out._retains_grad:
                     _accumulate_into_grad(out, grad, create_graph)
+            node.check_versions()
             previous, _state.in_backward = _state.in_backward, True
             try:
                 if node.fast_backward is not None and not create_graph:
-                    input_grads = _wrap_arrays(node.fast_backward(grad.data))
+                    input_grads = _wrap_arrays(node.fast_backward(grad.array))
                 else:
                     input_grads = node.backward(grad)
             finally:
@@ -403,7 +500,7 @@ def backward(root, gradient, retain_graph=False, create_graph=False):
                     raise RuntimeError(
                         f"{name}.backward returned a gradient of shape {tuple(g.shape)} for "
                         f"input {i} of shape {tuple(expected)}")
-                if _state.anomaly and _has_non_finite(g.data):
+                if _state.anomaly and _has_non_finite(g.array):
                     raise RuntimeError(
                         f"detect_anomaly: {name} backward produced NaN or Inf in the gradient "
                         f"of input {i}; the op was created at {node.created_at or '<unknown>'}")

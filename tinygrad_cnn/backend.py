@@ -75,7 +75,7 @@ def _warn_fallback(module: str, error: BaseException, slower_path: str) -> None:
 
 def get_array_module(x):
     """``numpy`` or ``cupy``, whichever owns ``x`` (an array or a Tensor)."""
-    data = getattr(x, "data", x) if not isinstance(x, np.ndarray) else x
+    data = getattr(x, "array", x) if not isinstance(x, np.ndarray) else x
     if isinstance(data, np.ndarray) or np.isscalar(data):
         return np
     module = type(data).__module__

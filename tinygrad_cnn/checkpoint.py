@@ -289,15 +289,15 @@ class RunDirectoryLock:
 # ---------------------------------------------------------------- training-state helpers
 
 def _tensors_to_arrays(node):
-    """Replace Tensor leaves (anything with ``.data`` and ``.requires_grad``) by host arrays."""
+    """Replace Tensor leaves (anything with ``.array`` and ``.requires_grad``) by host arrays."""
     if isinstance(node, dict):
         return {k: _tensors_to_arrays(v) for k, v in node.items()}
     if isinstance(node, list):
         return [_tensors_to_arrays(v) for v in node]
     if isinstance(node, tuple):
         return tuple(_tensors_to_arrays(v) for v in node)
-    if hasattr(node, "requires_grad") and hasattr(node, "data"):
-        return to_host(node.data)
+    if hasattr(node, "requires_grad") and hasattr(node, "array"):
+        return to_host(node.array)
     return node
 
 
@@ -319,8 +319,8 @@ def model_state_arrays(model) -> dict:
     """``model.state_dict()`` as ``{name: numpy.ndarray}`` (host copies, names unchanged)."""
     out = {}
     for name, value in model.state_dict().items():
-        if hasattr(value, "requires_grad") and hasattr(value, "data"):
-            value = value.data
+        if hasattr(value, "requires_grad") and hasattr(value, "array"):
+            value = value.array
         out[str(name)] = np.array(to_host(value), copy=True)
     return out
 

@@ -63,7 +63,7 @@ class Backend:
 # SyncBatchNorm) work on the raw NumPy/CuPy array, in place.
 
 def _array(tensor):
-    return tensor.data
+    return tensor.array
 
 
 # ---------------------------------------------------------------------------- backends

@@ -140,7 +140,7 @@ def _scalar(fn, inputs, vs):
 
 def _blame_outputs(fn, inputs, vs, i, index, eps, atol, rtol):
     """The outputs whose own vector-Jacobian product is wrong at element ``index`` of input ``i``."""
-    data = inputs[i].data
+    data = inputs[i].array
     value = data[index]
     blamed = []
     for j in range(len(vs)):
@@ -213,7 +213,7 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, fast_mode=False,
         grad = analytic[i]
         if grad is None:
             grad = np.zeros(x.shape)
-        data = x.data
+        data = x.array
         original = data.copy()
         try:
             if fast_mode:
@@ -238,7 +238,7 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, fast_mode=False,
                 continue
             numeric = np.zeros(x.shape)
             flat = data.reshape(-1) if data.flags.c_contiguous else None
-            for k in range(x.data.size):
+            for k in range(x.array.size):
                 index = np.unravel_index(k, x.shape)
                 data[index] = original[index] + eps
                 plus = _scalar(fn, inputs, vs)

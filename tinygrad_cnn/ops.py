@@ -210,7 +210,7 @@ class Where(Function):
 def where(condition, a, b):
     """Differentiable ``where`` on Tensors (``condition`` is a bool array or Tensor)."""
     from .tensor import Tensor
-    cond = condition.data if isinstance(condition, Tensor) else condition
+    cond = condition.array if isinstance(condition, Tensor) else condition
     return Where.apply(a, b, condition=cond)
 
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["manual_seed", "get_generator", "get_rng_state", "set_rng_state", "seed_from_generator"]
+__all__ = ["manual_seed", "get_generator", "get_rng_state", "set_rng_state", "seed_from_generator",
+           "initial_seed", "Generator"]
 
 _generator = np.random.Generator(np.random.PCG64(0))
 _seed = 0
@@ -27,6 +28,44 @@ def manual_seed(seed: int) -> np.random.Generator:
     if cupy is not None:
         cupy.random.seed(_seed)
     return _generator
+
+
+def initial_seed() -> int:
+    """The seed last given to ``manual_seed`` (0 before any)."""
+    return _seed
+
+
+class Generator:
+    """PyTorch's ``torch.Generator``: a random stream of its own, e.g. ``Generator().manual_seed(42)``.
+
+    It is a NumPy ``Generator`` underneath: functions taking ``generator=`` (``randn``, ``random_split``,
+    ``RandomSampler`` ...) call its NumPy methods (``integers``, ``permutation``, ``standard_normal`` ...).
+    Draws happen on the CPU, so ``device`` is accepted for PyTorch's signature only.
+    """
+
+    def __init__(self, device="cpu"):
+        self.device = device
+        self.manual_seed(67280421310721)      # PyTorch's default seed
+
+    def manual_seed(self, seed):
+        if not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f"Generator.manual_seed: seed must be a non-negative integer, got {seed!r}")
+        self._seed = int(seed)
+        self._rng = np.random.Generator(np.random.PCG64(self._seed))
+        return self
+
+    def initial_seed(self) -> int:
+        return self._seed
+
+    def seed(self) -> int:
+        """Reseed from fresh OS entropy; returns the new seed."""
+        self.manual_seed(int(np.random.SeedSequence().generate_state(1, np.uint64)[0] >> np.uint64(1)))
+        return self._seed
+
+    def __getattr__(self, name):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self._rng, name)
 
 
 def get_generator() -> np.random.Generator:

@@ -5,10 +5,14 @@ with nothing but NumPy (``np.load(path)``). No pickle, ever: arrays of Python ob
 when writing, and files are read with ``allow_pickle=False``, so loading a file from the internet
 cannot run code.
 
-Nested dictionaries are flattened with ``"/"``: ``{"model": model.state_dict(), "epoch": 3}``
-is stored under the keys ``"model/conv1.weight"``, ..., ``"epoch"`` (``"."`` stays free for the
-dotted names of a state_dict). ``load`` returns the flat dict; :func:`unflatten` rebuilds the
-nesting.
+Nested checkpoints round-trip: ``{"net": model.state_dict(), "optimizer": opt.state_dict(),
+"acc": 91.2, "epoch": 3}`` loads back with the same nesting and types (Tensors as Tensors, arrays as
+arrays, ``int``/``float``/``bool``/``str``/``None``, lists, tuples, integer keys). Each leaf array is
+stored under its path joined with ``"/"`` (``"net/conv1.weight"``, ``"epoch"``; ``"."`` stays free for
+the dotted names of a state_dict), plus one entry ``"__spec__"``: the tree's layout and leaf types as
+JSON (:func:`tinygrad_cnn.optim.flatten_state`). A flat dict of NumPy arrays needs no layout and is
+written as a plain ``np.savez``-style archive. A file without ``"__spec__"`` loads as a flat dict of
+arrays; :func:`unflatten` nests its ``"/"`` names.
 
 Writes are atomic: the archive is written to a temporary file in the target's directory,
 flushed to disk (``fsync``) and then renamed over the target with ``os.replace``. A crash or an
@@ -24,57 +28,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .backend import is_cupy_array, to_host
+from .optim._flatten import SPEC_KEY, flatten_state, unflatten_state
 
-__all__ = ["save", "load", "flatten_dict", "unflatten", "atomic_write", "atomic_write_bytes"]
+__all__ = ["save", "load", "unflatten", "atomic_write", "atomic_write_bytes"]
 
 SEPARATOR = "/"
-
-
-def _to_array(value, key: str):
-    """A NumPy array for one leaf value (Tensor, NumPy/CuPy array, number, bool or string)."""
-    from .tensor import Tensor
-    if isinstance(value, Tensor):
-        value = value.data
-    if is_cupy_array(value):
-        value = to_host(value)
-    if isinstance(value, np.ndarray):
-        array = value
-    elif isinstance(value, (bool, int, float, complex, str, bytes, np.generic)):
-        array = np.asarray(value)
-    elif isinstance(value, (list, tuple)):
-        try:
-            array = np.asarray(value)
-        except ValueError:
-            array = np.empty(0, dtype=object)
-    else:
-        raise TypeError(f"save: cannot store the value of key '{key}' of type {type(value).__name__}: "
-                        "expected a Tensor, an array, a number, a string or a nested dict of those")
-    if array.dtype.hasobject:
-        raise TypeError(f"save: the value of key '{key}' would need pickle (an array of Python "
-                        "objects); store plain numbers, strings or arrays instead")
-    return array
-
-
-def flatten_dict(obj: Mapping, prefix: str = "") -> dict:
-    """``{"a": {"b": x}}`` -> ``{"a/b": x}`` (leaves converted to NumPy arrays)."""
-    flat = {}
-    for key, value in obj.items():
-        if not isinstance(key, str):
-            raise TypeError(f"save: keys must be strings, got {key!r} ({type(key).__name__})")
-        if key == "":
-            raise ValueError(f"save: empty key under '{prefix or '<root>'}'")
-        full = prefix + key
-        if isinstance(value, Mapping):
-            items = flatten_dict(value, full + SEPARATOR)
-        else:
-            items = {full: _to_array(value, full)}
-        for name, array in items.items():
-            if name in flat:
-                raise ValueError(f"save: two entries map to the same key '{name}' after flattening "
-                                 f"nested dicts with '{SEPARATOR}'")
-            flat[name] = array
-    return flat
 
 
 def unflatten(flat: Mapping, sep: str = SEPARATOR) -> dict:
@@ -117,7 +75,12 @@ def save(obj, path, compress: bool = False) -> None:
                         "pickled; rebuild the model in code and load_state_dict the weights)")
     if not isinstance(obj, Mapping):
         raise TypeError(f"save: expected a dict of arrays (e.g. model.state_dict()), got {type(obj).__name__}")
-    arrays = flatten_dict(obj)
+    try:
+        arrays = flatten_state(dict(obj))
+    except (TypeError, ValueError) as error:
+        raise type(error)("save: " + str(error).removeprefix("flatten_state: ")) from None
+    if all(isinstance(k, str) and SEPARATOR not in k and isinstance(v, np.ndarray) for k, v in obj.items()):
+        del arrays[SPEC_KEY]     # a flat dict of NumPy arrays: a plain npz loads back as exactly that
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
@@ -188,12 +151,15 @@ def fsync_directory(directory) -> None:
         os.close(fd)
 
 
-def load(path) -> dict:
-    """Read a file written by :func:`save` (or ``np.savez``): a flat dict ``name -> np.ndarray``.
+def load(path, map_location=None, weights_only=True) -> dict:
+    """Read a file written by :func:`save`: the saved dict, with its nesting and types.
 
-    Nested dicts come back flattened (``"model/conv1.weight"``); see :func:`unflatten`.
-    Pass the result (or one sub-dict) to ``model.load_state_dict``. Anything that is not an
-    ``.npz`` of plain arrays is refused with a ``ValueError`` that says what the file is instead:
+    A plain ``np.savez`` file (no ``"__spec__"`` entry) gives a flat dict ``name -> np.ndarray``;
+    see :func:`unflatten`. Pass the result (or one sub-dict) to ``model.load_state_dict``.
+    ``map_location`` ("cpu", "cuda" or a device) moves the loaded Tensors there (default: the CPU);
+    ``weights_only`` is accepted for PyTorch's signature: nothing but arrays is ever loaded.
+
+    Anything that is not an ``.npz`` of plain arrays is refused with a ``ValueError`` that says what the file is instead:
     a pickle or a PyTorch checkpoint (never unpickled: that could run arbitrary code), a single
     ``.npy`` array, an empty, truncated or damaged file.
     """
@@ -239,4 +205,21 @@ def load(path) -> dict:
             except (zipfile.BadZipFile, EOFError, OSError) as error:
                 raise ValueError(f"load: the entry '{name}' of '{path}' is damaged (truncated or "
                                  f"corrupted): {error}") from None
-    return result
+    if SPEC_KEY not in result:
+        return result
+    try:
+        tree = unflatten_state(result)
+    except (KeyError, ValueError) as error:
+        raise ValueError(f"load: '{path}' has an inconsistent layout: {error}") from None
+    return tree if map_location is None else _to_location(tree, map_location)
+
+
+def _to_location(node, location):
+    from .tensor import Tensor
+    if isinstance(node, Tensor):
+        return node.to(str(location))
+    if isinstance(node, dict):
+        return {k: _to_location(v, location) for k, v in node.items()}
+    if isinstance(node, (list, tuple)):
+        return type(node)(_to_location(v, location) for v in node)
+    return node

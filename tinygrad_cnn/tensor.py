@@ -1,19 +1,23 @@
 """``Tensor``: an n-dimensional array that remembers how it was computed.
 
-A Tensor wraps a NumPy array (or a CuPy array on the GPU) in ``.data``. When
-it ``requires_grad``, every op applied to it records a
-:class:`~tinygrad_cnn.autograd.Function` node, and ``backward()`` walks those
-nodes in reverse to fill ``.grad`` of the leaves.
+A Tensor wraps a NumPy array (or a CuPy array on the GPU), reachable as
+``.array`` (the raw storage, shared). When it ``requires_grad``, every op
+applied to it records a :class:`~tinygrad_cnn.autograd.Function` node, and
+``backward()`` walks those nodes in reverse to fill ``.grad`` of the leaves.
+``.data`` is, as in PyTorch, a Tensor sharing the storage and cut from the graph.
 
-Deliberate differences from PyTorch (kept small):
+In-place ops (``add_``, ``x += y``, ``t[i] = v`` ...) bump the tensor's version
+counter, shared with the tensors that view the same storage; a backward that
+needs a value saved before such a change raises instead of returning a wrong
+gradient (PyTorch's rule).
+
+Deliberate differences from PyTorch (docs/coming_from_pytorch.md lists them all):
 
 * Python numbers and lists become float32 even when they hold integers
   (``Tensor([1, 2])`` is float32); pass ``dtype=np.int64`` for integer data.
   NumPy arrays keep their dtype.
-* In-place ops (``t[i] = v``, ``add_`` ...) are refused on a tensor that
-  requires grad while grad mode is on, instead of version-counting; wrap
-  parameter updates in ``no_grad()`` (optimizers do).
 * ``dtype`` is a NumPy dtype (``tinygrad_cnn.float32`` is ``numpy.float32``).
+* ``.shape`` is a plain tuple; ``size()`` returns a :class:`Size`.
 
 Data a tensor holds: booleans, integers and floats, in the machine's byte order (other byte
 orders are converted when copied in); strings, Python objects and complex numbers are refused.
@@ -21,6 +25,8 @@ float16 is computed in float32 and rounded once, as on PyTorch's CPU (docs/failu
 """
 from __future__ import annotations
 
+import builtins
+import weakref
 from collections import namedtuple
 
 import numpy as np
@@ -28,18 +34,56 @@ import numpy as np
 from . import autograd, ops
 from .autograd import is_grad_enabled
 from .backend import device_of, get_array_module, normalize_device, to_device, to_host
+from .devices import as_device, device
 
 __all__ = ["Tensor", "tensor", "zeros", "ones", "full", "empty", "zeros_like", "ones_like",
            "full_like", "empty_like", "randn", "rand", "randint", "randn_like", "rand_like",
            "arange", "linspace", "eye", "from_numpy", "cat", "stack", "where", "maximum", "minimum",
            "matmul", "flatten", "pad", "exp", "log", "sqrt", "abs", "tanh", "sigmoid", "relu",
            "clamp", "clip", "sum", "mean", "var", "std", "logsumexp", "float16", "float32",
-           "float64", "int8", "int32", "int64", "uint8", "bool_"]
+           "float64", "int8", "int32", "int64", "uint8", "bool_", "Size", "argmax", "argmin", "max",
+           "min", "topk", "sort", "argsort", "norm", "gather", "squeeze", "unsqueeze", "chunk", "softmax",
+           "log_softmax", "numel", "is_tensor", "as_tensor"]
 
 float16, float32, float64 = np.float16, np.float32, np.float64
 int8, int32, int64, uint8, bool_ = np.int8, np.int32, np.int64, np.uint8, np.bool_
 
 ReductionResult = namedtuple("ReductionResult", ["values", "indices"])
+
+
+class Size(tuple):
+    """A shape: a tuple of ints with PyTorch's repr (``tinygrad_cnn.Size([2, 3])``)."""
+
+    def __new__(cls, sizes=()):
+        return super().__new__(cls, (int(s) for s in sizes))
+
+    def __repr__(self):
+        return f"tinygrad_cnn.Size({list(self)})"
+
+    __str__ = __repr__
+
+    def __getitem__(self, key):
+        item = super().__getitem__(key)
+        return Size(item) if isinstance(key, slice) else item
+
+    def numel(self):
+        count = 1
+        for s in self:
+            count *= s
+        return count
+
+
+class VersionCounter:
+    """How many times a storage was modified in place; shared by the tensors that view it.
+
+    A backward node records the version of every tensor it saved; if the version differs
+    when backward runs, the saved value is stale and the gradient would be wrong.
+    """
+
+    __slots__ = ("value",)
+
+    def __init__(self):
+        self.value = 0
 
 
 class RemovableHandle:
@@ -139,18 +183,20 @@ class Tensor:
         if dtype is not None:
             dtype = np.dtype(dtype)
         if isinstance(data, Tensor):
-            array = data.data.astype(dtype or data.dtype, copy=True)
+            array = data.array.astype(dtype or data.dtype, copy=True)
             array = to_device(array, device)
         elif get_array_module(data) is not np:          # a CuPy array
             array = data.astype(dtype or data.dtype, copy=True)
             array = to_device(array, device)
         else:
             array = to_device(_to_array(data, dtype), device)
-        self.data = array
+        self.array = array
         self.grad = None
         self._ctx = None
         self._hooks = {}
         self._retains_grad = False
+        self._version_counter = VersionCounter()
+        self._base = None
         self.requires_grad = False
         if requires_grad:
             self.requires_grad_(True)
@@ -159,30 +205,58 @@ class Tensor:
     def _wrap(cls, array, requires_grad=False):
         """Wrap an existing array without copying or checking (engine use)."""
         t = cls.__new__(cls)
-        t.data = array
+        t.array = array
         t.grad = None
         t._ctx = None
         t._hooks = {}
         t._retains_grad = False
+        t._version_counter = VersionCounter()
+        t._base = None          # the tensor whose storage this one views (set by the engine)
         t.requires_grad = requires_grad
         return t
 
     # ------------------------------------------------------------------ properties
     @property
+    def data(self):
+        """A Tensor sharing this tensor's storage, detached from the graph (PyTorch's ``.data``).
+
+        Changes made through it are invisible to autograd (the version counter is not shared),
+        exactly as in PyTorch; prefer ``detach()`` or ``no_grad()``. For the raw NumPy/CuPy
+        array use ``.array``. Assigning a Tensor (``p.data = t``) makes this tensor use ``t``'s
+        storage.
+        """
+        return Tensor._wrap(self.array, False)
+
+    @data.setter
+    def data(self, value):
+        if not isinstance(value, Tensor):
+            raise TypeError(f"Tensor.data: can only assign a Tensor, got {type(value).__name__} "
+                            "(to replace the raw array assign to .array)")
+        if self.requires_grad and value.dtype.kind not in "fc":
+            raise TypeError(f"Tensor.data: a tensor that requires grad needs floating point data, "
+                            f"got dtype {value.dtype}")
+        self.array = value.array
+
+    @property
+    def _version(self):
+        """How many in-place changes this tensor's storage has seen (PyTorch's ``_version``)."""
+        return self._version_counter.value
+
+    @property
     def shape(self):
-        return tuple(self.data.shape)
+        return tuple(self.array.shape)
 
     @property
     def ndim(self):
-        return self.data.ndim
+        return self.array.ndim
 
     @property
     def dtype(self):
-        return self.data.dtype
+        return self.array.dtype
 
     @property
     def device(self):
-        return device_of(self.data)
+        return as_device(device_of(self.array))
 
     @property
     def is_leaf(self):
@@ -197,10 +271,11 @@ class Tensor:
         return self.permute(*reversed(range(self.ndim)))
 
     def size(self, dim=None):
-        return self.shape if dim is None else self.shape[dim]
+        """``size()`` -> :class:`Size`; ``size(dim)`` -> int."""
+        return Size(self.array.shape) if dim is None else self.shape[dim]
 
     def numel(self):
-        return int(self.data.size)
+        return int(self.array.size)
 
     def dim(self):
         return self.ndim
@@ -220,18 +295,27 @@ class Tensor:
     def numpy(self):
         """The data as a NumPy array (shared on the CPU, copied from the GPU)."""
         if self.device != "cpu":
-            return to_host(self.data)
-        return self.data
+            return to_host(self.array)
+        return self.array
 
     def __array__(self, dtype=None, copy=None):
-        array = self.numpy()
-        return array if dtype is None else array.astype(dtype)
+        array = np.asarray(self.numpy())      # a 0-d result may be held as a NumPy scalar
+        if dtype is not None and array.dtype != np.dtype(dtype):
+            return array.astype(dtype)
+        return array.copy() if copy else array
+
+    def __index__(self):
+        """An integer scalar tensor used as a Python index (``range(n)``, ``list[t]``)."""
+        if self.array.size != 1 or self.dtype.kind not in "iub":
+            raise TypeError(f"__index__: only integer tensors of a single element can be used as "
+                            f"an index, got dtype {self.dtype} and shape {self.shape}")
+        return int(self.item())
 
     def item(self):
-        if self.data.size != 1:
+        if self.array.size != 1:
             raise ValueError(f"item: only one-element tensors can be converted to a Python "
                              f"scalar, got shape {self.shape}")
-        return self.data.reshape(()).item()
+        return self.array.reshape(()).item()
 
     def tolist(self):
         return self.numpy().tolist()
@@ -239,18 +323,26 @@ class Tensor:
     def __float__(self):
         return float(self.item())
 
+    def __format__(self, spec):
+        """``f"{loss:.3f}"`` formats a 0-d tensor as its number, as PyTorch does."""
+        if self.ndim == 0:
+            return self.item().__format__(spec)
+        return object.__format__(self, spec)
+
     def __int__(self):
         return int(self.item())
 
     def __bool__(self):
-        if self.data.size != 1:
-            raise RuntimeError(f"the truth value of a tensor with {self.data.size} elements is "
+        if self.array.size != 1:
+            raise RuntimeError(f"the truth value of a tensor with {self.array.size} elements is "
                                "ambiguous")
         return bool(self.item())
 
     def detach(self):
-        """A new Tensor sharing the data, cut from the graph."""
-        return Tensor._wrap(self.data, False)
+        """A new Tensor sharing the data (and its version counter), cut from the graph."""
+        out = Tensor._wrap(self.array, False)
+        out._version_counter = self._version_counter
+        return out
 
     def requires_grad_(self, requires_grad=True):
         if requires_grad and self.dtype.kind not in "fc":
@@ -306,11 +398,11 @@ class Tensor:
             raise RuntimeError("backward: tensor does not require grad and has no grad_fn "
                                "(did you compute it under no_grad or from detached tensors?)")
         if gradient is None:
-            if self.data.size != 1:
+            if self.array.size != 1:
                 raise RuntimeError(
                     f"backward: grad can be implicitly created only for scalar outputs; this "
                     f"tensor has shape {self.shape}, pass gradient= of that shape")
-            gradient = Tensor._wrap(get_array_module(self.data).ones_like(self.data))
+            gradient = Tensor._wrap(get_array_module(self.array).ones_like(self.array))
         else:
             if not isinstance(gradient, Tensor):
                 gradient = Tensor(gradient, dtype=self.dtype, device=self.device)
@@ -324,12 +416,18 @@ class Tensor:
         autograd.backward(self, gradient, retain_graph=retain_graph, create_graph=create_graph)
 
     # ------------------------------------------------------------------ device / dtype
-    def to(self, *args, dtype=None, device=None):
-        """``to(device)``, ``to(dtype)`` or ``to(device, dtype)``; differentiable."""
+    def to(self, *args, dtype=None, device=None, non_blocking=False, copy=False):
+        """``to(device)``, ``to(dtype)``, ``to(device, dtype)`` or ``to(other)``; differentiable.
+
+        ``device`` is a name or a :class:`device`; ``non_blocking`` is accepted (copies are
+        synchronous here); ``copy=True`` always returns a new tensor.
+        """
         for arg in args:
-            if isinstance(arg, str):
+            if isinstance(arg, Tensor):
+                device, dtype = arg.device, arg.dtype
+            elif isinstance(arg, str):
                 device = arg
-            else:
+            elif arg is not None:
                 dtype = arg
         out = self
         if device is not None:
@@ -342,6 +440,8 @@ class Tensor:
                 if out.requires_grad and dtype.kind not in "fc":
                     out = out.detach()
                 out = ops.Cast.apply(out, dtype=dtype)
+        if copy and out is self:
+            out = self.clone()
         return out
 
     def cpu(self):
@@ -372,40 +472,141 @@ class Tensor:
         return self.to(dtype)
 
     # ------------------------------------------------------------------ in place
+    # PyTorch's rules: a leaf that requires grad may only change under no_grad() (how optimizers
+    # update parameters); any other tensor may change in place, and when the change involves
+    # tensors that require grad it is recorded like the out-of-place op. Every change bumps the
+    # version counter, so a backward that saved the old value raises instead of using the new.
     def _check_inplace(self, op):
-        if self.requires_grad and is_grad_enabled():
+        if self.requires_grad and self._ctx is None and is_grad_enabled():
             raise RuntimeError(
-                f"{op}: in-place modification of a tensor that requires grad is not supported "
-                "while grad mode is on; use an out-of-place op, or wrap the update in no_grad()")
+                f"{op}: a leaf tensor that requires grad cannot be modified in-place while grad "
+                "mode is on; wrap the update in no_grad() (optimizers do), or use an "
+                "out-of-place op")
+
+    def _bump_version(self):
+        self._version_counter.value += 1
+
+    def _inplace(self, op, compute, other=None):
+        """Store ``compute(value) -> Tensor`` into this tensor's storage; returns ``self``."""
+        other_grad = isinstance(other, Tensor) and other.requires_grad
+        recording = is_grad_enabled() and (self.requires_grad or other_grad)
+        if not recording:
+            result = compute(self)
+            self._store(op, result.array, result.shape, result.dtype)
+            return self
+        self._check_inplace(op)
+        if self._base is not None:
+            raise RuntimeError(
+                f"{op}: in-place change of a view (a reshape, slice or permutation of another "
+                "tensor) inside a recorded graph is not supported; clone() the view first")
+        # The recorded op reads a copy of the old value: the storage is overwritten below.
+        previous = Tensor._wrap(self.array.copy(), self.requires_grad)
+        previous._ctx = self._ctx
+        result = compute(previous)
+        self._store(op, result.array, result.shape, result.dtype)
+        if result._ctx is not None:
+            self._ctx = result._ctx
+            self._ctx.output_ref = weakref.ref(self)
+            self.requires_grad = True
+        return self
+
+    def _store(self, op, array, shape, dtype):
+        if tuple(shape) != self.shape:
+            raise RuntimeError(f"{op}: the result has shape {tuple(shape)} but the tensor "
+                               f"modified in place has shape {self.shape} (an in-place op cannot "
+                               "broadcast the tensor it modifies)")
+        if dtype != self.dtype and not np.can_cast(dtype, self.dtype, "same_kind"):
+            raise RuntimeError(f"{op}: result type {np.dtype(dtype)} can't be cast to the dtype "
+                               f"{self.dtype} of the tensor modified in place")
+        self.array[...] = array
+        self._bump_version()
+
+    def add_(self, other, *, alpha=1):
+        other = self._operand(other)
+        return self._inplace("add_", lambda x: x + (other if alpha == 1 else other * alpha), other)
+
+    def sub_(self, other, *, alpha=1):
+        other = self._operand(other)
+        return self._inplace("sub_", lambda x: x - (other if alpha == 1 else other * alpha), other)
+
+    def mul_(self, other):
+        other = self._operand(other)
+        return self._inplace("mul_", lambda x: x * other, other)
+
+    def div_(self, other):
+        other = self._operand(other)
+        return self._inplace("div_", lambda x: x / other, other)
+
+    def pow_(self, exponent):
+        return self._inplace("pow_", lambda x: x ** exponent, exponent)
+
+    def neg_(self):
+        return self._inplace("neg_", lambda x: -x)
+
+    def clamp_(self, min=None, max=None):   # noqa: A002 - PyTorch's names
+        return self._inplace("clamp_", lambda x: x.clamp(min, max))
+
+    clip_ = clamp_
+
+    def relu_(self):
+        return self._inplace("relu_", lambda x: x.relu())
+
+    def __iadd__(self, other):
+        return self.add_(other)
+
+    def __isub__(self, other):
+        return self.sub_(other)
+
+    def __imul__(self, other):
+        return self.mul_(other)
+
+    def __itruediv__(self, other):
+        return self.div_(other)
 
     def zero_(self):
-        self._check_inplace("zero_")
-        self.data[...] = 0
-        return self
+        return self.fill_(0)
 
     def fill_(self, value):
         self._check_inplace("fill_")
-        self.data[...] = value
+        if isinstance(value, Tensor):
+            if value.array.size != 1:
+                raise ValueError(f"fill_: value must be a number or a one-element tensor, got "
+                                 f"shape {value.shape}")
+            value = value.item()
+        self.array[...] = value
+        self._bump_version()
         return self
 
-    def copy_(self, source):
+    def copy_(self, source, non_blocking=False):
+        """Copy ``source`` (broadcast to this shape) into this tensor's storage."""
         self._check_inplace("copy_")
-        source = source.data if isinstance(source, Tensor) else source
+        if isinstance(source, Tensor) and source.requires_grad and is_grad_enabled():
+            source_tensor = source.to(self.device)
+            return self._inplace("copy_", lambda x: source_tensor.expand(self.shape).to(
+                self.dtype).clone(), source_tensor)
+        source = source.array if isinstance(source, Tensor) else source
         if tuple(np.shape(source)) != self.shape:
-            xp = get_array_module(self.data)
+            xp = get_array_module(self.array)
             try:
                 xp.broadcast_to(source, self.shape)
             except ValueError:
                 raise ValueError(f"copy_: source of shape {tuple(np.shape(source))} cannot be "
                                  f"copied into a tensor of shape {self.shape}") from None
-        self.data[...] = to_device(source, self.device) if get_array_module(source) is not \
-            get_array_module(self.data) else source
+        self.array[...] = to_device(source, self.device) if get_array_module(source) is not \
+            get_array_module(self.array) else source
+        self._bump_version()
         return self
 
     def __setitem__(self, key, value):
-        self._check_inplace("__setitem__")
+        if is_grad_enabled() and (self.requires_grad or
+                                  (isinstance(value, Tensor) and value.requires_grad)):
+            raise RuntimeError(
+                "__setitem__: in-place assignment into a tensor that is part of a recorded graph is not "
+                "supported; build the result out of place (torch.where, cat), or assign under "
+                "no_grad()")
         key = _raw_key(key)
-        self.data[key] = value.data if isinstance(value, Tensor) else value
+        self.array[key] = value.array if isinstance(value, Tensor) else value
+        self._bump_version()
 
     def clone(self):
         return ops.Clone.apply(self)
@@ -417,7 +618,7 @@ class Tensor:
     def _operand(self, other):
         if isinstance(other, Tensor):
             return other
-        xp = get_array_module(self.data)
+        xp = get_array_module(self.array)
         if isinstance(other, (bool, int, float, np.number)) and not isinstance(other, np.ndarray):
             dtype = self.dtype if self.dtype.kind in "fc" else (
                 np.float32 if isinstance(other, float) else self.dtype)
@@ -473,8 +674,8 @@ class Tensor:
 
     # Comparisons give bool tensors and are not differentiable.
     def _compare(self, other, fn):
-        other = other.data if isinstance(other, Tensor) else other
-        return Tensor._wrap(fn(self.data, other))
+        other = other.array if isinstance(other, Tensor) else other
+        return Tensor._wrap(fn(self.array, other))
 
     def __eq__(self, other):
         return self._compare(other, lambda a, b: a == b)
@@ -495,7 +696,7 @@ class Tensor:
         return self._compare(other, lambda a, b: a >= b)
 
     def __invert__(self):
-        return Tensor._wrap(~self.data)
+        return Tensor._wrap(~self.array)
 
     def __and__(self, other):
         return self._compare(other, lambda a, b: a & b)
@@ -549,7 +750,7 @@ class Tensor:
         return ops.Minimum.apply(self, self._operand(other))
 
     def sign(self):
-        return Tensor._wrap(get_array_module(self.data).sign(self.data))
+        return Tensor._wrap(get_array_module(self.array).sign(self.array))
 
     def softmax(self, dim):
         from .nn import functional as F
@@ -599,7 +800,7 @@ class Tensor:
             return ops.MaxAll.apply(self, dims=dims, keepdim=False, largest=largest)
         (axis,) = ops.normalize_dims(name, dim, self.ndim) or (0,)
         values = ops.MaxAlong.apply(self, dim=axis, keepdim=keepdim, largest=largest)
-        indices = self.data.argmax(axis=axis) if largest else self.data.argmin(axis=axis)
+        indices = self.array.argmax(axis=axis) if largest else self.array.argmin(axis=axis)
         if keepdim:
             indices = get_array_module(indices).expand_dims(indices, axis)
         return ReductionResult(values, Tensor._wrap(indices.astype(np.int64)))
@@ -625,21 +826,86 @@ class Tensor:
 
     def argmax(self, dim=None, keepdim=False):
         if dim is None:
-            return Tensor._wrap(np.int64(self.data.argmax()) if self.device == "cpu"
-                                else self.data.argmax().astype(np.int64))
+            return Tensor._wrap(np.int64(self.array.argmax()) if self.device == "cpu"
+                                else self.array.argmax().astype(np.int64))
         return self.max(dim, keepdim).indices
 
     def argmin(self, dim=None, keepdim=False):
         if dim is None:
-            return Tensor._wrap(np.int64(self.data.argmin()) if self.device == "cpu"
-                                else self.data.argmin().astype(np.int64))
+            return Tensor._wrap(np.int64(self.array.argmin()) if self.device == "cpu"
+                                else self.array.argmin().astype(np.int64))
         return self.min(dim, keepdim).indices
+
+    def gather(self, dim, index):
+        """``out[i][j][k] = self[index[i][j][k]][j][k]`` for ``dim=0`` (and so on); differentiable."""
+        index = index.array if isinstance(index, Tensor) else np.asarray(index)
+        if index.ndim != self.ndim:
+            raise ValueError(f"gather: index of shape {tuple(index.shape)} must have as many dimensions "
+                             f"as the input of shape {self.shape}")
+        dim = dim % self.ndim
+        xp = get_array_module(self.array)
+        key = []
+        for i in range(self.ndim):
+            if i == dim:
+                key.append(xp.asarray(index))
+            else:
+                shape = [1] * self.ndim
+                shape[i] = index.shape[i]
+                key.append(xp.arange(index.shape[i]).reshape(shape))
+        return ops.Index.apply(self, key=tuple(key))
+
+    def sort(self, dim=-1, descending=False, stable=False):
+        """``(values, indices)`` sorted along ``dim`` (ties keep their order); values differentiable."""
+        if self.ndim == 0:
+            return ReductionResult(self, Tensor._wrap(get_array_module(self.array).zeros((), np.int64)))
+        dim = dim % self.ndim
+        xp = get_array_module(self.array)
+        keys = self.array.astype(np.int8) if self.dtype.kind == "b" else self.array
+        if descending:
+            # Reverse, sort stably, reverse back: the largest first, equal values keep their order.
+            flipped = xp.flip(keys, axis=dim)
+            order = xp.argsort(flipped, axis=dim, kind="stable")
+            indices = (self.shape[dim] - 1) - xp.flip(order, axis=dim)
+        else:
+            indices = xp.argsort(keys, axis=dim, kind="stable")
+        indices = indices.astype(np.int64)
+        return ReductionResult(self.gather(dim, indices), Tensor._wrap(indices))
+
+    def argsort(self, dim=-1, descending=False, stable=False):
+        return self.sort(dim, descending, stable).indices
+
+    def topk(self, k, dim=-1, largest=True, sorted=True):   # noqa: A002 - PyTorch's name
+        """The ``k`` largest (``largest=False``: smallest) along ``dim`` as ``(values, indices)``."""
+        dim = dim % builtins.max(self.ndim, 1)
+        size = self.shape[dim] if self.ndim else 1
+        if not 0 <= int(k) <= size:
+            raise ValueError(f"topk: k ({k}) out of range for dimension {dim} of size {size} "
+                             f"(shape {self.shape})")
+        _, order = self.sort(dim, descending=largest)
+        key = (slice(None),) * dim + (slice(0, int(k)),)
+        indices = Tensor._wrap(order.array[key])
+        return ReductionResult(self.gather(dim, indices), indices)
+
+    def norm(self, p="fro", dim=None, keepdim=False, dtype=None):
+        """Vector p-norm over ``dim`` (default all elements): ``p`` = 2/"fro", 1, inf, -inf or any number."""
+        x = self if dtype is None else self.to(dtype)
+        if p in ("fro", 2, 2.0):
+            return (x * x).sum(dim, keepdim).sqrt()
+        if p in (1, 1.0):
+            return x.abs().sum(dim, keepdim)
+        if p == float("inf"):
+            return x.abs().amax(dim, keepdim)
+        if p == float("-inf"):
+            return x.abs().amin(dim, keepdim)
+        if isinstance(p, (int, float)) and p > 0:
+            return (x.abs() ** p).sum(dim, keepdim) ** (1.0 / p)
+        raise ValueError(f"norm: unsupported p={p!r} (2, 'fro', 1, inf, -inf or a positive number)")
 
     def logsumexp(self, dim, keepdim=False):
         """log(sum(exp(x))) computed stably: m + log(sum(exp(x - m))) with m = max (constant)."""
         dims = ops.normalize_dims("logsumexp", dim, self.ndim)
-        shift = self.data.max(axis=dims, keepdims=True)
-        xp = get_array_module(self.data)
+        shift = self.array.max(axis=dims, keepdims=True)
+        xp = get_array_module(self.array)
         shift = xp.where(xp.isfinite(shift), shift, 0)
         shift_t = Tensor._wrap(shift)
         out = (self - shift_t).exp().sum(dims, keepdim=True).log() + shift_t
@@ -673,7 +939,7 @@ class Tensor:
 
     def permute(self, *dims):
         dims = _shape_arg(dims)
-        if sorted(d % max(self.ndim, 1) for d in dims) != list(range(self.ndim)):
+        if sorted(d % builtins.max(self.ndim, 1) for d in dims) != list(range(self.ndim)):
             raise ValueError(f"permute: dims {dims} are not a permutation of the {self.ndim} "
                              f"dimensions of a tensor of shape {self.shape}")
         dims = tuple(d % self.ndim for d in dims)
@@ -758,7 +1024,7 @@ class Tensor:
         if self.device != "cpu":
             extras.append(f"device='{self.device}'")
         if self._ctx is not None:
-            extras.append(f"grad_fn=<{type(self._ctx).__name__}>")
+            extras.append(f"grad_fn=<{self._ctx.name()}>")
         elif self.requires_grad:
             extras.append("requires_grad=True")
         return "tensor(" + body + "".join(", " + e for e in extras) + ")"
@@ -773,9 +1039,9 @@ def _shape_arg(shape):
 def _raw_key(key):
     """Replace Tensors inside an index with their arrays (integer or bool indexing)."""
     if isinstance(key, Tensor):
-        return key.data
+        return key.array
     if isinstance(key, tuple):
-        return tuple(k.data if isinstance(k, Tensor) else k for k in key)
+        return tuple(k.array if isinstance(k, Tensor) else k for k in key)
     if isinstance(key, list):
         return np.asarray(key)
     return key
@@ -839,10 +1105,17 @@ def stack(tensors, dim=0):
     return cat([t.unsqueeze(dim) for t in tensors], dim=dim)
 
 
-def pad(input, pad, mode="constant", value=0.0):
-    """PyTorch's ``F.pad``: ``pad`` lists (before, after) pairs starting from the LAST dimension."""
-    if mode != "constant":
-        raise NotImplementedError(f"pad: mode {mode!r} is not supported (only 'constant')")
+def pad(input, pad, mode="constant", value=None):
+    """PyTorch's ``F.pad``: ``pad`` lists (before, after) pairs starting from the LAST dimension.
+
+    ``mode``: "constant" (fill with ``value``, default 0), "reflect" (mirror without repeating the
+    edge), "replicate" (repeat the edge) or "circular" (wrap around). The non-constant modes index the
+    input, so their gradient adds up the copies.
+    """
+    if mode not in ("constant", "reflect", "replicate", "circular"):
+        raise ValueError(f"pad: mode {mode!r} is not one of 'constant', 'reflect', 'replicate', 'circular'")
+    if mode != "constant" and value not in (None, 0, 0.0):
+        raise ValueError(f"pad: value={value} only applies to mode='constant', got mode {mode!r}")
     if len(pad) % 2 or len(pad) // 2 > input.ndim:
         raise ValueError(f"pad: padding {tuple(pad)} must have an even length of at most "
                          f"2 * {input.ndim} for an input of shape {input.shape}")
@@ -852,7 +1125,34 @@ def pad(input, pad, mode="constant", value=0.0):
         if before < 0 or after < 0:
             raise ValueError(f"pad: negative padding {tuple(pad)} is not supported")
         widths[input.ndim - 1 - i] = (before, after)
-    return ops.Pad.apply(input, widths=tuple(widths), value=value)
+    if mode == "constant":
+        return ops.Pad.apply(input, widths=tuple(widths), value=0.0 if value is None else value)
+    out = input
+    for dim, (before, after) in enumerate(widths):
+        if before or after:
+            index = _pad_index(mode, input.shape[dim], before, after, input.shape)
+            key = (slice(None),) * dim + (get_array_module(input.array).asarray(index),)
+            out = out[key]
+    return out
+
+
+def _pad_index(mode, size, before, after, shape):
+    """Which input position each output position copies, along one padded dimension."""
+    if mode == "reflect" and (before >= size or after >= size):
+        raise ValueError(f"pad: reflect padding ({before}, {after}) must be smaller than the padded "
+                         f"dimension of size {size} (input shape {shape})")
+    if mode == "circular" and (before > size or after > size):
+        raise ValueError(f"pad: circular padding ({before}, {after}) must be at most the padded "
+                         f"dimension of size {size} (input shape {shape})")
+    positions = np.arange(-before, size + after)
+    if mode == "reflect":
+        positions = np.abs(positions)
+        positions = np.where(positions >= size, 2 * (size - 1) - positions, positions)
+    elif mode == "replicate":
+        positions = np.clip(positions, 0, size - 1)
+    else:
+        positions = positions % size
+    return positions.astype(np.int64)
 
 
 def where(condition, input, other):
@@ -894,6 +1194,22 @@ def var(x, dim=None, unbiased=None, keepdim=False, *, correction=None):
 def std(x, dim=None, unbiased=None, keepdim=False, *, correction=None):
     return x.std(dim, unbiased, keepdim, correction=correction)
 def logsumexp(x, dim, keepdim=False): return x.logsumexp(dim, keepdim)
+def max(input, dim=None, keepdim=False): return input.max(dim, keepdim)      # noqa: A001
+def min(input, dim=None, keepdim=False): return input.min(dim, keepdim)      # noqa: A001
+def argmax(input, dim=None, keepdim=False): return input.argmax(dim, keepdim)
+def argmin(input, dim=None, keepdim=False): return input.argmin(dim, keepdim)
+def topk(input, k, dim=-1, largest=True, sorted=True): return input.topk(k, dim, largest, sorted)  # noqa: A002
+def sort(input, dim=-1, descending=False, stable=False): return input.sort(dim, descending, stable)
+def argsort(input, dim=-1, descending=False, stable=False): return input.argsort(dim, descending, stable)
+def norm(input, p="fro", dim=None, keepdim=False, dtype=None): return input.norm(p, dim, keepdim, dtype)
+def gather(input, dim, index): return input.gather(dim, index)
+def squeeze(input, dim=None): return input.squeeze(dim)
+def unsqueeze(input, dim): return input.unsqueeze(dim)
+def chunk(input, chunks, dim=0): return input.chunk(chunks, dim)
+def softmax(input, dim): return input.softmax(dim)
+def log_softmax(input, dim): return input.log_softmax(dim)
+def numel(input): return input.numel()
+def is_tensor(obj): return isinstance(obj, Tensor)
 
 
 # ---------------------------------------------------------------------------
@@ -915,6 +1231,18 @@ def _size(size):
 def tensor(data, dtype=None, device="cpu", requires_grad=False):
     """Build a Tensor from data (copied); see :class:`Tensor` for the dtype rules."""
     return Tensor(data, requires_grad=requires_grad, dtype=dtype, device=device)
+
+
+def as_tensor(data, dtype=None, device=None):
+    """Like ``tensor`` but shares ``data`` when it already has the dtype and device (no copy)."""
+    if isinstance(data, Tensor):
+        return data.to(device=device, dtype=dtype)
+    if get_array_module(data) is not np or isinstance(data, np.ndarray):
+        array_device = "cpu" if get_array_module(data) is np else "cuda"
+        same_device = device is None or normalize_device(device) == array_device
+        if same_device and (dtype is None or np.dtype(dtype) == data.dtype):
+            return Tensor._wrap(data)
+    return Tensor(data, dtype=dtype, device=device)
 
 
 def from_numpy(array):

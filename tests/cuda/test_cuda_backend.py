@@ -264,7 +264,7 @@ def _forward_backward(module, x_array, device):
     x = tinygrad_cnn.Tensor(x_array, device=device, requires_grad=True)
     out = module(x)
     assert out.device == device, f"output on {out.device}, expected {device}"
-    upstream = np.linspace(-1.0, 1.0, out.data.size).reshape(out.shape)
+    upstream = np.linspace(-1.0, 1.0, out.array.size).reshape(out.shape)
     (out * tinygrad_cnn.Tensor(upstream, dtype=out.dtype, device=device)).sum().backward()
     grads = []
     for name, parameter in module.named_parameters():

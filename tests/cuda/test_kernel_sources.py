@@ -541,6 +541,6 @@ def test_dropout_op_with_cuda_kernel_equals_cpu(cuda_kernels_selected):
     out.sum().backward()
     tinygrad_cnn.manual_seed(5)
     y = tinygrad_cnn.Tensor(np.linspace(-1, 1, 40).reshape(4, 10), requires_grad=True)
-    expected = reference("dropout_forward")(y.data, tinygrad_cnn.random.get_generator().random((4, 10)), 0.4)[0]
+    expected = reference("dropout_forward")(y.array, tinygrad_cnn.random.get_generator().random((4, 10)), 0.4)[0]
     np.testing.assert_array_equal(out.numpy(), expected)
     np.testing.assert_array_equal(x.grad.numpy(), (expected != 0) / 0.6)

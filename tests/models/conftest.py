@@ -3,7 +3,7 @@ import pytest
 
 
 def _zero_fill(tensor, *args, **kwargs):
-    tensor.data[...] = 0
+    tensor.array[...] = 0
     return tensor
 
 

@@ -176,10 +176,10 @@ def test_tiny_resnet_gradcheck_end_to_end(shortcut, training):
     for bn in (m for m in model.modules() if isinstance(m, nn.BatchNorm2d)):
         # Away from the trivial initial values, so eval mode really uses the running statistics.
         c = bn.num_features
-        bn.weight.data[...] = rng.uniform(0.5, 1.5, c)
-        bn.bias.data[...] = rng.normal(0, 0.3, c)
-        bn.running_mean.data[...] = rng.normal(0, 0.3, c)
-        bn.running_var.data[...] = rng.uniform(0.5, 1.5, c)
+        bn.weight.array[...] = rng.uniform(0.5, 1.5, c)
+        bn.bias.array[...] = rng.normal(0, 0.3, c)
+        bn.running_mean.array[...] = rng.normal(0, 0.3, c)
+        bn.running_var.array[...] = rng.uniform(0.5, 1.5, c)
     model.train(training)
     x = Tensor(rng.standard_normal((3, 3, 6, 6)), requires_grad=True)
     params = list(model.parameters())

@@ -9,7 +9,7 @@ from tinygrad_cnn import models, nn
 
 
 def count(model) -> int:
-    return sum(int(p.data.size) for p in model.parameters())
+    return sum(int(p.array.size) for p in model.parameters())
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ def test_vgg16_parameter_count_and_first_fc_layer(skip_random_init):
     fc6 = model.classifier[0]
     assert isinstance(fc6, nn.Linear)
     assert tuple(fc6.weight.shape) == (4096, 7 * 7 * 512)
-    assert fc6.weight.data.size + fc6.bias.data.size == 102_764_544
+    assert fc6.weight.array.size + fc6.bias.array.size == 102_764_544
 
 
 def alexnet_count_by_hand(groups):
@@ -60,7 +60,7 @@ def test_alexnet_original_parameter_counts(groups, expected, skip_random_init):
     assert count(model) == expected
     layers = model.layers
     assert list(layers) == ["conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"]
-    assert layers["conv1"].weight.data.size + layers["conv1"].bias.data.size == 34_944
+    assert layers["conv1"].weight.array.size + layers["conv1"].bias.array.size == 34_944
     # Two towers: each conv2 filter sees 48 of the 96 input channels; conv3 stays fully connected.
     assert tuple(layers["conv2"].weight.shape) == (256, 96 // groups, 5, 5)
     assert tuple(layers["conv3"].weight.shape) == (384, 256, 3, 3)
@@ -126,14 +126,14 @@ def test_resnet50_bottleneck_layout(resnet50):
 
 def test_resnet_initialisation_as_torchvision(resnet18):
     model = resnet18
-    w = model.layer3[0].conv1.weight.data  # (256, 128, 3, 3); fan_out = 256 * 9
+    w = model.layer3[0].conv1.weight.array  # (256, 128, 3, 3); fan_out = 256 * 9
     assert abs(w.std() - np.sqrt(2.0 / (256 * 9))) < 0.05 * np.sqrt(2.0 / (256 * 9))
-    assert np.all(model.bn1.weight.data == 1) and np.all(model.bn1.bias.data == 0)
+    assert np.all(model.bn1.weight.array == 1) and np.all(model.bn1.bias.array == 0)
     zero = models.resnet18(zero_init_residual=True)
-    assert all(np.all(b.bn2.weight.data == 0) for stage in (zero.layer1, zero.layer4) for b in stage)
-    assert np.all(zero.bn1.weight.data == 1)
+    assert all(np.all(b.bn2.weight.array == 0) for stage in (zero.layer1, zero.layer4) for b in stage)
+    assert np.all(zero.bn1.weight.array == 1)
     bottleneck = models.ResNet(models.Bottleneck, [1, 1, 1, 1], zero_init_residual=True)
-    assert np.all(bottleneck.layer1[0].bn3.weight.data == 0) and np.all(bottleneck.layer1[0].bn2.weight.data == 1)
+    assert np.all(bottleneck.layer1[0].bn3.weight.array == 0) and np.all(bottleneck.layer1[0].bn2.weight.array == 1)
 
 
 # ---------------------------------------------------------------- CIFAR ResNets and plain nets
@@ -207,8 +207,8 @@ def test_alexnet_paper_initialisation():
     layers = model.layers
     for name, layer in layers.items():
         expected_bias = 1.0 if name in ("conv2", "conv4", "conv5", "fc6", "fc7") else 0.0
-        assert np.all(layer.bias.data == expected_bias), name
-    w = layers["fc6"].weight.data
+        assert np.all(layer.bias.array == expected_bias), name
+    w = layers["fc6"].weight.array
     assert abs(w.std() - 0.01) < 0.001 and abs(w.mean()) < 0.001
 
 

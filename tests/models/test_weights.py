@@ -20,7 +20,7 @@ def test_round_trip_includes_batchnorm_buffers(tmp_path):
     tinygrad_cnn.manual_seed(1)
     source = models.resnet20(shortcut="B")
     for name, buffer in source.named_buffers():
-        buffer.data[...] = np.arange(buffer.data.size).reshape(buffer.shape) + 3
+        buffer.array[...] = np.arange(buffer.array.size).reshape(buffer.shape) + 3
     path = save_weights(source, tmp_path / "r20.npz")
     tinygrad_cnn.manual_seed(2)
     target = models.resnet20(shortcut="B")

@@ -60,12 +60,12 @@ def test_kaiming_statistics(mode, fan, nonlinearity, a):
     tinygrad_cnn.manual_seed(0)
     w = init.kaiming_uniform_(fresh(SHAPE), a=a, mode=mode, nonlinearity=nonlinearity)
     bound = math.sqrt(3) * std
-    assert np.abs(w.data).max() <= bound
-    assert np.abs(w.data).max() > 0.99 * bound
-    assert w.data.std() == pytest.approx(std, rel=0.03)
+    assert np.abs(w.array).max() <= bound
+    assert np.abs(w.array).max() > 0.99 * bound
+    assert w.array.std() == pytest.approx(std, rel=0.03)
     w = init.kaiming_normal_(fresh(SHAPE), a=a, mode=mode, nonlinearity=nonlinearity)
-    assert w.data.std() == pytest.approx(std, rel=0.03)
-    assert abs(w.data.mean()) < 0.03 * std
+    assert w.array.std() == pytest.approx(std, rel=0.03)
+    assert abs(w.array.mean()) < 0.03 * std
 
 
 @pytest.mark.parametrize("gain", [1.0, 2.5])
@@ -73,27 +73,27 @@ def test_xavier_statistics(gain):
     std = gain * math.sqrt(2 / (512 + 1024))
     tinygrad_cnn.manual_seed(1)
     w = init.xavier_uniform_(fresh(SHAPE), gain=gain)
-    assert np.abs(w.data).max() <= math.sqrt(3) * std
-    assert w.data.std() == pytest.approx(std, rel=0.03)
+    assert np.abs(w.array).max() <= math.sqrt(3) * std
+    assert w.array.std() == pytest.approx(std, rel=0.03)
     w = init.xavier_normal_(fresh(SHAPE), gain=gain)
-    assert w.data.std() == pytest.approx(std, rel=0.03)
+    assert w.array.std() == pytest.approx(std, rel=0.03)
 
 
 def test_normal_uniform_and_trunc_normal_statistics():
     tinygrad_cnn.manual_seed(2)
     w = init.normal_(fresh((1 << 17,)), mean=3.0, std=0.5)
-    assert w.data.mean() == pytest.approx(3.0, abs=0.01) and w.data.std() == pytest.approx(0.5, rel=0.02)
+    assert w.array.mean() == pytest.approx(3.0, abs=0.01) and w.array.std() == pytest.approx(0.5, rel=0.02)
     w = init.uniform_(fresh((1 << 17,)), -2.0, 4.0)
-    assert w.data.min() >= -2.0 and w.data.max() <= 4.0
-    assert w.data.mean() == pytest.approx(1.0, abs=0.03)
-    assert w.data.std() == pytest.approx(6 / math.sqrt(12), rel=0.02)
+    assert w.array.min() >= -2.0 and w.array.max() <= 4.0
+    assert w.array.mean() == pytest.approx(1.0, abs=0.03)
+    assert w.array.std() == pytest.approx(6 / math.sqrt(12), rel=0.02)
     w = init.trunc_normal_(fresh((1 << 17,)), mean=0.0, std=1.0, a=-1.0, b=2.0)
-    assert w.data.min() >= -1.0 and w.data.max() <= 2.0
+    assert w.array.min() >= -1.0 and w.array.max() <= 2.0
     # mean of N(0,1) truncated to [a, b] is (phi(a) - phi(b)) / (Phi(b) - Phi(a))
     phi = lambda x: math.exp(-x * x / 2) / math.sqrt(2 * math.pi)   # noqa: E731
     Phi = lambda x: 0.5 * (1 + math.erf(x / math.sqrt(2)))          # noqa: E731
     expected_mean = (phi(-1.0) - phi(2.0)) / (Phi(2.0) - Phi(-1.0))
-    assert w.data.mean() == pytest.approx(expected_mean, abs=0.01)
+    assert w.array.mean() == pytest.approx(expected_mean, abs=0.01)
     with pytest.raises(ValueError, match="rejection sampling would not end"):
         init.trunc_normal_(fresh((2,)), mean=0.0, std=1.0, a=10.0, b=11.0)
     with pytest.raises(ValueError, match="a <= b"):
@@ -101,21 +101,21 @@ def test_normal_uniform_and_trunc_normal_statistics():
 
 
 def test_deterministic_fills():
-    assert np.all(init.constant_(fresh((2, 3)), 0.25).data == 0.25)
-    assert np.all(init.ones_(fresh((4,))).data == 1)
+    assert np.all(init.constant_(fresh((2, 3)), 0.25).array == 0.25)
+    assert np.all(init.ones_(fresh((4,))).array == 1)
     t = Tensor(np.ones((3, 2), np.float64))
-    assert np.all(init.zeros_(t).data == 0)
-    assert np.array_equal(init.eye_(fresh((2, 3))).data, np.eye(2, 3))
+    assert np.all(init.zeros_(t).array == 0)
+    assert np.array_equal(init.eye_(fresh((2, 3))).array, np.eye(2, 3))
     with pytest.raises(ValueError, match="2-D"):
         init.eye_(fresh((2, 2, 2)))
 
 
 def test_init_is_in_place_keeps_dtype_and_records_no_graph():
     p = nn.Parameter(np.zeros((8, 4), dtype=np.float32))
-    array = p.data
+    array = p.array
     with tinygrad_cnn.enable_grad():
         out = init.kaiming_uniform_(p)
-    assert out is p and p.data is array and p.dtype == np.float32
+    assert out is p and p.array is array and p.dtype == np.float32
     assert p.is_leaf and p.requires_grad and p.grad is None
     assert np.any(array != 0)
     with pytest.raises(TypeError, match="floating point"):
@@ -130,8 +130,8 @@ def test_seeded_and_explicit_generators_are_reproducible():
     c = init.kaiming_normal_(fresh((5, 7))).numpy().copy()
     assert np.array_equal(a, b) and not np.array_equal(b, c)
     g1, g2 = np.random.default_rng(5), np.random.default_rng(5)
-    assert np.array_equal(init.uniform_(fresh(4), generator=g1).data,
-                          init.uniform_(fresh(4), generator=g2).data)
+    assert np.array_equal(init.uniform_(fresh(4), generator=g1).array,
+                          init.uniform_(fresh(4), generator=g2).array)
 
 
 def test_init_on_device(device):
@@ -150,8 +150,8 @@ def test_gains_and_default_bounds_match_torch(torch):
     torch.nn.init.kaiming_uniform_(w, a=math.sqrt(5))
     ours = init.kaiming_uniform_(fresh((64, 32, 3, 3)), a=math.sqrt(5))
     bound = 1 / math.sqrt(32 * 9)
-    assert w.abs().max().item() <= bound and np.abs(ours.data).max() <= bound
-    assert ours.data.std() == pytest.approx(w.std().item(), rel=0.05)
+    assert w.abs().max().item() <= bound and np.abs(ours.array).max() <= bound
+    assert ours.array.std() == pytest.approx(w.std().item(), rel=0.05)
 
 
 # Each init function against PyTorch's, on a weight of shape (out, in, kH, kW) with

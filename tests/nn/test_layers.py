@@ -156,9 +156,9 @@ def test_batchnorm_running_statistics_follow_the_closed_form(momentum):
 
 def test_batchnorm_eval_uses_and_keeps_running_statistics():
     bn = nn.BatchNorm1d(2)
-    bn.running_mean.data[...] = [1.0, -1.0]
-    bn.running_var.data[...] = [4.0, 0.25]
-    bn.weight.data[...] = [2.0, 1.0]
+    bn.running_mean.array[...] = [1.0, -1.0]
+    bn.running_var.array[...] = [4.0, 0.25]
+    bn.weight.array[...] = [2.0, 1.0]
     bn.eval()
     x = randn(5, 2)
     out = bn(Tensor(x))
@@ -185,7 +185,7 @@ def test_batchnorm_input_checks_and_old_checkpoints_without_counter():
     with pytest.raises(ValueError, match="expected 3 channels"):
         nn.BatchNorm1d(3)(Tensor(randn(2, 4)))
     bn = nn.BatchNorm1d(3)
-    bn.num_batches_tracked.data[...] = 5
+    bn.num_batches_tracked.array[...] = 5
     state = {k: v.numpy() for k, v in bn.state_dict().items() if k != "num_batches_tracked"}
     assert bn.load_state_dict(state).missing_keys == []
     assert bn.num_batches_tracked.item() == 0

@@ -27,7 +27,7 @@ class Affine(nn.Module):
         self.register_buffer("cache", Tensor(np.zeros(n, dtype=np.float32)), persistent=False)
 
     def forward(self, x):
-        self.calls.data += 1
+        self.calls.array += 1
         return x * self.scale + self.shift
 
 
@@ -50,9 +50,9 @@ def test_parameter_is_a_leaf_tensor_that_requires_grad_and_shares_data():
     array = np.arange(3.0)
     p = nn.Parameter(array)
     assert isinstance(p, Tensor) and p.requires_grad and p.is_leaf
-    assert p.data is array
+    assert p.array is array
     t = Tensor(np.ones(2))
-    assert nn.Parameter(t).data is t.data
+    assert nn.Parameter(t).array is t.array
     assert not nn.Parameter(array, requires_grad=False).requires_grad
     assert nn.Parameter([1, 2]).dtype == np.float32
     assert repr(nn.Parameter(np.zeros(2, np.float32))).startswith("Parameter containing:\ntensor(")
@@ -99,7 +99,7 @@ def test_children_and_modules_traversal():
 def test_setattr_reassignment_moves_between_registries_and_delattr_unregisters():
     model = Affine(2)
     model.scale = nn.Parameter(np.full(2, 3.0, np.float32))
-    assert model._parameters["scale"].data[0] == 3.0
+    assert model._parameters["scale"].array[0] == 3.0
     model.scale = None
     assert model.scale is None and "scale" not in dict(model.named_parameters())
     model.calls = Tensor(np.array(5, dtype=np.int64))
@@ -175,7 +175,7 @@ def test_zero_grad_and_requires_grad_freezing():
     model.zero_grad()
     assert all(p.grad is None for p in model.parameters())
     model.head.grad = Tensor(np.zeros(3, np.float32))
-    model.head.grad.data = np.broadcast_to(np.ones(1, np.float32), (3,))     # a read-only view
+    model.head.grad.array = np.broadcast_to(np.ones(1, np.float32), (3,))     # a read-only view
     model.zero_grad(set_to_none=False)
     assert np.all(model.head.grad.numpy() == 0) and not model.head.grad.requires_grad
     model.zero_grad()
@@ -244,7 +244,7 @@ def test_state_dict_names_order_and_memory_sharing():
     assert list(state) == ["head", "first.scale", "first.shift", "first.calls", "body.0.scale",
                            "body.0.shift", "body.0.calls", "body.1.scale", "body.1.shift",
                            "body.1.calls"]
-    assert not state["head"].requires_grad and state["head"].data is model.head.data
+    assert not state["head"].requires_grad and state["head"].array is model.head.array
     assert model.state_dict(keep_vars=True)["head"] is model.head
     assert list(model.state_dict(prefix="m.").keys())[0] == "m.head"
 
@@ -252,8 +252,8 @@ def test_state_dict_names_order_and_memory_sharing():
 def test_load_state_dict_round_trip_from_tensors_and_numpy_arrays():
     source, target = Tree(), Tree()
     for i, p in enumerate(source.parameters()):
-        p.data[...] = np.arange(p.data.size).reshape(p.shape) + i
-    source.first.calls.data[...] = 7
+        p.array[...] = np.arange(p.array.size).reshape(p.shape) + i
+    source.first.calls.array[...] = 7
     params = list(target.parameters())
     result = target.load_state_dict(source.state_dict())
     assert result.missing_keys == [] and result.unexpected_keys == []
@@ -429,7 +429,7 @@ def test_deepcopy_gives_an_independent_model():
     clone = copy.deepcopy(model)
     assert list(clone.state_dict()) == list(model.state_dict())
     assert isinstance(clone.head, nn.Parameter) and clone.head is not model.head
-    clone.head.data[...] = 5
+    clone.head.array[...] = 5
     assert np.all(model.head.numpy() == 1)
     assert len(list(clone.parameters())) == 7
 

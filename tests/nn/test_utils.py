@@ -43,8 +43,8 @@ def test_clip_grad_norm_matches_formula(param_shapes, seed, norm_type, max_norm)
     np.testing.assert_allclose(returned.item(), total, rtol=1e-12)
     coef = min(1.0, max_norm / (total + 1e-6))
     for p, g in zip(params, grads):
-        np.testing.assert_allclose(p.grad.data, g * coef, rtol=1e-12, atol=1e-15)
-    clipped_norm = reference_norm([p.grad.data for p in params], norm_value)
+        np.testing.assert_allclose(p.grad.array, g * coef, rtol=1e-12, atol=1e-15)
+    clipped_norm = reference_norm([p.grad.array for p in params], norm_value)
     assert clipped_norm <= max(max_norm, total) * (1 + 1e-9)
     if total > max_norm:
         np.testing.assert_allclose(clipped_norm, max_norm * total / (total + 1e-6), rtol=1e-9)
@@ -55,16 +55,16 @@ def test_clip_grad_norm_leaves_small_gradients_untouched_and_skips_missing():
     c = Tensor(np.ones(3), requires_grad=True)  # no gradient: ignored
     total = clip_grad_norm_([a, b, c], max_norm=1.0)
     assert total.item() == pytest.approx(0.5)
-    np.testing.assert_array_equal(a.grad.data, [0.3, -0.4])
+    np.testing.assert_array_equal(a.grad.array, [0.3, -0.4])
     assert c.grad is None
 
 
 def test_clip_grad_norm_single_tensor_and_float32():
     (p,) = params_with_grads([np.array([3.0, 4.0])], dtype=np.float32)
     total = clip_grad_norm_(p, max_norm=1.0)
-    assert total.dtype == np.float32 and p.grad.data.dtype == np.float32
+    assert total.dtype == np.float32 and p.grad.array.dtype == np.float32
     assert total.item() == pytest.approx(5.0)
-    np.testing.assert_allclose(p.grad.data, [0.6, 0.8], rtol=1e-5)
+    np.testing.assert_allclose(p.grad.array, [0.6, 0.8], rtol=1e-5)
 
 
 def test_clip_grad_norm_no_gradients_returns_zero():
@@ -77,13 +77,13 @@ def test_clip_grad_norm_nonfinite():
     params = params_with_grads([np.array([1.0, np.inf]), np.array([2.0])])
     with pytest.raises(RuntimeError, match="clip_grad_norm_: the total norm of order 2.0 .* non-finite"):
         clip_grad_norm_(params, 1.0, error_if_nonfinite=True)
-    np.testing.assert_array_equal(params[1].grad.data, [2.0])  # untouched when raising
+    np.testing.assert_array_equal(params[1].grad.array, [2.0])  # untouched when raising
     total = clip_grad_norm_(params, 1.0)  # default: scale by the non-finite norm like PyTorch
     assert math.isinf(total.item())
-    np.testing.assert_array_equal(params[1].grad.data, [0.0])
+    np.testing.assert_array_equal(params[1].grad.array, [0.0])
     params = params_with_grads([np.array([np.nan, 1.0])])
     assert math.isnan(clip_grad_norm_(params, 1.0).item())
-    assert np.all(np.isnan(params[0].grad.data))
+    assert np.all(np.isnan(params[0].grad.array))
 
 
 def test_shared_gradient_array_is_scaled_once():
@@ -92,10 +92,10 @@ def test_shared_gradient_array_is_scaled_once():
     b = Tensor(np.zeros(2), requires_grad=True)
     a.grad = Tensor(shared)
     b.grad = Tensor(shared)
-    b.grad.data = a.grad.data  # one array behind two parameters
+    b.grad.array = a.grad.array  # one array behind two parameters
     total = clip_grad_norm_([a, b], max_norm=1.0)
     assert total.item() == pytest.approx(math.sqrt(50.0))
-    np.testing.assert_allclose(a.grad.data, np.array([3.0, 4.0]) / math.sqrt(50.0), rtol=1e-6)
+    np.testing.assert_allclose(a.grad.array, np.array([3.0, 4.0]) / math.sqrt(50.0), rtol=1e-6)
 
 
 def test_get_total_norm_and_clip_grads_with_norm():
@@ -103,9 +103,9 @@ def test_get_total_norm_and_clip_grads_with_norm():
     total = get_total_norm([p.grad for p in params], norm_type=1)
     assert total.item() == 5.0
     clip_grads_with_norm_(params, 2.5, total)
-    np.testing.assert_allclose(params[0].grad.data, [0.5, -1.0], rtol=1e-6)
+    np.testing.assert_allclose(params[0].grad.array, [0.5, -1.0], rtol=1e-6)
     clip_grads_with_norm_(params, 10.0, 1.0)  # coefficient capped at 1
-    np.testing.assert_allclose(params[1].grad.data, [1.0], rtol=1e-6)
+    np.testing.assert_allclose(params[1].grad.array, [1.0], rtol=1e-6)
 
 
 @settings(max_examples=20, deadline=None)
@@ -117,7 +117,7 @@ def test_clip_grad_value_matches_np_clip(param_shapes, seed, clip_value):
     params = params_with_grads(grads)
     assert clip_grad_value_(params, clip_value) is None
     for p, g in zip(params, grads):
-        np.testing.assert_array_equal(p.grad.data, np.clip(g, -clip_value, clip_value))
+        np.testing.assert_array_equal(p.grad.array, np.clip(g, -clip_value, clip_value))
 
 
 def test_bad_arguments():
@@ -146,4 +146,4 @@ def test_clip_grad_norm_matches_torch(torch, norm_type):
     theirs_total = torch.nn.utils.clip_grad_norm_(theirs, 0.7, norm_type=norm_type)
     np.testing.assert_allclose(ours_total.item(), theirs_total.item(), rtol=1e-12)
     for p, q in zip(params, theirs):
-        np.testing.assert_allclose(p.grad.data, q.grad.numpy(), rtol=1e-12)
+        np.testing.assert_allclose(p.grad.array, q.grad.numpy(), rtol=1e-12)

@@ -84,5 +84,5 @@ def test_three_steps_match_hand_computation(name):
             p.grad = tinygrad_cnn.Tensor(np.full(p.shape, g))
         opt.step()
         for p in params:
-            assert p.data.shape == p.shape
-            np.testing.assert_allclose(p.data, np.full(p.shape, want), rtol=1e-11, atol=0)
+            assert p.array.shape == p.shape
+            np.testing.assert_allclose(p.array, np.full(p.shape, want), rtol=1e-11, atol=0)

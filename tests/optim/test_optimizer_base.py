@@ -43,7 +43,7 @@ def train(opt, params, steps, scheduler=None):
 def test_step_returns_closure_loss_and_closure_can_compute_grads():
     params = make_params()
     opt = optim.SGD(params, lr=0.1)
-    before = [p.data.copy() for p in params]
+    before = [p.array.copy() for p in params]
 
     def closure():
         opt.zero_grad()
@@ -53,7 +53,7 @@ def test_step_returns_closure_loss_and_closure_can_compute_grads():
 
     loss = opt.step(closure)
     assert float(loss.item()) == pytest.approx(float(quadratic_loss([Tensor(b) for b in before]).item()))
-    assert not np.array_equal(params[0].data, before[0])
+    assert not np.array_equal(params[0].array, before[0])
 
 
 def test_params_without_grad_or_frozen_are_skipped():
@@ -62,20 +62,20 @@ def test_params_without_grad_or_frozen_are_skipped():
     opt = optim.Adam([a, b, c], lr=0.1)
     a.grad = Tensor(np.ones(a.shape, np.float32))
     c.grad = Tensor(np.ones(c.shape, np.float32))  # frozen: ignored even with a gradient
-    b_before, c_before = b.data.copy(), c.data.copy()
+    b_before, c_before = b.array.copy(), c.array.copy()
     opt.step()
-    np.testing.assert_array_equal(b.data, b_before)
-    np.testing.assert_array_equal(c.data, c_before)
+    np.testing.assert_array_equal(b.array, b_before)
+    np.testing.assert_array_equal(c.array, c_before)
     assert b not in opt.state and c not in opt.state and a in opt.state
     assert opt.state[a]["step"] == 1
 
 
 def test_update_is_in_place():
     params = make_params()
-    arrays = [p.data for p in params]
+    arrays = [p.array for p in params]
     opt = optim.SGD(params, lr=0.1, momentum=0.9)
     train(opt, params, 2)
-    assert all(p.data is a for p, a in zip(params, arrays))
+    assert all(p.array is a for p, a in zip(params, arrays))
 
 
 def test_gradient_is_not_modified_by_step():
@@ -86,7 +86,7 @@ def test_gradient_is_not_modified_by_step():
         p.grad = Tensor(g.copy())
         opt.step()
         opt.step()
-        np.testing.assert_array_equal(p.grad.data, g)
+        np.testing.assert_array_equal(p.grad.array, g)
 
 
 def test_zero_grad_set_to_none_and_zero_fill():
@@ -95,7 +95,7 @@ def test_zero_grad_set_to_none_and_zero_fill():
     quadratic_loss(params).backward()
     opt.zero_grad(set_to_none=False)
     for p in params:
-        assert p.grad is not None and not np.any(p.grad.data)
+        assert p.grad is not None and not np.any(p.grad.array)
     opt.zero_grad()
     assert all(p.grad is None for p in params)
 
@@ -105,12 +105,12 @@ def test_param_groups_use_their_own_hyperparameters_and_defaults():
     opt = optim.SGD([{"params": [a]}, {"params": [b, c], "lr": 0.5, "momentum": 0.9}], lr=0.1)
     assert opt.param_groups[0]["lr"] == 0.1 and opt.param_groups[0]["momentum"] == 0.0
     assert opt.param_groups[1]["lr"] == 0.5 and opt.param_groups[1]["nesterov"] is False
-    a0, b0 = a.data.copy(), b.data.copy()
+    a0, b0 = a.array.copy(), b.array.copy()
     a.grad = Tensor(np.ones(a.shape, np.float32))
     b.grad = Tensor(np.ones(b.shape, np.float32))
     opt.step()
-    np.testing.assert_allclose(a.data, a0 - 0.1)
-    np.testing.assert_allclose(b.data, b0 - 0.5)
+    np.testing.assert_allclose(a.array, a0 - 0.1)
+    np.testing.assert_allclose(b.array, b0 - 0.5)
     assert a not in opt.state and opt.state[b]["momentum_buffer"].shape == b.shape
 
 
@@ -146,8 +146,8 @@ def test_maximize_ascends_and_leaves_the_gradient_alone(name):
             opt.step()
             if maximize:
                 for p, g in zip(params, step_grads):
-                    np.testing.assert_array_equal(p.grad.data, g)
-        return [p.data for p in params]
+                    np.testing.assert_array_equal(p.grad.array, g)
+        return [p.array for p in params]
 
     for a, b in zip(run(True), run(False)):
         np.testing.assert_array_equal(a, b)
@@ -290,7 +290,7 @@ def test_resume_through_npz_is_bit_identical(name, tmp_path):
     path = tmp_path / "ckpt.npz"
     arrays = {**optim.flatten_state(opt.state_dict(), prefix="optimizer"),
               **optim.flatten_state(sched.state_dict(), prefix="scheduler")}
-    np.savez(path, **arrays, **{f"param{i}": p.data for i, p in enumerate(params)})
+    np.savez(path, **arrays, **{f"param{i}": p.array for i, p in enumerate(params)})
 
     with np.load(path, allow_pickle=False) as f:
         loaded = dict(f)
@@ -303,8 +303,8 @@ def test_resume_through_npz_is_bit_identical(name, tmp_path):
     train(opt, params, 4, sched)
     train(resumed_opt, resumed_params, 4, resumed_sched)
     for p, q in zip(params, resumed_params):
-        assert q.data.dtype == p.data.dtype
-        np.testing.assert_array_equal(p.data, q.data)
+        assert q.array.dtype == p.array.dtype
+        np.testing.assert_array_equal(p.array, q.array)
     assert resumed_sched.get_last_lr() == sched.get_last_lr()
     assert resumed_opt.param_groups[0]["lr"] == opt.param_groups[0]["lr"]
 
@@ -403,7 +403,7 @@ def test_converges_on_convex_quadratic(make, steps):
         diff = x - Tensor(target)
         (curvature * diff * diff).sum().backward()
         opt.step()
-    np.testing.assert_allclose(x.data, target, atol=2e-2)
+    np.testing.assert_allclose(x.array, target, atol=2e-2)
 
 
 # From (-1.5, 2) the valley bends round a plateau near x = -1 (f ~ 4); adaptive methods with
@@ -426,7 +426,7 @@ def test_makes_progress_on_rosenbrock(make, max_ratio):
         opt.step()
     end = float(_rosenbrock(xy).item())
     assert np.isfinite(end) and end < max_ratio * start
-    assert np.linalg.norm(xy.data - np.array([1.0, 1.0])) < 0.95 * np.linalg.norm(np.array([-2.5, 1.0]))
+    assert np.linalg.norm(xy.array - np.array([1.0, 1.0])) < 0.95 * np.linalg.norm(np.array([-2.5, 1.0]))
 
 
 # ---------------------------------------------------------------- CuPy
@@ -437,20 +437,20 @@ def test_cuda_parameters_match_cpu(name):
         pytest.skip("CuPy with a CUDA GPU is not available")
     make = ALL_OPTIMIZERS[name]
     cpu = make_params(seed=4, dtype=np.float64)
-    gpu = [Tensor(cupy.asarray(p.data), requires_grad=True) for p in cpu]
+    gpu = [Tensor(cupy.asarray(p.array), requires_grad=True) for p in cpu]
     opt_cpu, opt_gpu = make(cpu), make(gpu)
     for step in range(4):
         for p, q in zip(cpu, gpu):
-            g = np.sin(p.data + step)
+            g = np.sin(p.array + step)
             p.grad = Tensor(g)
             q.grad = Tensor(cupy.asarray(g))
         opt_cpu.step()
         opt_gpu.step()
     for p, q in zip(cpu, gpu):
-        assert backend.get_array_module(q.data) is cupy
-        np.testing.assert_allclose(cupy.asnumpy(q.data), p.data, rtol=1e-12, atol=1e-14)
+        assert backend.get_array_module(q.array) is cupy
+        np.testing.assert_allclose(cupy.asnumpy(q.array), p.array, rtol=1e-12, atol=1e-14)
     # state moves to the host in the flattened form and back onto the GPU on load
-    restored = make([Tensor(cupy.asarray(p.data), requires_grad=True) for p in cpu])
+    restored = make([Tensor(cupy.asarray(p.array), requires_grad=True) for p in cpu])
     restored.load_state_dict(optim.unflatten_state(optim.flatten_state(opt_gpu.state_dict())))
     for values in restored.state.values():
         for key, value in values.items():
@@ -461,7 +461,7 @@ def test_cuda_parameters_match_cpu(name):
 @pytest.mark.parametrize("name", sorted(ALL_OPTIMIZERS))
 def test_a_read_only_parameter_array_is_named_at_step(name):
     params = make_params(seed=7)
-    params[0].data.setflags(write=False)
+    params[0].array.setflags(write=False)
     for p in params:
         p.grad = tinygrad_cnn.Tensor(np.ones(p.shape, p.dtype))
     optimizer = ALL_OPTIMIZERS[name](params)

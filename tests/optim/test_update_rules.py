@@ -111,9 +111,9 @@ class Problem:
         opt = make_optimizer(tensors)
         for t in range(steps):
             for i, p in enumerate(tensors):
-                p.grad = tinygrad_cnn.Tensor(self.grad(i, p.data.astype(np.float64), t).astype(dtype))
+                p.grad = tinygrad_cnn.Tensor(self.grad(i, p.array.astype(np.float64), t).astype(dtype))
             opt.step()
-        return [p.data for p in tensors]
+        return [p.array for p in tensors]
 
 
 def check(problem, make_optimizer, expected, rtol=1e-10, atol=1e-12):
@@ -151,9 +151,9 @@ def test_sgd_first_momentum_step_uses_undamped_gradient():
     opt = optim.SGD([p], lr=0.5, momentum=0.9, dampening=0.5)
     p.grad = tinygrad_cnn.Tensor(np.array([2.0, 4.0]))
     opt.step()
-    np.testing.assert_array_equal(p.data, [0.0, -4.0])
+    np.testing.assert_array_equal(p.array, [0.0, -4.0])
     opt.step()  # b = 0.9 * g + 0.5 * g = 1.4 g
-    np.testing.assert_allclose(p.data, [0.0 - 0.5 * 2.8, -4.0 - 0.5 * 5.6])
+    np.testing.assert_allclose(p.array, [0.0 - 0.5 * 2.8, -4.0 - 0.5 * 5.6])
 
 
 # ---------------------------------------------------------------- Adagrad
@@ -229,7 +229,7 @@ def test_adam_first_step_is_sign_times_lr():
     opt = optim.Adam([p], lr=0.01, eps=0.0)
     p.grad = tinygrad_cnn.Tensor(np.array([1e-4, -3.0, 250.0]))
     opt.step()
-    np.testing.assert_allclose(p.data, [-0.01, 0.01, -0.01], rtol=1e-12)
+    np.testing.assert_allclose(p.array, [-0.01, 0.01, -0.01], rtol=1e-12)
 
 
 # ---------------------------------------------------------------- dtypes

@@ -15,7 +15,7 @@ def _two_layer(rng):
     """Linear(3, 4) -> tanh -> Linear(4, 2) in float64 with known weights."""
     model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))
     for p in model.parameters():
-        p.data = rng.standard_normal(p.shape)
+        p.array = rng.standard_normal(p.shape)
     return model
 
 
@@ -26,7 +26,7 @@ def _hand_gradients(model, x):
     dL/dW2 = 1^T a (column sums of a, one row per output), dL/da = 1 W2,
     dL/dh = dL/da * (1 - a^2), dL/dW1 = (dL/dh)^T x, dL/db1 = column sums of dL/dh.
     """
-    w1, b1, w2, b2 = (p.data for p in model.parameters())
+    w1, b1, w2, b2 = (p.array for p in model.parameters())
     a = np.tanh(x @ w1.T + b1)
     ones = np.ones((x.shape[0], w2.shape[0]))
     g_h = (ones @ w2) * (1 - a ** 2)
@@ -46,7 +46,7 @@ def test_gradient_and_weight_norms_equal_hand_computed():
     model(Tensor(x)).sum().backward()
     record = flow.step()
     hand = _hand_gradients(model, x)
-    w1, b1, w2, b2 = (p.data for p in model.parameters())
+    w1, b1, w2, b2 = (p.array for p in model.parameters())
     assert record["step"] == 0
     assert record["grad"]["0"] == pytest.approx(_norm(hand["0.weight"], hand["0.bias"]), rel=1e-12)
     assert record["grad"]["2"] == pytest.approx(_norm(hand["2.weight"], hand["2.bias"]), rel=1e-12)

@@ -525,7 +525,7 @@ class Cutout(Transform):
 
 def _unwrap(x):
     """(raw array, function wrapping an array back into the input's kind)."""
-    data = getattr(x, "data", None)
+    data = getattr(x, "array", None)
     if data is not None and hasattr(x, "requires_grad"):
         tensor_type, device = type(x), getattr(x, "device", "cpu")
         return data, (lambda a: tensor_type(a, device=device))

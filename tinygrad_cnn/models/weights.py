@@ -25,8 +25,8 @@ class WeightsError(ValueError):
 
 def _host_array(value) -> np.ndarray:
     """A NumPy copy of a Tensor, NumPy array or CuPy array."""
-    if hasattr(value, "requires_grad") and hasattr(value, "data"):
-        value = value.data
+    if hasattr(value, "requires_grad") and hasattr(value, "array"):
+        value = value.array
     return np.array(to_host(value), copy=True)
 
 

@@ -7,5 +7,6 @@ from .parameter import Parameter
 from .modules import *  # noqa: F401,F403
 from .modules import __all__ as _modules_all
 from . import functional, init, parallel, utils
+from .parallel import DataParallel
 
-__all__ = ["Parameter", "functional", "init", "parallel", "utils", *_modules_all]
+__all__ = ["Parameter", "functional", "init", "utils", "parallel", "DataParallel", *_modules_all]

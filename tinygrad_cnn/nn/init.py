@@ -1,6 +1,6 @@
 """Weight initialisation (PyTorch's ``torch.nn.init``).
 
-Every function fills ``tensor.data`` in place, records nothing for autograd, and returns the
+Every function fills ``tensor.array`` in place, records nothing for autograd, and returns the
 tensor. Random values come from ``tinygrad_cnn.random.get_generator()`` (seeded by
 ``tinygrad_cnn.manual_seed``), or from ``generator=`` if given. They are drawn on the CPU in the
 tensor's dtype (straight into its array when it lives there) and copied to the GPU if needed, so
@@ -68,8 +68,8 @@ def _generator(generator):
 
 
 def _fill(tensor, values, op: str):
-    """Write ``values`` (a NumPy array or scalar) into ``tensor.data`` in place."""
-    data = getattr(tensor, "data", None)
+    """Write ``values`` (a NumPy array or scalar) into ``tensor.array`` in place."""
+    data = getattr(tensor, "array", None)
     if data is None or not hasattr(data, "shape"):
         raise TypeError(f"{op}: expected a Tensor, got {type(tensor).__name__}")
     if data.dtype.kind not in "fc" and op not in ("constant_", "zeros_", "ones_", "eye_"):
@@ -81,12 +81,14 @@ def _fill(tensor, values, op: str):
     if getattr(getattr(data, "flags", None), "writeable", True):
         data[...] = values
     else:
-        tensor.data = xp.array(xp.broadcast_to(values, data.shape), dtype=data.dtype)
+        tensor.array = xp.array(xp.broadcast_to(values, data.shape), dtype=data.dtype)
+    if hasattr(tensor, "_bump_version"):
+        tensor._bump_version()
     return tensor
 
 
 def _shape(tensor):
-    return tuple(tensor.data.shape) if hasattr(tensor, "data") else tuple(tensor.shape)
+    return tuple(tensor.array.shape) if hasattr(tensor, "array") else tuple(tensor.shape)
 
 
 def _calculate_fan_in_and_fan_out(tensor):
@@ -113,7 +115,7 @@ def _sample_into(tensor, op: str, generator, draw_standard, scale: float, shift:
     initialisation of a 100M-parameter layer within its own memory. Other dtypes and GPU arrays
     get a host array of the same dtype (float64 for float16), then a copy.
     """
-    data = getattr(tensor, "data", None)
+    data = getattr(tensor, "array", None)
     if data is None or not hasattr(data, "shape"):
         raise TypeError(f"{op}: expected a Tensor, got {type(tensor).__name__}")
     if data.dtype.kind != "f":

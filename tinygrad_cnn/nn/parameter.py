@@ -23,7 +23,7 @@ class Parameter(Tensor):
         loaded with the module.
     Shape and dtype are those of ``data``.
 
-    Differences from PyTorch: the storage is a NumPy or CuPy array (``.data``), and
+    Differences from PyTorch: the storage is a NumPy or CuPy array (``.array``), and
     ``Parameter()`` without data is an empty float32 tensor of shape (0,).
     """
 
@@ -31,14 +31,14 @@ class Parameter(Tensor):
         if data is None:
             array = np.empty((0,), dtype=np.float32)
         elif isinstance(data, Tensor):
-            array = data.data                       # shared, like torch.nn.Parameter(tensor)
+            array = data.array                       # shared, like torch.nn.Parameter(tensor)
         elif isinstance(data, np.ndarray) or backend.get_array_module(data) is not np:
             array = data                            # a NumPy or CuPy array, shared
         else:
-            array = Tensor(data).data               # numbers and lists: float32, as Tensor does
+            array = Tensor(data).array               # numbers and lists: float32, as Tensor does
         # Build an empty Tensor of the right dtype, then adopt the array without copying it.
         super().__init__(np.empty((0,), dtype=array.dtype))
-        self.data = array
+        self.array = array
         if requires_grad:
             self.requires_grad_(True)
 

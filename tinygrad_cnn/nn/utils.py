@@ -38,9 +38,9 @@ def _unique_grad_arrays(grads) -> list:
     """The distinct gradient arrays: one array shared by two parameters is scaled only once."""
     seen, unique = set(), []
     for g in grads:
-        if id(g.data) not in seen:
-            seen.add(id(g.data))
-            unique.append(g.data)
+        if id(g.array) not in seen:
+            seen.add(id(g.array))
+            unique.append(g.array)
     return unique
 
 
@@ -87,7 +87,7 @@ def get_total_norm(tensors, norm_type=2.0, error_if_nonfinite: bool = False, for
     Tensor = _tensor_class()
     if len(tensors) == 0:
         return Tensor(np.zeros((), dtype=np.float32))
-    arrays = [t.data for t in tensors]
+    arrays = [t.array for t in tensors]
     xp = backend.get_array_module(arrays[0])
     if any(backend.get_array_module(a) is not xp for a in arrays):
         raise ValueError(f"{op}: all tensors must be on the same device")
@@ -114,7 +114,7 @@ def clip_grads_with_norm_(parameters, max_norm, total_norm, foreach=None) -> Non
     grads = [p.grad for p in parameters if p.grad is not None]
     if not grads:
         return
-    total = getattr(total_norm, "data", total_norm)
+    total = getattr(total_norm, "array", total_norm)
     if not hasattr(total, "dtype"):
         total = float(total)
     for array in _unique_grad_arrays(grads):

@@ -7,13 +7,15 @@ CuPy arrays and a fused kernel can be plugged in per backend.
 """
 from . import lr_scheduler
 from ._flatten import arrays_to_state_dict, flatten_state, state_dict_to_arrays, unflatten_state
+from .adadelta import Adadelta
 from .adagrad import Adagrad
 from .adam import Adam, AdamW
+from .nadam_radam import NAdam, RAdam
 from .optimizer import Optimizer
 from .rmsprop import RMSprop
 from .sgd import SGD
 
 __all__ = [
-    "Optimizer", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "lr_scheduler",
+    "Optimizer", "SGD", "Adadelta", "Adagrad", "RMSprop", "Adam", "AdamW", "NAdam", "RAdam", "lr_scheduler",
     "flatten_state", "unflatten_state", "state_dict_to_arrays", "arrays_to_state_dict",
 ]

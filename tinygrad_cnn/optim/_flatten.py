@@ -5,7 +5,7 @@ and leaves (arrays, Python ``int``/``float``/``bool``/``str``, NumPy scalars, ``
 ``np.savez`` can only store arrays, and loading object arrays needs pickle, which this project
 never uses. :func:`flatten_state` therefore turns a tree into
 
-* one array per leaf, named by its path (``"state/0/exp_avg"``, ``"param_groups/0/lr"``), and
+* one array per leaf (a Tensor's array, marked so it comes back a Tensor), named by its path (``"state/0/exp_avg"``, ``"param_groups/0/lr"``), and
 * one extra entry ``"__spec__"``: a 0-d unicode array holding a JSON description of the tree
   (container kinds, key types, leaf types), so that :func:`unflatten_state` rebuilds exactly the
   same Python types: ``1`` stays ``int``, ``0.1`` stays ``float`` (bit-exact), tuples stay tuples.
@@ -75,6 +75,9 @@ def flatten_state(tree, prefix: str = "") -> dict[str, np.ndarray]:
                                          for i, v in enumerate(node)]}
         if node is None:
             return {"t": "none"}
+        if hasattr(node, "requires_grad") and hasattr(node, "array"):    # a Tensor
+            store(path, np.array(_to_numpy(node.array), copy=True))
+            return {"t": "tensor"}
         if _is_array(node):
             array = to_host(node)
             if array.dtype.hasobject:
@@ -138,6 +141,9 @@ def unflatten_state(arrays, prefix: str = ""):
             return node["v"]
         if kind == "array":
             return leaf(path)
+        if kind == "tensor":
+            from ..tensor import Tensor
+            return Tensor._wrap(leaf(path))
         value = leaf(path)
         if kind == "npscalar":
             return value[()]

@@ -31,7 +31,7 @@ from .optimizer import Optimizer
 
 __all__ = [
     "LRScheduler", "LambdaLR", "StepLR", "MultiStepLR", "ExponentialLR", "CosineAnnealingLR",
-    "LinearLR", "OneCycleLR", "SequentialLR", "ReduceLROnPlateau",
+    "LinearLR", "OneCycleLR", "CyclicLR", "SequentialLR", "ReduceLROnPlateau",
 ]
 
 _EPOCH_DEPRECATION = (
@@ -471,6 +471,89 @@ class OneCycleLR(LRScheduler):
                 start_step = end_step
             lrs.append(lr)
             if self.cycle_momentum:
+                if self.use_beta1:
+                    group["betas"] = (momentum, *group["betas"][1:])
+                else:
+                    group["momentum"] = momentum
+        return lrs
+
+
+class CyclicLR(LRScheduler):
+    """Cyclical learning rate (Smith, 2017), PyTorch's ``CyclicLR``; stepped once per batch.
+
+    The lr climbs linearly from ``base_lr`` to ``max_lr`` over ``step_size_up`` steps and comes back
+    over ``step_size_down`` (default: the same); the amplitude is scaled per ``mode``:
+    ``"triangular"`` (constant), ``"triangular2"`` (halved every cycle), ``"exp_range"``
+    (``gamma ** step``), or by ``scale_fn(x)`` where x is the cycle (``scale_mode="cycle"``) or the step
+    (``"iterations"``). With ``cycle_momentum`` the momentum (SGD ``momentum`` or Adam ``beta1``) moves
+    the opposite way between ``max_momentum`` and ``base_momentum``.
+    """
+
+    _state_exclude = LRScheduler._state_exclude + ("scale_fn_custom",)
+
+    def __init__(self, optimizer, base_lr, max_lr, step_size_up=2000, step_size_down=None, mode="triangular",
+                 gamma=1.0, scale_fn=None, scale_mode="cycle", cycle_momentum=True, base_momentum=0.8,
+                 max_momentum=0.9, last_epoch=-1):
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(f"CyclicLR: {type(optimizer).__name__} is not an Optimizer")
+        if mode not in ("triangular", "triangular2", "exp_range") and scale_fn is None:
+            raise ValueError(f"CyclicLR: mode must be 'triangular', 'triangular2' or 'exp_range' (or pass "
+                             f"scale_fn), got {mode!r}")
+        if scale_mode not in ("cycle", "iterations"):
+            raise ValueError(f"CyclicLR: scale_mode must be 'cycle' or 'iterations', got {scale_mode!r}")
+        up = float(step_size_up)
+        down = float(step_size_down) if step_size_down is not None else up
+        if up <= 0 or down < 0:
+            raise ValueError(f"CyclicLR: step sizes must be positive, got up={step_size_up}, down={step_size_down}")
+        self.optimizer = optimizer
+        base_lrs = _per_group("base_lr", "CyclicLR", optimizer, base_lr)
+        if last_epoch == -1:
+            for lr, group in zip(base_lrs, optimizer.param_groups):
+                group["lr"] = lr
+                group["initial_lr"] = lr
+        self.max_lrs = _per_group("max_lr", "CyclicLR", optimizer, max_lr)
+        self.total_size = up + down
+        self.step_ratio = up / self.total_size
+        self.mode, self.gamma = mode, float(gamma)
+        self.scale_fn_custom = scale_fn
+        self.scale_mode = scale_mode if scale_fn is not None else (
+            "iterations" if mode == "exp_range" else "cycle")
+        self.cycle_momentum = bool(cycle_momentum)
+        if self.cycle_momentum:
+            if "momentum" not in optimizer.defaults and "betas" not in optimizer.defaults:
+                raise ValueError(f"CyclicLR: cycle_momentum=True needs an optimizer with 'momentum' or 'betas', "
+                                 f"but {type(optimizer).__name__} has neither; pass cycle_momentum=False")
+            self.use_beta1 = "betas" in optimizer.defaults
+            self.base_momentums = _per_group("base_momentum", "CyclicLR", optimizer, base_momentum)
+            self.max_momentums = _per_group("max_momentum", "CyclicLR", optimizer, max_momentum)
+            if last_epoch == -1:
+                for m, group in zip(self.max_momentums, optimizer.param_groups):
+                    if self.use_beta1:
+                        group["betas"] = (m, *group["betas"][1:])
+                    else:
+                        group["momentum"] = m
+        super().__init__(optimizer, last_epoch)
+        self.base_lrs = base_lrs
+
+    def _scale(self, x):
+        if self.scale_fn_custom is not None:
+            return self.scale_fn_custom(x)
+        if self.mode == "triangular":
+            return 1.0
+        if self.mode == "triangular2":
+            return 1 / (2.0 ** (x - 1))
+        return self.gamma ** x
+
+    def get_lr(self):
+        cycle = math.floor(1 + self.last_epoch / self.total_size)
+        x = 1.0 + self.last_epoch / self.total_size - cycle
+        scale_factor = x / self.step_ratio if x <= self.step_ratio else (x - 1) / (self.step_ratio - 1)
+        scale = self._scale(cycle if self.scale_mode == "cycle" else self.last_epoch)
+        base_lrs = [g["initial_lr"] for g in self.optimizer.param_groups]
+        lrs = [base + (top - base) * scale_factor * scale for base, top in zip(base_lrs, self.max_lrs)]
+        if self.cycle_momentum:
+            for group, low, high in zip(self.optimizer.param_groups, self.base_momentums, self.max_momentums):
+                momentum = high - (high - low) * scale_factor * scale
                 if self.use_beta1:
                     group["betas"] = (momentum, *group["betas"][1:])
                 else:

@@ -263,7 +263,7 @@ class Optimizer:
                     p.grad = None
                     continue
                 grad = p.grad
-                data = grad.data
+                data = grad.array
                 writeable = getattr(getattr(data, "flags", None), "writeable", True)
                 if getattr(grad, "requires_grad", False) or not writeable:
                     # A gradient built with create_graph is part of a graph: replace, don't mutate.
@@ -298,8 +298,8 @@ class Optimizer:
         for p in group["params"]:
             if p.grad is None or not p.requires_grad:
                 continue
-            grad = p.grad.data
-            param = p.data
+            grad = p.grad.array
+            param = p.array
             if grad.shape != param.shape:
                 raise ValueError(f"{name}.step: gradient of shape {tuple(grad.shape)} does not match its "
                                  f"parameter of shape {tuple(param.shape)}")
@@ -310,6 +310,7 @@ class Optimizer:
                 raise ValueError(f"{name}.step: the parameter of shape {tuple(param.shape)} holds a read-only "
                                  "array (e.g. a memory-mapped or broadcast view), and optimizers update "
                                  "parameters in place; give it a writable copy")
+            p._bump_version()    # the update is in place: a graph that saved p is now stale
             yield p, param, (-grad if maximize else grad)
 
     @staticmethod
@@ -394,10 +395,10 @@ class Optimizer:
                 raise ValueError(f"{type(self).__name__}.load_state_dict: state {key!r} of parameter "
                                  f"{index} has shape {tuple(value.shape)} but the parameter has shape "
                                  f"{tuple(p.shape)}")
-            xp = backend.get_array_module(p.data)
+            xp = backend.get_array_module(p.array)
             if xp is np:
-                return np.array(backend.to_host(value), dtype=p.data.dtype, copy=True)
-            return xp.array(value, dtype=p.data.dtype, copy=True)
+                return np.array(backend.to_host(value), dtype=p.array.dtype, copy=True)
+            return xp.array(value, dtype=p.array.dtype, copy=True)
         return _copy_value(value)
 
     def __repr__(self):

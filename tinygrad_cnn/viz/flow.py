@@ -56,7 +56,7 @@ class GradientFlow:
             # A leaf's hook runs once per backward with that backward's summed gradient;
             # record it and return None so the gradient itself is left unchanged.
             previous = self._pending.get(name)
-            g = _host64(grad.data)
+            g = _host64(grad.array)
             self._pending[name] = g.copy() if previous is None else previous + g
         return hook
 
@@ -72,7 +72,7 @@ class GradientFlow:
         """
         grads, weights = {}, {}
         for layer, name, p in self._watched:
-            weights[layer] = weights.get(layer, 0.0) + _squared_norm(p.data)
+            weights[layer] = weights.get(layer, 0.0) + _squared_norm(p.array)
             if name in self._pending:
                 grads[layer] = grads.get(layer, 0.0) + _squared_norm(self._pending[name])
         self.history.append({"step": len(self.history),

@@ -38,7 +38,7 @@ def _arrays_of(node):
     items = []
     for i, t in enumerate(node._saved or ()):
         if t is not None:
-            items.append((f"saved[{i}]", t.data))
+            items.append((f"saved[{i}]", t.array))
     for name, value in vars(node).items():
         if name in node._engine_fields or name.startswith("_"):
             continue
@@ -134,8 +134,8 @@ def memory_report(model, input_shape, dtype=np.float32, input=None):
     """
     from ..tensor import Tensor
 
-    counted = {id(_root(p.data)) for p in model.parameters()}
-    counted |= {id(_root(b.data)) for b in model.buffers() if b is not None}
+    counted = {id(_root(p.array)) for p in model.parameters()}
+    counted |= {id(_root(b.array)) for b in model.buffers() if b is not None}
     keep_alive = []   # the graph must live until every layer is attributed
     seen_nodes = set()
     rows = []

@@ -46,7 +46,7 @@ def saved_bytes(node) -> int:
         total += int(array.nbytes)
 
     for t in (node._saved or ()):
-        add(getattr(t, "data", None))
+        add(getattr(t, "array", None))
     for name, value in vars(node).items():
         if name in node._engine_fields or name.startswith("_"):
             continue

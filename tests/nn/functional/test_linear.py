@@ -46,7 +46,7 @@ def test_matches_torch(torch, problem):
     expected = torch.nn.functional.linear(*theirs)
     assert out.shape == tuple(expected.shape)
     assert_allclose(out, expected.detach().numpy(), rtol=1e-12, atol=1e-14)
-    upstream = np.sin(np.arange(max(out.data.size, 1))).reshape(out.shape)
+    upstream = np.sin(np.arange(max(out.array.size, 1))).reshape(out.shape)
     out.backward(Tensor(upstream))
     expected.backward(torch.tensor(upstream))
     for a, b in zip(ours, theirs):

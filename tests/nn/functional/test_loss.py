@@ -164,7 +164,7 @@ def test_cross_entropy_matches_torch(torch, problem, impl):
     assert_allclose(out, expected.detach().numpy(), rtol=1e-10, atol=1e-12)
     if not np.isfinite(expected.detach().numpy()).all():
         return
-    upstream = np.linspace(0.5, 1.5, max(out.data.size, 1)).reshape(out.shape)
+    upstream = np.linspace(0.5, 1.5, max(out.array.size, 1)).reshape(out.shape)
     with backend.cpu_backend(impl):
         out.backward(Tensor(upstream))
     expected.backward(torch.tensor(upstream))

@@ -209,10 +209,10 @@ def test_running_stats_closed_form(shape, seed, steps, momentum):
 
 def test_running_stats_updated_in_place():
     running_mean, running_var = running_stats(3)
-    mean_array, var_array = running_mean.data, running_var.data
+    mean_array, var_array = running_mean.array, running_var.array
     x = tg.Tensor(normal(0, (6, 3, 2, 2), offset=2.0), requires_grad=True)
     F.batch_norm(x, running_mean, running_var, training=True).sum().backward()
-    assert running_mean.data is mean_array and running_var.data is var_array
+    assert running_mean.array is mean_array and running_var.array is var_array
     assert not running_mean.requires_grad and running_mean.grad is None
     assert float(np.abs(mean_array).max()) > 0.1
 
@@ -242,8 +242,8 @@ def test_eval_output_does_not_change_when_running_stats_change_later():
     upstream = normal(1, (4, 2))
     grad_before = grads_of(F.batch_norm(x, running_mean, running_var), upstream, x)[0]
     out2 = F.batch_norm(x, running_mean, running_var, training=False)
-    running_mean.data += 5.0            # e.g. a training step of the same layer in between
-    running_var.data *= 3.0
+    running_mean.array += 5.0            # e.g. a training step of the same layer in between
+    running_var.array *= 3.0
     assert_allclose(out, before)
     assert_allclose(grads_of(out2, upstream, x)[0], grad_before)
 

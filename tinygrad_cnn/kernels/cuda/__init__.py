@@ -12,4 +12,7 @@ REFERENCE_ONLY = {
     "erf": "a polynomial of elementwise CuPy ufuncs; a hand-written kernel would not be faster",
     "relu_forward": "one elementwise CuPy ufunc (maximum), already a single fused pass",
     "relu_backward": "one elementwise CuPy where(), already a single fused pass",
+    "adadelta_update": "a handful of whole-array CuPy ops once per parameter per step; rarely used, not yet fused",
+    "nadam_update": "a handful of whole-array CuPy ops once per parameter per step; rarely used, not yet fused",
+    "radam_update": "a handful of whole-array CuPy ops once per parameter per step; rarely used, not yet fused",
 }

@@ -11,3 +11,6 @@ for _family in ("conv", "pooling", "normalization", "activation", "dropout", "lo
         continue
     for _name in getattr(_module, "__all__", ()):
         globals()[_name] = getattr(_module, _name)
+
+# Padding is a tensor op (one implementation, also ``tinygrad_cnn.pad``).
+from ...tensor import pad  # noqa: E402,F401

@@ -60,8 +60,9 @@ def relu(input, inplace=False):
     """
     check_tensor("relu", "input", input)
     if inplace and _in_place_allowed(input):
-        xp = get_array_module(input.data)
-        xp.maximum(input.data, 0, out=input.data)
+        xp = get_array_module(input.array)
+        xp.maximum(input.array, 0, out=input.array)
+        input._bump_version()
         return input
     return input.relu()
 
@@ -98,9 +99,10 @@ def leaky_relu(input, negative_slope=0.01, inplace=False):
     if not isinstance(negative_slope, (int, float, np.floating)) or isinstance(negative_slope, bool):
         raise TypeError(f"leaky_relu: negative_slope must be a number, got {negative_slope!r}")
     if inplace and _in_place_allowed(input):
-        xp = get_array_module(input.data)
-        data = input.data
+        xp = get_array_module(input.array)
+        data = input.array
         data[...] = xp.where(data > 0, data, data * data.dtype.type(negative_slope))
+        input._bump_version()
         return input
     return _LeakyReLU.apply(input, negative_slope=float(negative_slope))
 

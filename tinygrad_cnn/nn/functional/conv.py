@@ -261,7 +261,7 @@ class Conv2d(Function):
     def fast_backward(self, grad_output):
         x, weight = self.saved_tensors
         return backend.kernel("conv2d_backward", get_array_module(grad_output))(
-            grad_output, x.data, weight.data, self.geometry, self.groups, self.needs_input_grad)
+            grad_output, x.array, weight.array, self.geometry, self.groups, self.needs_input_grad)
 
 
 # ---------------------------------------------------------------------------

@@ -83,7 +83,8 @@ def _write_in_place(input, output):
     mode is off, or ``input`` does not require grad (then neither does ``output``). A tensor
     that requires grad gets the out-of-place result instead: the graph needs ``input`` unchanged."""
     if not is_grad_enabled() or not input.requires_grad:
-        input.data[...] = output.data
+        input.array[...] = output.array
+        input._bump_version()
         return input
     return output
 
@@ -100,7 +101,7 @@ def dropout(input, p=0.5, training=True, inplace=False):
     _check("dropout", input, p, training)
     if not training or p == 0:
         return input
-    xp = get_array_module(input.data)
+    xp = get_array_module(input.array)
     noise = _uniform_noise(xp, input.shape, input.dtype)
     output = _DropoutFromNoise.apply(input, noise=noise, p=float(p))
     return _write_in_place(input, output) if inplace else output
@@ -119,7 +120,7 @@ def dropout2d(input, p=0.5, training=True, inplace=False):
                          f"shape {input.shape}")
     if not training or p == 0:
         return input
-    xp = get_array_module(input.data)
+    xp = get_array_module(input.array)
     channel_shape = input.shape[:-2] + (1, 1)
     noise = _uniform_noise(xp, channel_shape, input.dtype)
     scale = 1.0 / (1.0 - p) if p < 1.0 else 0.0

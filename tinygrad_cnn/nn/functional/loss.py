@@ -129,7 +129,7 @@ class _SoftmaxCrossEntropy(Function):
 
     def backward(self, g):
         (logits,) = self.saved_tensors
-        xp = get_array_module(logits.data)
+        xp = get_array_module(logits.array)
         a = _smoothed_target_weights(xp, self.target, self.class_weight, self.ignore_index,
                                      self.label_smoothing, logits.shape[1], logits.dtype)
         mass = a.sum(axis=1, keepdims=True)
@@ -139,7 +139,7 @@ class _SoftmaxCrossEntropy(Function):
     def fast_backward(self, g):
         (logits,) = self.saved_tensors
         backward = backend.kernel("softmax_cross_entropy_backward", get_array_module(g))
-        return backward(logits.data, self.logsumexp, self.target, self.class_weight,
+        return backward(logits.array, self.logsumexp, self.target, self.class_weight,
                         self.ignore_index, self.label_smoothing, g)
 
 
@@ -203,7 +203,7 @@ def _check_input(op, input):
 def _raw(value, xp):
     from ...tensor import Tensor
     if isinstance(value, Tensor):
-        return value.data
+        return value.array
     return xp.asarray(value)
 
 
@@ -219,7 +219,7 @@ def _class_weight(op, weight, num_classes, xp, dtype):
 
 def _class_targets(op, target, input, num_classes, ignore_index):
     """Validated int64 class indices, flattened to (M,), plus the per-sample target shape."""
-    xp = get_array_module(input.data)
+    xp = get_array_module(input.array)
     array = _raw(target, xp)
     expected = input.shape[:1] + input.shape[2:] if input.ndim > 1 else ()
     if tuple(array.shape) != expected:
@@ -296,7 +296,7 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"{op}: label_smoothing must be in [0, 1], got {label_smoothing}")
     label_smoothing = float(label_smoothing)
-    xp = get_array_module(input.data)
+    xp = get_array_module(input.array)
     num_classes = input.shape[1] if input.ndim > 1 else input.shape[0]
     class_weight = _class_weight(op, weight, num_classes, xp, input.dtype)
 
@@ -325,7 +325,7 @@ def _probability_cross_entropy(input, target, class_weight, ignore_index, reduct
         raise ValueError(f"cross_entropy: ignore_index={ignore_index} is not supported for "
                          f"class-probability targets")
     if not isinstance(target, Tensor):
-        target = Tensor(_raw(target, get_array_module(input.data)), dtype=input.dtype)
+        target = Tensor(_raw(target, get_array_module(input.array)), dtype=input.dtype)
     if label_smoothing != 0:
         target = target * (1.0 - label_smoothing) + label_smoothing / num_classes
     class_dim = 1 if input.ndim > 1 else 0
@@ -333,7 +333,7 @@ def _probability_cross_entropy(input, target, class_weight, ignore_index, reduct
     weight_shape[class_dim] = num_classes
     log_probs = log_softmax(input, dim=class_dim)
     rows = -(log_probs * target * class_weight.reshape(weight_shape)).sum(class_dim)
-    samples = input.data.size // num_classes
+    samples = input.array.size // num_classes
     return _reduce(rows, reduction, rows.shape, samples)
 
 
@@ -350,7 +350,7 @@ def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, r
     op = "nll_loss"
     reduction = _legacy_reduction(op, size_average, reduce, reduction)
     _check_input(op, input)
-    xp = get_array_module(input.data)
+    xp = get_array_module(input.array)
     num_classes = input.shape[1] if input.ndim > 1 else input.shape[0]
     class_weight = _class_weight(op, weight, num_classes, xp, input.dtype)
     flat_target, valid, sample_shape = _class_targets(op, target, input, num_classes, ignore_index)

@@ -201,9 +201,9 @@ def _sum_over_batch_and_space(t):
 def _batch_norm_kernel_backward(grad_output, x, weight, mean, inv_std, training, needs):
     """The raw-array gradients of both BatchNorm Functions, by one ``batch_norm_backward`` kernel."""
     xp = get_array_module(grad_output)
-    w = _channel_vector_or(weight.data if weight is not None else None, 1.0, x.shape[1], x.dtype, xp)
+    w = _channel_vector_or(weight.array if weight is not None else None, 1.0, x.shape[1], x.dtype, xp)
     grad_x, grad_weight, grad_bias = backend.kernel("batch_norm_backward", xp)(
-        _as_ncl(grad_output), _as_ncl(x.data), w, mean, inv_std, training)
+        _as_ncl(grad_output), _as_ncl(x.array), w, mean, inv_std, training)
     return (grad_x.reshape(x.shape) if needs[0] else None,
             grad_weight if needs[1] else None,
             grad_bias if needs[2] else None)
@@ -355,14 +355,14 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
                 f"shape {shape}")
         return _BatchNormTrain.apply(
             input, weight, bias, eps=float(eps),
-            running_mean=None if running_mean is None else running_mean.data,
-            running_var=None if running_var is None else running_var.data,
+            running_mean=None if running_mean is None else running_mean.array,
+            running_var=None if running_var is None else running_var.array,
             momentum=float(momentum))
     if running_mean is None or running_var is None:
         missing = "running_mean" if running_mean is None else "running_var"
         raise ValueError(f"{op}: {missing} must be given when training=False (eval mode "
                          "normalises with the running statistics)")
-    return _BatchNormEval.apply(input, weight, bias, mean=running_mean.data, var=running_var.data,
+    return _BatchNormEval.apply(input, weight, bias, mean=running_mean.array, var=running_var.array,
                                 eps=float(eps))
 
 
@@ -417,7 +417,7 @@ class _LocalResponseNorm(Function):
     def fast_backward(self, grad_output):
         (x,) = self.saved_tensors
         grad_x = backend.kernel("lrn_backward", get_array_module(grad_output))(
-            _as_ncl(grad_output), _as_ncl(x.data), self.scale, self.size, self.alpha, self.beta)
+            _as_ncl(grad_output), _as_ncl(x.array), self.scale, self.size, self.alpha, self.beta)
         return grad_x.reshape(x.shape)
 
 

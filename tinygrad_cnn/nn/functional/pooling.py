@@ -468,7 +468,7 @@ def adaptive_avg_pool2d(input, output_size):
         geometry = WindowGeometry.build(op, x.shape, kernel, kernel, 0, 1)
         out = _AvgPool2d.apply(x, geometry=geometry, count_include_pad=True, divisor_override=None)
     else:
-        xp = get_array_module(x.data)
+        xp = get_array_module(x.array)
         rows = Tensor._wrap(_averaging_matrix(height, out_h, x.dtype, xp))
         cols = Tensor._wrap(_averaging_matrix(width, out_w, x.dtype, xp).T.copy())
         out = rows @ (x @ cols)
@@ -508,7 +508,7 @@ def adaptive_max_pool2d(input, output_size, return_indices=False):
     _check_input(op, input)
     out_size = _adaptive_output_size(op, input, output_size)
     x, unbatched = _as_batch(input)
-    indices = _adaptive_max_indices(x.data, out_size)
+    indices = _adaptive_max_indices(x.array, out_size)
     out = _GatherByIndex.apply(x, indices=indices)
     if unbatched:
         out = out.reshape(*out.shape[1:])

@@ -428,7 +428,7 @@ class Module:
             if set_to_none:
                 p.grad = None
             else:
-                data = p.grad.data
+                data = p.grad.array
                 writeable = getattr(getattr(data, "flags", None), "writeable", True)
                 if p.grad._ctx is not None or not writeable:
                     # Part of a graph (create_graph=True) or a read-only broadcast view: replace.
@@ -438,7 +438,7 @@ class Module:
 
     # ------------------------------------------------------------------ device and dtype
     def _apply(self, convert):
-        """Replace ``.data`` (and ``.grad.data``) of every parameter and buffer by ``convert(data)``.
+        """Replace ``.array`` (and ``.grad.array``) of every parameter and buffer by ``convert(data)``.
 
         The Tensor objects stay the same, so optimizers built before ``to()`` remain valid.
         """
@@ -447,9 +447,9 @@ class Module:
                 for t in tensors.values():
                     if t is None:
                         continue
-                    t.data = convert(t.data)
+                    t.array = convert(t.array)
                     if t.grad is not None:
-                        t.grad.data = convert(t.grad.data)
+                        t.grad.array = convert(t.grad.array)
         return self
 
     def to(self, *args, **kwargs):
@@ -550,7 +550,7 @@ class Module:
                     missing.append(key)
                 continue
             value = state_dict[key]
-            array = value.data if isinstance(value, Tensor) else value
+            array = value.array if isinstance(value, Tensor) else value
             if not hasattr(array, "shape") or not hasattr(array, "dtype"):
                 if isinstance(array, (int, float, bool, np.number, np.bool_)):
                     array = np.asarray(array)
@@ -579,13 +579,14 @@ class Module:
                                + "\n\t".join(errors))
         # Copy only once everything checked out, so a failed load leaves the model untouched.
         for target, array in to_copy:
-            xp = backend.get_array_module(target.data)
+            xp = backend.get_array_module(target.array)
             source = backend.to_device(array, "cuda" if xp is not np else "cpu")
-            data = target.data
+            data = target.array
             if getattr(getattr(data, "flags", None), "writeable", True):
                 data[...] = source
             else:
-                target.data = xp.array(source, dtype=data.dtype, copy=True)
+                target.array = xp.array(source, dtype=data.dtype, copy=True)
+            target._bump_version()
         return _IncompatibleKeys(missing, unexpected)
 
     # ------------------------------------------------------------------ printing

@@ -69,9 +69,9 @@ class _BatchNorm(Module):
 
     def reset_running_stats(self) -> None:
         if self.track_running_stats:
-            self.running_mean.data[...] = 0
-            self.running_var.data[...] = 1
-            self.num_batches_tracked.data[...] = 0
+            self.running_mean.array[...] = 0
+            self.running_var.array[...] = 1
+            self.num_batches_tracked.array[...] = 0
 
     def reset_parameters(self) -> None:
         self.reset_running_stats()
@@ -83,7 +83,7 @@ class _BatchNorm(Module):
     def _fill_missing_state(self, state_dict, key, name) -> bool:
         # As PyTorch does for checkpoints without version metadata: a missing counter is 0.
         if name == "num_batches_tracked":
-            self.num_batches_tracked.data[...] = 0
+            self.num_batches_tracked.array[...] = 0
             return True
         return False
 
@@ -101,7 +101,7 @@ class _BatchNorm(Module):
         factor = 0.0 if self.momentum is None else self.momentum
         counting = self.training and self.track_running_stats and self.num_batches_tracked is not None
         if counting and self.momentum is None:
-            factor = 1.0 / (float(self.num_batches_tracked.data) + 1)   # cumulative average
+            factor = 1.0 / (float(self.num_batches_tracked.array) + 1)   # cumulative average
         # Batch statistics are used in training, and also in eval if there are no running ones.
         use_batch_stats = self.training or (self.running_mean is None and self.running_var is None)
         track = not self.training or self.track_running_stats
@@ -110,7 +110,7 @@ class _BatchNorm(Module):
                               use_batch_stats, factor, self.eps)
         if counting:
             # Counted only after batch_norm accepted the input: a rejected batch changes nothing.
-            self.num_batches_tracked.data += 1
+            self.num_batches_tracked.array += 1
         return output
 
     def extra_repr(self) -> str:
