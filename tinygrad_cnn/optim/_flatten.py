@@ -76,7 +76,7 @@ def flatten_state(tree, prefix: str = "") -> dict[str, np.ndarray]:
         if node is None:
             return {"t": "none"}
         if hasattr(node, "requires_grad") and hasattr(node, "array"):    # a Tensor
-            store(path, np.array(_to_numpy(node.array), copy=True))
+            store(path, np.array(to_host(node.array), copy=True))
             return {"t": "tensor"}
         if _is_array(node):
             array = to_host(node)
