@@ -1,3 +1,4 @@
+import re
 import threading
 import time
 
@@ -5,6 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
+import tinygrad_cnn as tg
 from tinygrad_cnn.data import ArrayDataset, CIFAR10, DataLoader, random_split
 from tinygrad_cnn.data import transforms as T
 
@@ -53,7 +55,7 @@ def test_dtypes_and_tensor_types():
 
 
 def test_bad_arguments():
-    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+    with pytest.raises(ValueError, match="batch_size should be a positive integer value or None, got batch_size=0"):
         DataLoader(_dataset(), batch_size=0)
     with pytest.raises(ValueError, match="dtype must be a float dtype"):
         DataLoader(_dataset(), dtype=np.int32)
@@ -217,3 +219,42 @@ def test_real_cifar_subset_pipeline(shared_cifar_dir):
     np.testing.assert_allclose(x.numpy(), train.data[order] / 255.0, rtol=1e-6)
     crops, _ = next(iter(DataLoader(train, batch_size=64, transform=T.RandomCrop(28, padding=4), seed=0)))
     assert crops.shape == (64, 3, 28, 28)
+
+
+# ---------------------------------------------------------------------------- batch_size and odd items
+
+@pytest.mark.parametrize("batch_size", [2.5, "a", 0, -1, True])
+def test_batch_size_must_be_a_positive_integer_or_none(batch_size):
+    dataset = [(np.zeros(2, np.float32), 0)] * 5
+    with pytest.raises(ValueError, match=rf"DataLoader: batch_size should be a positive integer value or None, "
+                                         rf"got batch_size={re.escape(repr(batch_size))}"):
+        DataLoader(dataset, batch_size=batch_size)
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_batch_size_none_gives_each_sample_alone_as_torch_does(num_workers):
+    dataset = [(np.full(3, i, np.float32), i) for i in range(5)]
+    loader = DataLoader(dataset, batch_size=None, shuffle=True, seed=3, num_workers=num_workers)
+    items = list(loader)
+    assert len(loader) == len(items) == 5
+    assert sorted(label for _, label in items) == [0, 1, 2, 3, 4]
+    for image, label in items:
+        assert isinstance(image, tg.Tensor) and image.shape == (3,) and np.all(image.numpy() == label)
+    with pytest.raises(ValueError, match="batch_size=None .* mutually exclusive with drop_last"):
+        DataLoader(dataset, batch_size=None, drop_last=True)
+
+
+def test_items_that_cannot_be_batched_are_named():
+    with pytest.raises(TypeError, match="default_collate: .*found object"):
+        next(iter(DataLoader([object()] * 4, batch_size=2)))
+    # anything else PyTorch can collate works: plain arrays, triples, dicts
+    batch = next(iter(DataLoader([np.ones(2)] * 4, batch_size=2)))
+    assert batch.shape == (2, 2)
+    a, b, c = next(iter(DataLoader([(np.ones(2), 1, "x")] * 4, batch_size=2)))
+    assert a.shape == (2, 2) and b.shape == (2,) and c == ["x", "x"]
+
+
+def test_batch_sampler_refuses_a_fractional_batch_size():
+    from tinygrad_cnn.data import BatchSampler, SequentialSampler
+    with pytest.raises(ValueError, match=r"BatchSampler: batch_size should be a positive integer value, got batch_size=2.5"):
+        BatchSampler(SequentialSampler(range(4)), 2.5, False)

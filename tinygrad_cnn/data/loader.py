@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections.abc
 import multiprocessing
+import numbers
 import queue
 import random as _py_random
 import threading
@@ -71,6 +72,22 @@ def default_collate(batch):
                     f"found {type(elem).__name__}")
 
 
+def default_convert(sample):
+    """One sample without a batch dimension, as PyTorch's ``default_convert``: NumPy arrays (of
+    numbers) become Tensors; numbers, strings and everything else stay as they are; tuples, lists
+    and dicts are converted field by field."""
+    from tinygrad_cnn.tensor import Tensor
+    if isinstance(sample, np.ndarray) and sample.dtype.kind not in "OSU":
+        return Tensor._wrap(np.array(sample, copy=True))
+    if isinstance(sample, collections.abc.Mapping):
+        return {key: default_convert(value) for key, value in sample.items()}
+    if isinstance(sample, tuple) and hasattr(sample, "_fields"):
+        return type(sample)(*(default_convert(value) for value in sample))
+    if isinstance(sample, (tuple, list)):
+        return [default_convert(value) for value in sample]
+    return sample
+
+
 def _is_image_label_pair(sample) -> bool:
     from tinygrad_cnn.tensor import Tensor
     return (isinstance(sample, (tuple, list)) and len(sample) == 2
@@ -85,9 +102,11 @@ def _raw(value):
 class _BatchMaker:
     """Builds batch ``b`` of an epoch from its indices; the part of a loader that worker processes run."""
 
-    def __init__(self, dataset, transform, dtype, collate_fn):
+    def __init__(self, dataset, transform, dtype, collate_fn, batched=True):
         self.dataset, self.transform, self.dtype, self.collate_fn = dataset, transform, dtype, collate_fn
-        self.array_backed = (collate_fn is None and isinstance(getattr(dataset, "data", None), np.ndarray)
+        self.batched = batched
+        self.array_backed = (batched and collate_fn is None
+                             and isinstance(getattr(dataset, "data", None), np.ndarray)
                              and hasattr(dataset, "targets"))
         self.device = "cpu"
         self._arrays = None
@@ -104,6 +123,9 @@ class _BatchMaker:
     def __call__(self, seed, epoch, batch_index, indices):
         """``("pair", images, labels)`` raw arrays, or ``("collated", batch)`` from a collate function."""
         rng = np.random.default_rng([seed, epoch, 1, batch_index])
+        if not self.batched:
+            sample = self.dataset[int(indices[0])]
+            return ("collated", (self.collate_fn or default_convert)(sample))
         if self.array_backed:
             data, targets = self._source()
             xp = get_array_module(data)
@@ -270,7 +292,9 @@ class DataLoader:
             Either way, batches of ``(image, label)`` pairs come out as ``(images, labels)`` Tensors:
             images (B, C, H, W) of ``dtype`` (integer images, i.e. uint8, scaled by 1/255 to [0, 1]),
             labels (B,) int64. With a ``collate_fn`` its result is returned as it is.
-        batch_size, drop_last: samples per batch; drop the final short batch.
+        batch_size, drop_last: samples per batch (a positive int; ``None`` turns batching off: each
+            sample comes out alone through ``default_convert``, and ``drop_last`` must be False); drop the
+            final short batch.
         shuffle: a new permutation every epoch (seeded, see ``seed``); otherwise dataset order.
         sampler: an iterable of indices with ``__len__`` (e.g. ``SubsetRandomSampler``, a distributed
             sampler) giving the order instead of ``shuffle``; ``set_epoch`` is passed on to it.
@@ -313,8 +337,13 @@ class DataLoader:
                  multiprocessing_context=None, generator=None, *, prefetch_factor=None,
                  persistent_workers=False, pin_memory_device="", in_order=True, seed=None, transform=None,
                  device="cpu", prefetch=2, dtype=np.float32):
-        if batch_size is not None and int(batch_size) < 1:
-            raise ValueError(f"DataLoader: batch_size must be >= 1, got {batch_size}")
+        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral)
+                                       or batch_size < 1):
+            # 2.5 would silently become 2 under int(); PyTorch refuses it too.
+            raise ValueError(f"DataLoader: batch_size should be a positive integer value or None, "
+                             f"got batch_size={batch_size!r}")
+        if batch_size is None and batch_sampler is None and drop_last:
+            raise ValueError("DataLoader: batch_size=None (no batching) is mutually exclusive with drop_last")
         if int(prefetch) < 0:
             raise ValueError(f"DataLoader: prefetch must be >= 0, got {prefetch}")
         if int(num_workers) < 0:
@@ -343,7 +372,10 @@ class DataLoader:
             raise ValueError("DataLoader: device='cuda' gathers batches on the GPU in this process; "
                              "use num_workers=0 with it")
         self.dataset = dataset
-        self.batch_size = None if batch_sampler is not None else int(batch_size)
+        self.batch_size = None if batch_sampler is not None or batch_size is None else int(batch_size)
+        # batch_size=None: each sample comes out alone, arrays turned into Tensors (PyTorch's
+        # "automatic batching disabled").
+        self.batched = batch_size is not None or batch_sampler is not None
         self.shuffle = bool(shuffle)
         self.sampler, self.batch_sampler = sampler, batch_sampler
         self.drop_last = bool(drop_last)
@@ -365,7 +397,7 @@ class DataLoader:
         self.epoch = 0
         self._position = 0          # batches delivered in the current epoch
         self._resume_position = 0   # where the next iteration starts (set by load_state_dict)
-        self._maker = _BatchMaker(dataset, transform, self.dtype, collate_fn)
+        self._maker = _BatchMaker(dataset, transform, self.dtype, collate_fn, batched=self.batched)
         self._maker.device = self.device
         self._pool = None
 
@@ -374,6 +406,8 @@ class DataLoader:
         if self.batch_sampler is not None:
             return len(self.batch_sampler)
         n = len(self.sampler) if self.sampler is not None else len(self.dataset)
+        if not self.batched:
+            return n
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def set_epoch(self, epoch: int) -> None:
@@ -427,7 +461,8 @@ class DataLoader:
         if self.batch_sampler is not None:
             return [np.asarray(list(b), dtype=np.int64) for b in self.batch_sampler]
         order = self.order(epoch)
-        return [order[b * self.batch_size:(b + 1) * self.batch_size] for b in range(len(self))]
+        size = self.batch_size if self.batched else 1
+        return [order[b * size:(b + 1) * size] for b in range(len(self))]
 
     # ------------------------------------------------------------ batch construction
     def make_batch(self, epoch, batch_index, indices):

@@ -1,9 +1,11 @@
 """Samplers: which sample indices an epoch visits, in what order (PyTorch's ``torch.utils.data.sampler``).
 
 A sampler is any iterable of indices with ``__len__``; ``DataLoader(sampler=...)`` takes one. A
-sampler with ``set_epoch(epoch)`` (e.g. a distributed one) is told the epoch by ``DataLoader.set_epoch``.
+sampler with ``set_epoch(epoch)`` (e.g. a distributed one) is told each epoch by the DataLoader.
 """
 from __future__ import annotations
+
+import numbers
 
 import numpy as np
 
@@ -88,8 +90,9 @@ class BatchSampler(Sampler):
     ``drop_last``)."""
 
     def __init__(self, sampler, batch_size, drop_last):
-        if int(batch_size) < 1:
-            raise ValueError(f"BatchSampler: batch_size must be >= 1, got {batch_size}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+            raise ValueError(f"BatchSampler: batch_size should be a positive integer value, "
+                             f"got batch_size={batch_size!r}")
         self.sampler, self.batch_size, self.drop_last = sampler, int(batch_size), bool(drop_last)
 
     def __iter__(self):
