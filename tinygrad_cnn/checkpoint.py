@@ -317,12 +317,8 @@ def _string_leaves(node, path=""):
 
 def model_state_arrays(model) -> dict:
     """``model.state_dict()`` as ``{name: numpy.ndarray}`` (host copies, names unchanged)."""
-    out = {}
-    for name, value in model.state_dict().items():
-        if hasattr(value, "requires_grad") and hasattr(value, "array"):
-            value = value.array
-        out[str(name)] = np.array(to_host(value), copy=True)
-    return out
+    from .models.weights import state_arrays
+    return state_arrays(model)
 
 
 def training_state(model=None, optimizer=None, scheduler=None, loader=None, epoch=None, metrics=None,
