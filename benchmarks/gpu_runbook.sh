@@ -2,7 +2,7 @@
 # The checks and measurements that need a real NVIDIA GPU (see docs/cuda.md, "GPU run-book").
 #
 #   bash benchmarks/gpu_runbook.sh STEP [STEP...]
-#   STEP: install env kernels gradcheck device_suite suite train bench all
+#   STEP: install env kernels gradcheck device_suite suite train nccl bench all
 #
 # Each step writes its log (and JSON where there is one) to $OUT (default runs/gpu_runbook) and stops
 # the script on failure, unless KEEP_GOING=1 (then every step runs and the exit status says whether
@@ -89,6 +89,19 @@ step_train() {     # the training example for a few epochs on the CIFAR-10 subse
         --epochs "${TRAIN_EPOCHS:-3}" --schedule onecycle --no-progress --no-plot --out "$OUT/train_resnet20"
 }
 
+step_nccl() {      # one rank with backend="nccl": NCCL found, the collectives, then the training example
+    run nccl_version "$PYTHON" -c "from cupy.cuda import nccl; print('NCCL', nccl.get_version())"
+    run nccl_collectives "$PYTHON" -c "import numpy as np, tinygrad_cnn as tg, tinygrad_cnn.distributed as d
+d.init_process_group('nccl')
+t = tg.ones(4, device='cuda'); d.all_reduce(t, op=d.ReduceOp.AVG)
+out = [tg.zeros(4, device='cuda')]; d.all_gather(out, t); d.broadcast(t, 0); d.barrier()
+assert t.device == 'cuda' and np.all(t.numpy() == 1) and np.all(out[0].numpy() == 1)
+print(d.get_backend(), d.get_rank(), d.get_world_size(), t.numpy(), out[0].numpy()); d.destroy_process_group()"
+    if [[ -z "${CIFAR_DIR:-}" ]]; then echo "set CIFAR_DIR to the cifar-10-partial-bin folder" >&2; return 2; fi
+    run nccl_train "$PYTHON" examples/train_resnet_cifar.py --device cuda --dist-backend nccl --data-dir "$CIFAR_DIR" \
+        --no-verify --epochs 1 --limit-train 1024 --limit-test 500 --no-progress --no-plot --out "$OUT/nccl_one_rank"
+}
+
 step_bench() {     # ResNet-20 train steps (batch 128, 512) and ResNet-50 fwd+bwd at 224, next to PyTorch
     run bench "$PYTHON" benchmarks/bench_gpu.py --steps 20 --warmup 5 --json "$OUT/bench_gpu.json" --profile
 }
@@ -99,9 +112,10 @@ if [[ $# -eq 0 ]]; then
 fi
 for step in "$@"; do
     case "$step" in
-        install|env|kernels|gradcheck|device_suite|suite|train|bench) "step_$step" ;;
-        all) step_install; step_env; step_kernels; step_gradcheck; step_device_suite; step_suite; step_train; step_bench ;;
-        *) echo "unknown step $step (install env kernels gradcheck device_suite suite train bench all)" >&2; exit 2 ;;
+        install|env|kernels|gradcheck|device_suite|suite|train|nccl|bench) "step_$step" ;;
+        all) step_install; step_env; step_kernels; step_gradcheck; step_device_suite; step_suite; step_train; step_nccl
+             step_bench ;;
+        *) echo "unknown step $step (install env kernels gradcheck device_suite suite train nccl bench all)" >&2; exit 2 ;;
     esac
 done
 if [[ ${#FAILED[@]} -gt 0 ]]; then
