@@ -58,6 +58,10 @@ CASES = {
                         lambda rng: (F.batch_norm(x := _param(rng, 4, 3, 2, 2), None, None,
                                                   training=True), (x,))],
     "_BatchNormEval": [_batch_norm_eval],
+    # a batch of 3 (the transposed product) and of 300 rows (the direct one), with and without bias
+    "_Linear": [lambda rng: (F.linear(x := _param(rng, 3, 5), w := _param(rng, 4, 5), b := _param(rng, 4)),
+                             (x, w, b)),
+                lambda rng: (F.linear(x := _param(rng, 300, 6), w := _param(rng, 2, 6)), (x, w))],
     "_LocalResponseNorm": [lambda rng: (F.local_response_norm(x := _param(rng, 2, 5, 3, 3), 3,
                                                               alpha=0.1, k=2.0), (x,))],
     "Conv2d": [_conv(1, 1, 1, 1), _conv(2, 1, 1, 1), _conv(1, 0, 2, 2), _conv(1, 3, 1, 1, bias=False),

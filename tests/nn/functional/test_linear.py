@@ -77,3 +77,16 @@ def test_shape_errors_name_the_shapes():
         F.linear(x, Tensor(np.zeros((1, 3, 5))))
     with pytest.raises(TypeError, match="linear: argument 'weight' must be a Tensor"):
         F.linear(x, np.zeros((3, 5)))
+
+
+@settings(max_examples=25, deadline=None)
+@given(rows=st.sampled_from([1, 3, 255, 256, 257, 600]), inner=st.integers(1, 9), columns=st.integers(1, 700),
+       dtype=st.sampled_from([np.float32, np.float64]))
+def test_the_product_behind_linear_equals_matmul_on_both_paths(rows, inner, columns, dtype):
+    import sys
+    product = sys.modules["tinygrad_cnn.nn.functional.linear"]._product
+    rng = np.random.default_rng(rows * 1000 + columns)
+    a, b = rng.standard_normal((rows, inner)).astype(dtype), rng.standard_normal((inner, columns)).astype(dtype)
+    out = product(a, b)
+    assert out.flags.c_contiguous and out.dtype == dtype
+    np.testing.assert_allclose(out, a @ b, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-5)
