@@ -540,3 +540,25 @@ def test_batch_norm_refuses_eps_zero_when_training_and_integer_statistics():
             F.batch_norm(constant, stats["running_mean"], stats["running_var"], training=True)
     with pytest.raises(TypeError, match=r"batch_norm: weight must be a floating-point tensor, got dtype int64"):
         F.batch_norm(constant, None, None, weight=tg.Tensor(np.ones(3, np.int64)), training=True)
+
+
+@pytest.mark.parametrize("normalized_shape, error, message", [
+    (0, ValueError, r"normalized_shape \(0,\) must be a non-empty suffix of the input shape \(2, 3, 4, 4\)"),
+    ((), ValueError, r"normalized_shape \(\) must be a non-empty suffix"),
+    ((4, 4.5), ValueError, r"normalized_shape must hold integers >= 0, got \(4, 4.5\)"),
+    ((-1,), ValueError, r"normalized_shape must hold integers >= 0"),
+    ("a", ValueError, r"normalized_shape must hold integers >= 0, got 'a'"),
+    (None, TypeError, r"normalized_shape must be an int or a sequence of ints, got None"),
+])
+def test_layer_norm_names_a_bad_normalized_shape(normalized_shape, error, message):
+    x = tg.Tensor(np.ones((2, 3, 4, 4), np.float32))
+    with pytest.raises(error, match=f"layer_norm: {message}"):
+        F.layer_norm(x, normalized_shape)
+
+
+def test_layer_norm_module_refuses_negative_or_fractional_shapes():
+    from tinygrad_cnn import nn
+    for bad in (-2, (3, 2.5), (True,)):
+        with pytest.raises(ValueError, match="LayerNorm: normalized_shape must hold integers >= 0"):
+            nn.LayerNorm(bad)
+    assert nn.LayerNorm(0).weight.shape == (0,)          # accepted, as in PyTorch

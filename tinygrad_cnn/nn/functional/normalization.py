@@ -459,6 +459,20 @@ def _normalize_last_axis(x2, eps):
     return centred * (var + eps) ** -0.5
 
 
+def checked_normalized_shape(op, normalized_shape) -> tuple:
+    """``normalized_shape`` (an int or a sequence of ints >= 0) as a tuple, or a clear error:
+    ``int()`` would silently turn 4.5 into 4."""
+    dims = (normalized_shape,) if isinstance(normalized_shape, numbers.Integral) else normalized_shape
+    try:
+        dims = tuple(dims)
+    except TypeError:
+        raise TypeError(f"{op}: normalized_shape must be an int or a sequence of ints, "
+                        f"got {normalized_shape!r}") from None
+    if not all(isinstance(d, numbers.Integral) and not isinstance(d, bool) and d >= 0 for d in dims):
+        raise ValueError(f"{op}: normalized_shape must hold integers >= 0, got {normalized_shape!r}")
+    return tuple(int(d) for d in dims)
+
+
 def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     """Layer normalisation over the trailing ``normalized_shape`` dims (PyTorch's ``F.layer_norm``).
 
@@ -470,9 +484,7 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     """
     op = "layer_norm"
     shape = _checked_input_shape(op, input)
-    if isinstance(normalized_shape, numbers.Integral):
-        normalized_shape = (int(normalized_shape),)
-    normalized_shape = tuple(int(d) for d in normalized_shape)
+    normalized_shape = checked_normalized_shape(op, normalized_shape)
     if len(normalized_shape) == 0 or len(shape) < len(normalized_shape) or \
             shape[len(shape) - len(normalized_shape):] != normalized_shape:
         raise ValueError(f"{op}: normalized_shape {normalized_shape} must be a non-empty suffix "

@@ -1,13 +1,13 @@
 """Normalisation layers: ``BatchNorm1d``, ``BatchNorm2d``, ``LayerNorm``, ``LocalResponseNorm``."""
 from __future__ import annotations
 
-import numbers
 
 import numpy as np
 
 from ...tensor import Tensor
 from .. import functional as F
 from .. import init
+from ..functional.normalization import checked_normalized_shape
 from ..parameter import Parameter
 from .module import Module
 
@@ -166,9 +166,7 @@ class LayerNorm(Module):
     def __init__(self, normalized_shape, eps: float = 1e-5, elementwise_affine: bool = True,
                  bias: bool = True, device=None, dtype=None):
         super().__init__()
-        if isinstance(normalized_shape, numbers.Integral):
-            normalized_shape = (normalized_shape,)
-        self.normalized_shape = tuple(int(s) for s in normalized_shape)
+        self.normalized_shape = checked_normalized_shape("LayerNorm", normalized_shape)
         self.eps = eps
         self.elementwise_affine = elementwise_affine
         dtype = np.dtype(np.float32 if dtype is None else dtype)
