@@ -1,7 +1,6 @@
 """Normalisation layers: ``BatchNorm1d``, ``BatchNorm2d``, ``LayerNorm``, ``LocalResponseNorm``."""
 from __future__ import annotations
 
-
 import numpy as np
 
 from ...tensor import Tensor
