@@ -221,3 +221,19 @@ def test_experiment_arguments_are_checked():
         _load("plain_vs_residual").main(["--depths", "21"])
     with pytest.raises(SystemExit):
         _load("relu_vs_tanh").build_parser().parse_args(["--max-epochs", "0"])
+
+
+def test_denoising_autoencoder_smoke(tmp_path):
+    out, record = _smoke("denoising_autoencoder", "mnist", tmp_path)
+    assert [r[0] for r in record["rows"]] == ["noisy input", "transposed conv + unpool",
+                                              "bilinear upsample + conv"]
+    picture = _read_png(out / "denoising.png")
+    assert picture.ndim == 3 and picture.shape[0] > 4 * 28 * 3    # four rows of 3x digits
+
+
+def test_denoising_decoders_restore_the_input_size():
+    import tinygrad_cnn
+    module = _load("denoising_autoencoder")
+    x = tinygrad_cnn.Tensor(np.random.default_rng(0).random((2, 1, 28, 28)).astype(np.float32))
+    for decoder in module.DECODERS:
+        assert module.DenoisingAutoencoder(4, decoder)(x).shape == (2, 1, 28, 28)
