@@ -237,3 +237,21 @@ def test_denoising_decoders_restore_the_input_size():
     x = tinygrad_cnn.Tensor(np.random.default_rng(0).random((2, 1, 28, 28)).astype(np.float32))
     for decoder in module.DECODERS:
         assert module.DenoisingAutoencoder(4, decoder)(x).shape == (2, 1, 28, 28)
+
+
+def test_zca_whitening_smoke(tmp_path, capsys):
+    out, record = _smoke("zca_whitening", "cifar-10-partial-bin", tmp_path)
+    assert [r[0] for r in record["rows"]] == ["original", "decorrelated", "PCA-whitened", "ZCA-whitened"]
+    for row in record["rows"][2:]:                       # whitened: unit variances, no correlation
+        assert abs(float(row[1]) - 1) < 1e-2 and abs(float(row[2]) - 1) < 1e-2 and abs(float(row[3])) < 1e-2
+    assert abs(float(record["rows"][1][3])) < 1e-2       # decorrelated, variances unchanged in sum
+    _read_png(out / "zca_images.png")
+    _plots_exist(out, ["whitening_2d.png"], capsys)
+
+
+def test_relu_vs_tanh_sweep_smoke(tmp_path, capsys):
+    out, record = _smoke("relu_vs_tanh_sweep", "cifar-10-partial-bin", tmp_path, "--target", "0.99")
+    assert set(record["best_lr"]) == {"relu", "tanh"}
+    assert set(record["ratios"]) == {"0", "1"}           # both seeds, at the best rates
+    assert len(record["rows"]) == 4                      # 2 learning rates x 2 activations
+    _plots_exist(out, ["relu_vs_tanh_sweep.png"], capsys)
