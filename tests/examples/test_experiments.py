@@ -255,3 +255,34 @@ def test_relu_vs_tanh_sweep_smoke(tmp_path, capsys):
     assert set(record["ratios"]) == {"0", "1"}           # both seeds, at the best rates
     assert len(record["rows"]) == 4                      # 2 learning rates x 2 activations
     _plots_exist(out, ["relu_vs_tanh_sweep.png"], capsys)
+
+
+def test_loss_landscape_smoke(tmp_path, capsys):
+    out, record = _smoke("loss_landscape", "cifar-10-partial-bin", tmp_path)
+    assert [r[0] for r in record["rows"]] == ["ResNet-8", "plain-8"]
+    for name, surface in record["surfaces"].items():
+        surface = np.array(surface)
+        assert surface.shape == (5, 5) and np.all(np.isfinite(surface))
+        assert surface[2, 2] == pytest.approx(record["sharpness"][name]["loss at centre"])
+    with np.load(out / "surfaces.npz") as saved:
+        assert saved["ResNet_8"].shape == (5, 5)
+    _plots_exist(out, ["loss_contours.png", "loss_surfaces.png"], capsys)
+
+
+def test_filter_normalised_directions_match_each_filter_norm():
+    from tinygrad_cnn import models
+    module = _load("loss_landscape")
+    model = models.cifar_resnet(8, widths=(2, 4, 8))
+    direction = module.filter_normalised_direction(model, np.random.default_rng(0))
+    for name, param in model.named_parameters():
+        d, w = direction[name], param.data
+        if w.ndim <= 1:
+            assert not d.any(), name                      # BatchNorm and biases stay put
+        else:
+            np.testing.assert_allclose(np.linalg.norm(d.reshape(len(d), -1), axis=1),
+                                       np.linalg.norm(w.reshape(len(w), -1), axis=1), rtol=1e-4)
+    # the surface leaves the weights as they were
+    x, y = np.random.default_rng(1).standard_normal((4, 3, 8, 8)).astype(np.float32), np.arange(4) % 10
+    before = {n: p.data.copy() for n, p in model.named_parameters()}
+    module.loss_surface(model, x, y, direction, direction, np.linspace(-1, 1, 3))
+    assert all(np.array_equal(before[n], p.data) for n, p in model.named_parameters())
