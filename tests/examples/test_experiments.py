@@ -253,7 +253,8 @@ def test_relu_vs_tanh_sweep_smoke(tmp_path, capsys):
     out, record = _smoke("relu_vs_tanh_sweep", "cifar-10-partial-bin", tmp_path, "--target", "0.99")
     assert set(record["best_lr"]) == {"relu", "tanh"}
     assert set(record["ratios"]) == {"0", "1"}           # both seeds, at the best rates
-    assert len(record["rows"]) == 4                      # 2 learning rates x 2 activations
+    assert [r[0] for r in record["rows"][:4]] == ["relu", "tanh"] * 2   # 2 learning rates x 2 activations
+    assert set(record["easier_targets"]) == {"0.5", "0.4"}
     _plots_exist(out, ["relu_vs_tanh_sweep.png"], capsys)
 
 
