@@ -10,7 +10,8 @@ channel of a convolution, a row of a linear layer) the direction's filter is res
 norm of the network's filter, ``d_ij <- d_ij / |d_ij| * |theta_ij|``, and the directions of the
 BatchNorm and bias parameters are zero (as in the paper). Without this, a net whose weights are
 large would look flat only because a unit step is small compared with its weights; with it, the
-two nets' slices are comparable. BatchNorm uses the running statistics of the trained net.
+two nets' slices are comparable. BatchNorm uses the running statistics of the trained net (``--bn batch``: each evaluation
+batch's own statistics).
 
 Li et al. found that skip connections keep the landscape of a deep net smooth and convex-looking
 around the minimum, while the plain net of the same depth is chaotic and sharp; at 20 layers the
@@ -60,6 +61,10 @@ def build_parser():
     p.add_argument("--weight-decay", type=float, default=5e-4)
     p.add_argument("--grid", type=ex.positive_int, default=13, help="points per axis (odd: the centre is on it)")
     p.add_argument("--span", type=ex.positive_float, default=1.0)
+    p.add_argument("--bn", choices=("running", "batch", "both"), default="running",
+                   help="BatchNorm while measuring the surface: the trained running statistics, or the "
+                        "statistics of each evaluation batch (then BN makes the loss invariant to the scale "
+                        "of the filter before it, which filter normalisation assumes), or both surfaces")
     return p
 
 
@@ -80,17 +85,25 @@ def filter_normalised_direction(model, rng):
     return direction
 
 
-def mean_loss(model, images, labels, batch_size=250):
-    model.eval()
+def mean_loss(model, images, labels, batch_size=250, bn="running"):
+    """Mean cross-entropy; ``bn="batch"`` normalises with each batch's statistics (train mode)
+    and puts the running statistics back afterwards."""
+    saved = [(b, b.data.copy()) for _, b in model.named_buffers()] if bn == "batch" else []
+    model.train(bn == "batch")
     total = 0.0
-    with tinygrad_cnn.no_grad():
-        for start in range(0, len(images), batch_size):
-            logits = model(Tensor(images[start:start + batch_size]))
-            total += F.cross_entropy(logits, Tensor(labels[start:start + batch_size]), reduction="sum").item()
+    try:
+        with tinygrad_cnn.no_grad():
+            for start in range(0, len(images), batch_size):
+                logits = model(Tensor(images[start:start + batch_size]))
+                total += F.cross_entropy(logits, Tensor(labels[start:start + batch_size]), reduction="sum").item()
+    finally:
+        for buffer, value in saved:
+            buffer.data[...] = value
+        model.eval()
     return total / len(images)
 
 
-def loss_surface(model, images, labels, d1, d2, coords):
+def loss_surface(model, images, labels, d1, d2, coords, bn="running"):
     """f[i, j] = loss at theta + coords[i] d1 + coords[j] d2 (rows: a along d1)."""
     params = dict(model.named_parameters())
     base = {name: p.data.copy() for name, p in params.items()}
@@ -100,7 +113,7 @@ def loss_surface(model, images, labels, d1, d2, coords):
             for j, b in enumerate(coords):
                 for name, p in params.items():
                     p.data[...] = base[name] + a * d1[name] + b * d2[name]
-                surface[i, j] = mean_loss(model, images, labels)
+                surface[i, j] = mean_loss(model, images, labels, bn=bn)
     finally:
         for name, p in params.items():
             p.data[...] = base[name]
@@ -189,16 +202,19 @@ def main(argv=None):
             train_seconds = run_timer.seconds
             rng = np.random.default_rng(args.seed + 1)
             d1, d2 = filter_normalised_direction(model, rng), filter_normalised_direction(model, rng)
-            surfaces[name] = loss_surface(model, eval_images, eval_labels, d1, d2, coords)
-            numbers[name] = sharpness(surfaces[name], coords)
-            n = numbers[name]
-            print(f"{name:>9}  " + "  ".join(f"{k} {v:.4g}" for k, v in n.items()), flush=True)
-            rows.append([name, f"{err:.2%}", f"{n['loss at centre']:.3f}", f"{n['mean rise r<=0.5']:.3f}",
-                         f"{n['max rise r<=0.5']:.3f}", f"{n['mean rise r<=1.0']:.3f}", f"{n['max rise r<=1.0']:.3f}",
-                         f"{n['curvature d1']:.3f}", f"{n['curvature d2']:.3f}",
-                         f"{train_seconds:.0f} + {run_timer.seconds - train_seconds:.0f}"])
+            modes = ("running", "batch") if args.bn == "both" else (args.bn,)
+            for mode in modes:
+                label = name if len(modes) == 1 else f"{name}, {mode} BN"
+                surfaces[label] = loss_surface(model, eval_images, eval_labels, d1, d2, coords, mode)
+                numbers[label] = n = sharpness(surfaces[label], coords)
+                print(f"{label:>9}  " + "  ".join(f"{k} {v:.4g}" for k, v in n.items()), flush=True)
+                rows.append([label, f"{err:.2%}", f"{n['loss at centre']:.3f}", f"{n['mean rise r<=0.5']:.3f}",
+                             f"{n['max rise r<=0.5']:.3f}", f"{n['mean rise r<=1.0']:.3f}",
+                             f"{n['max rise r<=1.0']:.3f}", f"{n['curvature d1']:.3f}", f"{n['curvature d2']:.3f}",
+                             f"{train_seconds:.0f} + {run_timer.seconds - train_seconds:.0f}"])
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    np.savez(Path(args.out) / "surfaces.npz", coords=coords, **{k.replace("-", "_"): v for k, v in surfaces.items()})
+    np.savez(Path(args.out) / "surfaces.npz", coords=coords,
+             **{k.replace("-", "_").replace(", ", "_").replace(" ", "_"): v for k, v in surfaces.items()})
     plot_surfaces(args.out, coords, surfaces)
     config = {k: v for k, v in vars(args).items() if k not in ("out", "data_dir")}
     return ex.write_results(
@@ -208,7 +224,7 @@ def main(argv=None):
         rows, config, timer.seconds,
         notes=[f"{len(train)} training images at {args.image_size}x{args.image_size}, stages {widths}, "
                f"{args.epochs} epochs; surface on {len(eval_images)} training images, {args.grid}x{args.grid} grid "
-               f"over [-{args.span}, {args.span}]^2"],
+               f"over [-{args.span}, {args.span}]^2, BatchNorm with {args.bn} statistics"],
         extra={"sharpness": numbers, "surfaces": {k: v.tolist() for k, v in surfaces.items()},
                "coords": coords.tolist()})
 
