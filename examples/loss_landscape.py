@@ -146,11 +146,12 @@ def plot_surfaces(out, coords, surfaces):
     import matplotlib.pyplot as plt
     a, b = np.meshgrid(coords, coords, indexing="ij")
     top = max(float(np.percentile(s, 95)) for s in surfaces.values())
-    levels = np.linspace(min(float(s.min()) for s in surfaces.values()), top, 25)
+    # Log-spaced levels: the basin around the minimum gets as many contours as the walls.
+    levels = np.geomspace(min(float(s.min()) for s in surfaces.values()), top, 20)
     fig, axes = plt.subplots(1, len(surfaces), figsize=(4.2 * len(surfaces), 4), squeeze=False)
     for ax, (name, s) in zip(axes[0], surfaces.items()):
         contour = ax.contour(a, b, np.minimum(s, top), levels=levels, cmap="viridis")
-        ax.clabel(contour, fontsize=6, fmt="%.2f")
+        ax.clabel(contour, contour.levels[::3], fontsize=6, fmt="%.2f")
         ax.plot([0], [0], "r+")
         ax.set_title(name, fontsize=10)
         ax.set_xlabel("d1")
