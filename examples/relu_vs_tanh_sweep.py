@@ -59,20 +59,49 @@ def build_parser():
     p.add_argument("--lrs", type=ex.positive_float, nargs="+", default=[0.03, 0.1])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--momentum", type=float, default=0.9)
-    p.add_argument("--init", choices=("default", "kaiming"), default="default",
-                   help="initial weights: the layers' default (PyTorch's) or Kaiming normal with zero biases")
+    p.add_argument("--init", choices=("default", "kaiming", "normal"), default="default",
+                   help="initial weights: the layers' default (PyTorch's), Kaiming normal with zero biases, or "
+                        "N(0, 0.01^2) with zero biases (the AlexNet paper's Gaussian)")
     return p
 
 
 def initial_weights(seed, width, image_size, init):
     tinygrad_cnn.manual_seed(seed)
     reference = ex.small_cnn("relu", width, image_size=image_size)
-    if init == "kaiming":
-        for module in reference.modules():
-            if isinstance(module, (nn.Conv2d, nn.Linear)):
+    for module in reference.modules():
+        if init != "default" and isinstance(module, (nn.Conv2d, nn.Linear)):
+            if init == "kaiming":
                 nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
-                nn.init.zeros_(module.bias)
+            else:
+                nn.init.normal_(module.weight, 0.0, 0.01)
+            nn.init.zeros_(module.bias)
     return reference.state_dict()
+
+
+def unit_statistics(model, images, activation):
+    """Per activation layer, the fraction of units that pass (almost) no gradient on these
+    images: tanh with |y| > 0.96 (slope < 0.08, |pre-activation| > 2), ReLU with y = 0;
+    and the fraction of tanh units in the near-linear range |y| < 0.46 (|pre-activation| < 0.5)."""
+    stats = []
+    handles = []
+
+    def record(module, args, output):
+        y = output.numpy()
+        if activation == "tanh":
+            stats.append((float(np.mean(np.abs(y) > 0.96)), float(np.mean(np.abs(y) < 0.46))))
+        else:
+            stats.append((float(np.mean(y == 0)), float("nan")))
+
+    for module in model.modules():
+        if isinstance(module, (nn.ReLU, nn.Tanh)):
+            handles.append(module.register_forward_hook(record))
+    model.eval()
+    with tinygrad_cnn.no_grad():
+        model(tinygrad_cnn.Tensor(images))
+    model.train()
+    for handle in handles:
+        handle.remove()
+    return stats
 
 
 def epochs_to_target(activation, weights, train, lr, seed, args):
@@ -82,16 +111,29 @@ def epochs_to_target(activation, weights, train, lr, seed, args):
     opt = optim.SGD(model.parameters(), lr=lr, momentum=args.momentum)
     batches = ex.loader(train, args.batch_size, seed)
     errors = []
+    probe = train.data[:500]
+    print(f"seed {seed}  lr {lr:<6g} {activation:>5}  at init: " + _describe(unit_statistics(model, probe, activation),
+                                                                             activation), flush=True)
     for epoch in range(1, args.max_epochs + 1):
         loss, err = ex.train_epoch(model, batches, opt)
         errors.append(err)
         print(f"seed {seed}  lr {lr:<6g} {activation:>5}  epoch {epoch:3d}  loss {loss:.4f}  train error {err:6.2%}",
               flush=True)
+        if epoch in (1, args.max_epochs):
+            print(f"seed {seed}  lr {lr:<6g} {activation:>5}  after epoch {epoch}: "
+                  + _describe(unit_statistics(model, probe, activation), activation), flush=True)
         if not np.isfinite(loss):
             break
         if err <= args.target:
             return epoch, errors
     return None, errors
+
+
+def _describe(stats, activation):
+    if activation == "tanh":
+        return "saturated (|y| > 0.96) per layer " + ", ".join(f"{s:.1%}" for s, _ in stats) + \
+            "; near-linear (|y| < 0.46) " + ", ".join(f"{n:.1%}" for _, n in stats)
+    return "inactive (y = 0) per layer " + ", ".join(f"{s:.1%}" for s, _ in stats)
 
 
 def main(argv=None):
