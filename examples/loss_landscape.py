@@ -158,7 +158,7 @@ def plot_surfaces(out, coords, surfaces):
         ax.set_ylabel("d2")
         ax.set_aspect("equal")
     fig.tight_layout()
-    fig.savefig(Path(out) / "loss_contours.png", dpi=100)
+    fig.savefig(Path(out) / "loss_contours.png", dpi=75)
     plt.close(fig)
     fig = plt.figure(figsize=(4.6 * len(surfaces), 4.2))
     for k, (name, s) in enumerate(surfaces.items()):
@@ -169,7 +169,7 @@ def plot_surfaces(out, coords, surfaces):
         ax.set_xlabel("d1")
         ax.set_ylabel("d2")
     fig.tight_layout()
-    fig.savefig(Path(out) / "loss_surfaces.png", dpi=100)
+    fig.savefig(Path(out) / "loss_surfaces.png", dpi=75)
     plt.close(fig)
 
 
