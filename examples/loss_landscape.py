@@ -145,11 +145,18 @@ def plot_surfaces(out, coords, surfaces):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     a, b = np.meshgrid(coords, coords, indexing="ij")
-    top = max(float(np.percentile(s, 95)) for s in surfaces.values())
-    # Log-spaced levels: the basin around the minimum gets as many contours as the walls.
-    levels = np.geomspace(min(float(s.min()) for s in surfaces.values()), top, 20)
+    # Panels of the same BatchNorm mode share their levels, so ResNet and plain net compare
+    # directly; log-spaced, so the basin gets as many contours as the walls.
+    groups = {}
+    for name, s in surfaces.items():
+        groups.setdefault(name.partition(", ")[2], []).append(s)
+    scale = {}
+    for key, members in groups.items():
+        top = max(float(np.percentile(s, 95)) for s in members)
+        scale[key] = (top, np.geomspace(min(float(s.min()) for s in members), top, 20))
     fig, axes = plt.subplots(1, len(surfaces), figsize=(4.2 * len(surfaces), 4), squeeze=False)
     for ax, (name, s) in zip(axes[0], surfaces.items()):
+        top, levels = scale[name.partition(", ")[2]]
         contour = ax.contour(a, b, np.minimum(s, top), levels=levels, cmap="viridis")
         ax.clabel(contour, contour.levels[::3], fontsize=6, fmt="%.2f")
         ax.plot([0], [0], "r+")
@@ -162,6 +169,7 @@ def plot_surfaces(out, coords, surfaces):
     plt.close(fig)
     fig = plt.figure(figsize=(4.6 * len(surfaces), 4.2))
     for k, (name, s) in enumerate(surfaces.items()):
+        top, levels = scale[name.partition(", ")[2]]
         ax = fig.add_subplot(1, len(surfaces), k + 1, projection="3d")
         ax.plot_surface(a, b, np.minimum(s, top), cmap="viridis", linewidth=0, antialiased=True)
         ax.set_zlim(levels[0], top)
