@@ -198,3 +198,28 @@ def test_interpolate_bad_arguments_are_named(kwargs, message):
     with pytest.raises((TypeError, ValueError), match="interpolate") as info:
         F.interpolate(Tensor(np.ones((1, 1, 3, 3))), **kwargs)
     assert message in str(info.value)
+
+
+def test_same_results_on_every_device(device):
+    """Forward and input gradient of the three up-sampling ops, on the device and on the CPU."""
+    from tinygrad_cnn import backend
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 4, 6, 6))
+    w = rng.standard_normal((4, 3, 3, 3))
+    values, indices = F.max_pool2d(Tensor(x), 2, return_indices=True)
+    cases = [
+        (lambda t: F.conv_transpose2d(t, Tensor(w, device=t.device), stride=2, padding=1,
+                                      output_padding=1), x),
+        (lambda t: F.interpolate(t, scale_factor=2, mode="bilinear"), x),
+        (lambda t: F.interpolate(t, size=(9, 4), mode="nearest"), x),
+        (lambda t: F.max_unpool2d(t, Tensor(indices.numpy(), device=t.device), 2), values.numpy()),
+    ]
+    for op, array in cases:
+        results = []
+        for where in ("cpu", device):
+            t = Tensor(array, device=where, requires_grad=True)
+            out = op(t)
+            out.backward(Tensor(np.ones(out.shape), device=where))
+            results.append((out.numpy(), t.grad.numpy()))
+        assert_allclose(results[1][0], results[0][0], rtol=1e-10, atol=1e-12)
+        assert_allclose(results[1][1], results[0][1], rtol=1e-10, atol=1e-12)

@@ -63,7 +63,8 @@ def _scatter(values, indices, out_size):
     xp = get_array_module(values)
     n, c = values.shape[:2]
     out = xp.zeros((n * c, out_size[0] * out_size[1]), dtype=values.dtype)
-    xp.put_along_axis(out, indices.reshape(n * c, -1), values.reshape(n * c, -1), axis=1)
+    planes = xp.arange(n * c)[:, None]
+    out[planes, indices.reshape(n * c, -1)] = values.reshape(n * c, -1)
     return out.reshape(n, c, *out_size)
 
 
