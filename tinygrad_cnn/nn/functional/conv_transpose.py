@@ -77,8 +77,9 @@ class ConvTranspose2d(Function):
     """y = conv_transpose2d(x, w, b) = col2im(W^T X) + b.
 
     x: (N, C_in, H, W); w: (C_in, C_out/groups, kh, kw); b: (C_out,) or None;
-    y: (N, C_out, OH, OW). ``geometry`` is the tuple of trailing arguments of the
-    col2im kernel (kernel, stride, padding, dilation, and (H, W) as its "output" size).
+    y: (N, C_out, OH, OW). ``kernel_args`` are the trailing arguments of the col2im
+    kernel (kernel, stride, padding, dilation, and (H, W) as its window grid);
+    ``conv_args`` the (stride, padding, dilation) pairs of the convolution in backward.
     Backward: ``dx = conv2d(G, w)`` (same stride, padding, dilation, groups),
     ``dW = X im2col(G)^T`` per group, ``db = sum of G``. Built from differentiable
     Tensor operations, so second derivatives come with it.
