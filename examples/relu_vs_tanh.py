@@ -27,6 +27,9 @@ first epochs and the tanh net reaches 25% first.
     python examples/relu_vs_tanh.py --limit-train 50000 --width 32 --max-epochs 40 --full   # closer to the paper
     python examples/relu_vs_tanh.py --smoke
 
+The run on all 5,000 images of the subset, each activation at its best learning rate and over
+several seeds, with the unit statistics that explain the outcome: ``relu_vs_tanh_sweep.py``.
+
 Writes ``<out>/relu_vs_tanh.png`` (matplotlib, the ``plot`` extra) and ``<out>/results.md`` / ``.json``.
 """
 from __future__ import annotations

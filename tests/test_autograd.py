@@ -212,3 +212,14 @@ def test_detect_anomaly_names_op_and_user_line():
         out = z.sqrt()           # forward finite; backward 1/(2*0) = inf
         with pytest.raises(RuntimeError, match=r"Sqrt backward produced NaN or Inf.*test_autograd.py"):
             out.sum().backward()
+
+
+def test_a_hook_runs_even_when_its_tensor_object_is_gone():
+    x = Tensor(np.ones((2, 3)), requires_grad=True)
+    (x * 2).register_hook(lambda g: g * 10)   # the product is never named: only the graph holds it
+    y = x * 2
+    y.register_hook(lambda g: g * 10)
+    out = y * 3
+    del y
+    out.sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), np.full((2, 3), 60.0))

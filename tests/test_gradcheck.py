@@ -5,7 +5,7 @@ import pytest
 import tinygrad_cnn as tg
 from tinygrad_cnn import Tensor
 from tinygrad_cnn.autograd import Function
-from tinygrad_cnn.gradcheck import GradcheckError
+from tinygrad_cnn.gradcheck import GradcheckError, gradcheck
 
 
 class TransposedMatmulGrad(Function):
@@ -156,3 +156,43 @@ def test_report_names_the_failing_output_of_a_multi_output_function():
                           raise_exception=False, return_report=True)
     assert not report.ok and report.failures[0]["output"] == "1"
     assert "output     1" in str(report)
+
+
+def test_fn_may_register_a_hook_on_an_intermediate_tensor():
+    seen = []
+
+    def observed(x):
+        y = x * 2
+        y.register_hook(lambda g: seen.append(g.shape))   # observes, changes nothing
+        return (y * y).sum(0)
+
+    assert gradcheck(observed, _t((3, 2)))
+    assert seen, "the hook never ran during the analytic backward"
+
+
+def test_a_gradient_bug_planted_in_a_hook_is_caught_and_explained():
+    def tripled(x):
+        y = x * 2
+        y.register_hook(lambda g: g * 3)   # the bug: the gradient through y is scaled
+        return y.tanh()
+
+    with pytest.raises(GradcheckError) as info:
+        gradcheck(tripled, _t((2, 3)))
+    report = str(info.value)
+    assert "do not match finite differences" in report
+    assert "constant factor" in report   # analytic / numeric == 3
+
+
+def test_hooks_fn_registers_on_its_inputs_do_not_pile_up():
+    x = _t((2, 2))
+    calls = []
+
+    def hooked_on_input(t):
+        t.register_hook(lambda g: calls.append(1))
+        return t * t
+
+    assert gradcheck(hooked_on_input, x)
+    assert x._hooks == {}
+    calls.clear()
+    (x * 1.0).sum().backward()
+    assert calls == []

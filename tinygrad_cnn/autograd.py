@@ -197,13 +197,16 @@ class Function:
     fast_backward = None
 
     # Fields the engine keeps after the graph is released.
-    _engine_fields = ("parents", "needs_input_grad", "output_ref", "out_shape", "out_dtype",
-                      "_released", "created_at")
+    _engine_fields = ("parents", "needs_input_grad", "output_ref", "output_hooks", "out_shape",
+                      "out_dtype", "_released", "created_at")
 
     def __init__(self):
         self.parents = ()
         self.needs_input_grad = ()
         self.output_ref = None
+        # The output's hooks, held here too: they must run even when the output Tensor
+        # itself is gone (``(x * 2).register_hook(h)`` and the product is never named).
+        self.output_hooks = None
         self._released = False
         self._to_save = ()
         self._saved = None
@@ -403,8 +406,8 @@ def _topological_order(root):
     return order
 
 
-def _apply_hooks(tensor, grad):
-    for hook in tensor._hooks.values():
+def _apply_hooks(hooks, grad):
+    for hook in list(hooks.values()):
         result = hook(grad)
         if result is not None:
             if tuple(result.shape) != tuple(grad.shape):
@@ -472,9 +475,9 @@ def backward(root, gradient, retain_graph=False, create_graph=False):
                     "tensors were freed after the first backward). Pass retain_graph=True to the "
                     "first backward() if you need to call it again.")
             out = node.output_ref() if node.output_ref is not None else None
+            if node.output_hooks:
+                grad = _apply_hooks(node.output_hooks, grad)
             if out is not None:
-                if out._hooks:
-                    grad = _apply_hooks(out, grad)
                 if out._retains_grad:
                     _accumulate_into_grad(out, grad, create_graph)
             node.check_versions()
@@ -511,7 +514,7 @@ def backward(root, gradient, retain_graph=False, create_graph=False):
                 node.release()
         for leaf, grad in leaf_grads.values():
             if leaf._hooks:
-                grad = _apply_hooks(leaf, grad)
+                grad = _apply_hooks(leaf._hooks, grad)
             _accumulate_into_grad(leaf, grad, create_graph)
         for leaf, _ in leaf_grads.values():
             if leaf._post_accumulate_grad_hooks:

@@ -18,9 +18,11 @@ the worst element, the analytic and numeric values, the errors and likely causes
 """
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
-from .autograd import enable_grad, no_grad
+from .autograd import enable_grad
 from .backend import to_device
 from .tensor import Tensor
 
@@ -73,12 +75,33 @@ def _as_tuple(inputs):
 
 
 def _outputs_of(fn, inputs):
-    out = fn(*inputs)
+    """``fn(*inputs)`` as a tuple of Tensors, with gradient recording on.
+
+    Recording stays on even for the finite-difference evaluations: ``fn`` may register
+    hooks on its intermediate tensors (as PyTorch's gradcheck allows), and a hook needs a
+    tensor that requires grad. The graph is dropped with the outputs.
+    """
+    with enable_grad():
+        out = fn(*inputs)
     outs = _as_tuple(out)
     for o in outs:
         if not isinstance(o, Tensor):
             raise TypeError(f"gradcheck: fn must return Tensors, got {type(o).__name__}")
     return outs
+
+
+@contextlib.contextmanager
+def _hooks_on_inputs_undone(inputs):
+    """Remove the hooks ``fn`` registered on the inputs themselves once a call is over, so
+    they do not pile up over the many evaluations (and run once per backward, not N times)."""
+    saved = [dict(x._hooks) if isinstance(x, Tensor) else None for x in inputs]
+    try:
+        yield
+    finally:
+        for x, hooks in zip(inputs, saved):
+            if hooks is not None:
+                x._hooks.clear()
+                x._hooks.update(hooks)
 
 
 def _hints(inputs, x_index, eps, flat_index, analytic, numeric):
@@ -115,6 +138,11 @@ def _vjp(fn, inputs, vs, create_graph=False):
     """Analytic <v, y> gradients w.r.t. every input (list of arrays or None)."""
     for x in inputs:
         x.grad = None
+    with _hooks_on_inputs_undone(inputs):
+        return _vjp_of_outputs(fn, inputs, vs, create_graph)
+
+
+def _vjp_of_outputs(fn, inputs, vs, create_graph):
     outs = _outputs_of(fn, inputs)
     total = None
     for o, v in zip(outs, vs):
@@ -133,7 +161,7 @@ def _vjp(fn, inputs, vs, create_graph=False):
 
 
 def _scalar(fn, inputs, vs):
-    with no_grad():
+    with _hooks_on_inputs_undone(inputs):
         outs = _outputs_of(fn, inputs)
     return float(sum(np.sum(np.asarray(o.numpy(), dtype=np.float64) * v) for o, v in zip(outs, vs)))
 
@@ -167,8 +195,9 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, fast_mode=False,
 
     Args:
         fn: callable taking the input Tensors and returning a Tensor (or a tuple of them).
-            It is evaluated under ``no_grad`` for the finite differences, so a ``fn`` that calls
-            ``backward`` itself (a gradient penalty) wraps that part in ``enable_grad()``.
+            It is always evaluated with gradient recording on, so ``fn`` may register hooks on
+            intermediate tensors (a hook that changes the gradient is then caught here) or
+            call ``backward`` itself (a gradient penalty).
             With several outputs, a failure names the output(s) that fail on their own.
         inputs: a Tensor or tuple of Tensors; those with ``requires_grad`` are checked.
             They should be float64.
@@ -192,7 +221,7 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, fast_mode=False,
         if inputs[i].dtype != np.float64:
             report.notes.append(f"input {i} has dtype {inputs[i].dtype}; float64 is strongly "
                                 "recommended")
-    with no_grad():
+    with _hooks_on_inputs_undone(inputs):
         outs = _outputs_of(fn, inputs)
     # Upstream gradient: random and non-uniform, in [0.5, 1.5) with random signs.
     vs = [(rng.uniform(0.5, 1.5, size=o.shape) * rng.choice([-1.0, 1.0], size=o.shape))
@@ -294,7 +323,7 @@ def gradgradcheck(fn, inputs, grad_outputs=None, eps=1e-6, atol=1e-5, rtol=1e-3,
     """
     inputs = _as_tuple(inputs)
     rng = np.random.default_rng(seed + 1)
-    with no_grad():
+    with _hooks_on_inputs_undone(inputs):
         outs = _outputs_of(fn, inputs)
     if grad_outputs is None:
         grad_outputs = tuple(Tensor(rng.uniform(0.5, 1.5, size=o.shape)
@@ -306,8 +335,7 @@ def gradgradcheck(fn, inputs, grad_outputs=None, eps=1e-6, atol=1e-5, rtol=1e-3,
 
     def first_derivative(*args):
         xs, gos = args[:len(inputs)], args[len(inputs):]
-        # The finite-difference side calls this under no_grad; the first derivative still
-        # needs its graph, so recording is switched back on here.
+        # The first derivative needs its graph whatever mode the caller is in.
         with enable_grad():
             results = _as_tuple(fn(*xs))
             total = None

@@ -372,6 +372,9 @@ class Tensor:
                                "require gradient")
         handle = RemovableHandle(self._hooks)
         self._hooks[handle.id] = hook
+        if self._ctx is not None:
+            # The node shares the dict, so the hook outlives this Tensor object.
+            self._ctx.output_hooks = self._hooks
         return handle
 
     # Set per tensor on the first registration; most tensors never have one.

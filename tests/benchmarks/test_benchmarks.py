@@ -106,3 +106,10 @@ def test_bench_kernels_times_every_cpu_kernel_against_its_reference():
     rows = bench_kernels.main(["--scale", "0.02", "--repeat", "1", "--only", "relu"])
     assert [row["kernel"] for row in rows] == ["relu_forward", "relu_backward"]
     assert all(row["numpy_ms"] > 0 and row["numba_ms"] > 0 for row in rows)
+
+
+def test_bench_upsampling_times_every_case():
+    bench = _load("bench_upsampling")
+    rows = bench.main(["--repeat", "1", "--backend", "numpy"])
+    assert [row["op"] for row in rows] == [case[0] for case in bench.CASES]
+    assert all(row["fwd_ms"] > 0 and row["bwd_ms"] > 0 for row in rows)

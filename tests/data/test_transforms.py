@@ -232,3 +232,106 @@ def test_flip_and_ten_crop_tta_average_model_outputs():
     np.testing.assert_allclose(T.flip_tta(model, x), expected)
     got = T.ten_crop_tta(model, x, 4)
     np.testing.assert_allclose(got, np.mean([model(c) for c in T.ten_crop(x, 4)], axis=0))
+
+
+# ---------------------------------------------------------------- affine warps and ZCA whitening
+
+def _images(shape, seed=0):
+    return np.random.default_rng(seed).random(shape).astype(np.float32)
+
+
+def test_affine_identity_and_quarter_turn():
+    x = _images((2, 3, 6, 6))
+    np.testing.assert_allclose(T.affine(x, T.affine_matrices(np.zeros(2))), x, atol=1e-6)
+    # A counter-clockwise quarter turn about the centre of a square image is np.rot90.
+    np.testing.assert_allclose(T.affine(x, T.affine_matrices(np.full(2, 90.0))),
+                               np.rot90(x, 1, axes=(2, 3)), atol=1e-5)
+    shifted = T.affine(x, T.affine_matrices(np.zeros(2), (np.full(2, 2.0), np.zeros(2))), fill=0.5)
+    np.testing.assert_allclose(shifted[..., 2:], x[..., :-2], atol=1e-6)
+    assert np.all(shifted[..., :2] == 0.5)
+
+
+def test_affine_matches_torch_grid_sample():
+    torch = pytest.importorskip("torch")
+    n, c, h, w = 5, 2, 7, 9
+    x = _images((n, c, h, w), 1).astype(np.float64)
+    matrices = T.RandomAffine(30, translate=(0.2, 0.1), scale=(0.7, 1.3), shear=(-10, 10, -5, 5),
+                              stretch=(0.8, 1.25), seed=3).sample_matrices(n, h, w, np.random.default_rng(4))
+    ours = T.affine(x, matrices)
+    # The same map in grid_sample's coordinates (align_corners=True: -1 and 1 are the corner
+    # pixel centres): theta = [D^-1 M^-1 D | -D^-1 M^-1 t] with D = diag((W-1)/2, (H-1)/2).
+    half = np.diag([(w - 1) / 2, (h - 1) / 2])
+    inverse = np.linalg.inv(matrices[:, :, :2])
+    linear = np.linalg.inv(half) @ inverse @ half
+    shift = -np.einsum("ij,njk,nk->ni", np.linalg.inv(half), inverse, matrices[:, :, 2])
+    theta = torch.tensor(np.concatenate([linear, shift[:, :, None]], axis=2))
+    grid = torch.nn.functional.affine_grid(theta, (n, c, h, w), align_corners=True)
+    theirs = torch.nn.functional.grid_sample(torch.tensor(x), grid, mode="bilinear",
+                                             padding_mode="zeros", align_corners=True)
+    np.testing.assert_allclose(ours, theirs.numpy(), atol=1e-10)
+
+
+def test_random_affine_and_rotation_are_seeded_and_keep_dtype():
+    x = (_images((4, 1, 10, 10)) * 255).astype(np.uint8)
+    a = T.RandomAffine(20, translate=(0.1, 0.1), scale=(0.9, 1.1), shear=5, seed=7)
+    b = T.RandomAffine(20, translate=(0.1, 0.1), scale=(0.9, 1.1), shear=5, seed=7)
+    out = a(x)
+    assert out.dtype == np.uint8 and out.shape == x.shape
+    np.testing.assert_array_equal(out, b(x))
+    assert not np.array_equal(a(x), out)               # the generator moves on
+    rng_out = T.RandomRotation(45)(x, rng=np.random.default_rng(1))
+    np.testing.assert_array_equal(rng_out, T.RandomRotation(45)(x, rng=np.random.default_rng(1)))
+    angles = T.RandomRotation((10, 20)).sample_matrices(1000, 8, 8, np.random.default_rng(0))
+    turned = np.degrees(np.arctan2(-angles[:, 1, 0], angles[:, 0, 0]))
+    assert 10 <= turned.min() and turned.max() <= 20
+
+
+def test_random_affine_same_on_every_device(device):
+    from tinygrad_cnn import backend
+    x = _images((3, 2, 8, 8))
+    warp = T.RandomAffine(25, translate=(0.1, 0.2), scale=(0.8, 1.2), shear=8)
+    expected = warp(x, rng=np.random.default_rng(5))
+    on_device = warp(backend.to_device(x, device), rng=np.random.default_rng(5))
+    np.testing.assert_allclose(backend.to_device(on_device, "cpu"), expected, atol=1e-6)
+
+
+def test_affine_arguments_are_checked():
+    with pytest.raises(ValueError, match="affine: matrices must have shape"):
+        T.affine(_images((2, 1, 4, 4)), np.zeros((1, 2, 3)))
+    with pytest.raises(ValueError, match="RandomAffine: translate"):
+        T.RandomAffine(0, translate=(2, 0))
+    with pytest.raises(ValueError, match="RandomAffine degrees"):
+        T.RandomAffine(-3)
+
+
+def test_zca_whitens_and_is_the_symmetric_whitening():
+    rng = np.random.default_rng(0)
+    mixing = rng.standard_normal((12, 12))
+    data = (rng.standard_normal((4000, 12)) @ mixing).reshape(4000, 3, 2, 2)
+    mean, matrix, values, vectors = T.compute_zca(data, eps=0.0, scale=1.0)
+    np.testing.assert_allclose(matrix, matrix.T, atol=1e-10)
+    assert np.all(np.diff(values) <= 0)
+    white = T.ZCAWhitening(mean, matrix, scale=1.0)(data)
+    assert white.shape == data.shape and white.dtype == np.float64
+    cov = np.cov(white.reshape(4000, -1).astype(np.float64), rowvar=False, bias=True)
+    np.testing.assert_allclose(cov, np.eye(12), atol=2e-3)
+    # Decorrelation alone (the PCA basis): diagonal covariance equal to the eigenvalues.
+    rotated = (data.reshape(4000, -1) - mean) @ vectors
+    np.testing.assert_allclose(np.cov(rotated, rowvar=False, bias=True), np.diag(values),
+                               atol=1e-6 * values[0])
+    # eps caps the gain of the weak directions at 1/sqrt(eps).
+    _, damped, _, _ = T.compute_zca(data, eps=1.0, scale=1.0)
+    assert np.linalg.eigvalsh(damped).max() <= 1.0 + 1e-9
+
+
+def test_zca_transform_from_data_and_shape_checks(device):
+    from tinygrad_cnn import backend
+    data = (_images((50, 1, 3, 3)) * 255).astype(np.uint8)
+    zca = T.ZCAWhitening.from_data(data, eps=0.01)
+    expected = zca(data)
+    np.testing.assert_allclose(backend.to_device(zca(backend.to_device(data, device)), "cpu"),
+                               expected, atol=1e-5)
+    with pytest.raises(ValueError, match="ZCAWhitening: images of shape"):
+        zca(_images((2, 1, 4, 4)))
+    with pytest.raises(ValueError, match="compute_zca: needs at least 2"):
+        T.compute_zca(data[:1])

@@ -221,3 +221,69 @@ def test_experiment_arguments_are_checked():
         _load("plain_vs_residual").main(["--depths", "21"])
     with pytest.raises(SystemExit):
         _load("relu_vs_tanh").build_parser().parse_args(["--max-epochs", "0"])
+
+
+def test_denoising_autoencoder_smoke(tmp_path):
+    out, record = _smoke("denoising_autoencoder", "mnist", tmp_path)
+    assert [r[0] for r in record["rows"]] == ["noisy input", "transposed conv + unpool",
+                                              "bilinear upsample + conv"]
+    picture = _read_png(out / "denoising.png")
+    assert picture.ndim == 3 and picture.shape[0] > 4 * 28 * 3    # four rows of 3x digits
+
+
+def test_denoising_decoders_restore_the_input_size():
+    import tinygrad_cnn
+    module = _load("denoising_autoencoder")
+    x = tinygrad_cnn.Tensor(np.random.default_rng(0).random((2, 1, 28, 28)).astype(np.float32))
+    for decoder in module.DECODERS:
+        assert module.DenoisingAutoencoder(4, decoder)(x).shape == (2, 1, 28, 28)
+
+
+def test_zca_whitening_smoke(tmp_path, capsys):
+    out, record = _smoke("zca_whitening", "cifar-10-partial-bin", tmp_path)
+    assert [r[0] for r in record["rows"]] == ["original", "decorrelated", "PCA-whitened", "ZCA-whitened"]
+    for row in record["rows"][2:]:                       # whitened: unit variances, no correlation
+        assert abs(float(row[1]) - 1) < 1e-2 and abs(float(row[2]) - 1) < 1e-2 and abs(float(row[3])) < 1e-2
+    assert abs(float(record["rows"][1][3])) < 1e-2       # decorrelated, variances unchanged in sum
+    _read_png(out / "zca_images.png")
+    _plots_exist(out, ["whitening_2d.png"], capsys)
+
+
+def test_relu_vs_tanh_sweep_smoke(tmp_path, capsys):
+    out, record = _smoke("relu_vs_tanh_sweep", "cifar-10-partial-bin", tmp_path, "--target", "0.99")
+    assert set(record["best_lr"]) == {"relu", "tanh"}
+    assert set(record["ratios"]) == {"0", "1"}           # both seeds, at the best rates
+    assert [r[0] for r in record["rows"][:4]] == ["relu", "tanh"] * 2   # 2 learning rates x 2 activations
+    assert set(record["easier_targets"]) == {"0.5", "0.4"}
+    _plots_exist(out, ["relu_vs_tanh_sweep.png"], capsys)
+
+
+def test_loss_landscape_smoke(tmp_path, capsys):
+    out, record = _smoke("loss_landscape", "cifar-10-partial-bin", tmp_path)
+    assert [r[0] for r in record["rows"]] == ["ResNet-8", "plain-8"]
+    for name, surface in record["surfaces"].items():
+        surface = np.array(surface)
+        assert surface.shape == (5, 5) and np.all(np.isfinite(surface))
+        assert surface[2, 2] == pytest.approx(record["sharpness"][name]["loss at centre"])
+    with np.load(out / "surfaces.npz") as saved:
+        assert saved["ResNet_8"].shape == (5, 5)
+    _plots_exist(out, ["loss_contours.png", "loss_surfaces.png"], capsys)
+
+
+def test_filter_normalised_directions_match_each_filter_norm():
+    from tinygrad_cnn import models
+    module = _load("loss_landscape")
+    model = models.cifar_resnet(8, widths=(2, 4, 8))
+    direction = module.filter_normalised_direction(model, np.random.default_rng(0))
+    for name, param in model.named_parameters():
+        d, w = direction[name], param.data
+        if w.ndim <= 1:
+            assert not d.any(), name                      # BatchNorm and biases stay put
+        else:
+            np.testing.assert_allclose(np.linalg.norm(d.reshape(len(d), -1), axis=1),
+                                       np.linalg.norm(w.reshape(len(w), -1), axis=1), rtol=1e-4)
+    # the surface leaves the weights as they were
+    x, y = np.random.default_rng(1).standard_normal((4, 3, 8, 8)).astype(np.float32), np.arange(4) % 10
+    before = {n: p.data.copy() for n, p in model.named_parameters()}
+    module.loss_surface(model, x, y, direction, direction, np.linspace(-1, 1, 3))
+    assert all(np.array_equal(before[n], p.data) for n, p in model.named_parameters())

@@ -22,6 +22,7 @@ __all__ = [
     "Transform", "Compose", "ToFloat", "SubtractMeanImage", "SubtractChannelMean", "Normalize",
     "RandomCrop", "CenterCrop", "RandomHorizontalFlip", "RandomResizedCrop", "Resize", "ColorJitter",
     "PCAColorAugmentation", "Cutout", "compute_mean_image", "compute_channel_stats", "compute_pca_basis",
+    "compute_zca", "ZCAWhitening", "affine", "affine_matrices", "RandomAffine", "RandomRotation",
     "resize", "crop_at", "hflip", "five_crop", "ten_crop", "flip_tta", "ten_crop_tta",
 ]
 
@@ -188,6 +189,79 @@ def compute_pca_basis(data, scale=1.0 / 255.0, chunk=4096):
     values, vectors = np.linalg.eigh(cov)
     order = np.argsort(values)[::-1]
     return np.maximum(values[order], 0.0), vectors[:, order]
+
+
+def compute_zca(data, eps=0.1, scale=1.0 / 255.0, chunk=1024):
+    """ZCA whitening of ``data`` (N, C, H, W) times ``scale``, every image one D = C*H*W vector.
+
+    With the covariance ``Sigma = U diag(lambda) U^T`` of the images (eigenvectors as columns):
+
+    * PCA basis / decorrelation: ``U^T (x - mean)`` has a diagonal covariance ``diag(lambda)``;
+    * PCA whitening: ``diag(lambda + eps)^(-1/2) U^T (x - mean)``, covariance ~ identity;
+    * ZCA whitening: ``W = U diag(lambda + eps)^(-1/2) U^T``, i.e. PCA whitening rotated back.
+      Of all whitening matrices it changes the data least (it is the symmetric one), so the
+      whitened images still look like images, with edges enhanced.
+
+    ``eps`` keeps the directions of tiny variance (noise) from being blown up: their scale is
+    capped at ``1/sqrt(eps)``. Returns ``(mean (D,), W (D, D), eigenvalues (D,) descending,
+    eigenvectors (D, D) as columns)``, float64 NumPy arrays.
+    """
+    _check_batch("compute_zca", data)
+    if eps < 0:
+        raise ValueError(f"compute_zca: eps must be >= 0, got {eps}")
+    n = data.shape[0]
+    dim = int(np.prod(data.shape[1:]))
+    if n < 2:
+        raise ValueError(f"compute_zca: needs at least 2 images, got batch {data.shape}")
+    s1 = np.zeros(dim)
+    s2 = np.zeros((dim, dim))
+    for block in _chunks(data, chunk):
+        rows = np.asarray(block, dtype=np.float64).reshape(len(block), dim) * scale
+        s1 += rows.sum(axis=0)
+        s2 += rows.T @ rows
+    mean = s1 / n
+    cov = s2 / n - np.outer(mean, mean)
+    values, vectors = np.linalg.eigh(cov)
+    order = np.argsort(values)[::-1]
+    values, vectors = np.maximum(values[order], 0.0), vectors[:, order]
+    matrix = (vectors / np.sqrt(values + eps)) @ vectors.T
+    return mean, matrix, values, vectors
+
+
+class ZCAWhitening(Transform):
+    """x (N, C, H, W) -> ZCA-whitened images ``(x * scale - mean) W`` of the same shape (float32
+    for integer images, else the input's float dtype).
+
+    Build with ``from_data(train.data, eps)`` (see :func:`compute_zca`) and apply the same
+    transform to the test set. The (D, D) matrix is copied to the batch's device on first use.
+    """
+
+    def __init__(self, mean, matrix, scale=1.0 / 255.0):
+        super().__init__()
+        self.mean = np.asarray(mean, dtype=np.float64).reshape(-1)
+        self.matrix = np.asarray(matrix, dtype=np.float64)
+        if self.matrix.shape != (self.mean.size, self.mean.size):
+            raise ValueError(f"ZCAWhitening: matrix of shape {self.matrix.shape} does not match "
+                             f"a mean of {self.mean.size} features")
+        self.scale = scale
+
+    @classmethod
+    def from_data(cls, data, eps=0.1, scale=1.0 / 255.0):
+        mean, matrix, _, _ = compute_zca(data, eps, scale)
+        return cls(mean, matrix, scale)
+
+    def __call__(self, x, rng=None):
+        _check_batch("ZCAWhitening", x)
+        dim = int(np.prod(x.shape[1:]))
+        if dim != self.mean.size:
+            raise ValueError(f"ZCAWhitening: images of shape {tuple(x.shape[1:])} have {dim} "
+                             f"features, the whitening was computed for {self.mean.size}")
+        xp = get_array_module(x)
+        rows = _float(x, xp).reshape(x.shape[0], dim)
+        rows = rows * rows.dtype.type(self.scale)
+        mean = xp.asarray(self.mean, dtype=rows.dtype)
+        matrix = xp.asarray(self.matrix, dtype=rows.dtype)
+        return ((rows - mean) @ matrix).reshape(x.shape)   # W is symmetric: x W = (W x^T)^T
 
 
 # ---------------------------------------------------------------- geometry
@@ -357,6 +431,157 @@ class Resize(Transform):
 
     def __call__(self, x, rng=None):
         return resize(x, self.size, self.interpolation)
+
+
+def affine_matrices(angle=0.0, translate=(0.0, 0.0), scale=1.0, shear=(0.0, 0.0), stretch=1.0):
+    """Forward 2x3 affine matrices (N, 2, 3) in pixel coordinates (x right, y down), about the
+    image centre: ``p_out = M (p_in - c) + c + t``, returned as ``[M | t]``.
+
+    Each argument is a number or an (N,) array: angle in degrees, counter-clockwise as seen on
+    the screen; translate (tx, ty) in pixels; scale (isotropic); shear (sx, sy) in degrees;
+    stretch multiplies the width and divides the height (aspect change at constant area).
+    ``M = R(angle) Shear(sx, sy) diag(scale * stretch, scale / stretch)``.
+    """
+    angle = np.radians(np.asarray(angle, dtype=np.float64))
+    sx, sy = (np.radians(np.asarray(v, dtype=np.float64)) for v in shear)
+    scale, stretch = np.asarray(scale, dtype=np.float64), np.asarray(stretch, dtype=np.float64)
+    tx, ty = (np.asarray(v, dtype=np.float64) for v in translate)
+    n = max(np.size(v) for v in (angle, sx, sy, scale, stretch, tx, ty))
+    full = lambda v: np.broadcast_to(v, (n,)).astype(np.float64)  # noqa: E731
+    angle, sx, sy, scale, stretch, tx, ty = map(full, (angle, sx, sy, scale, stretch, tx, ty))
+    cos, sin = np.cos(angle), np.sin(angle)
+    # y points down, so a counter-clockwise turn on screen sends (1, 0) to (cos, -sin).
+    rotation = np.stack([np.stack([cos, sin], -1), np.stack([-sin, cos], -1)], -2)
+    shearing = np.stack([np.stack([np.ones(n), np.tan(sx)], -1),
+                         np.stack([np.tan(sy), np.ones(n)], -1)], -2)
+    scaling = np.zeros((n, 2, 2))
+    scaling[:, 0, 0], scaling[:, 1, 1] = scale * stretch, scale / stretch
+    linear = rotation @ shearing @ scaling
+    return np.concatenate([linear, np.stack([tx, ty], -1)[:, :, None]], axis=2)
+
+
+def affine(x, matrices, fill=0.0):
+    """Warp image n of ``x`` (N, C, H, W) by the forward affine map ``matrices[n]`` (N, 2, 3)
+    (see :func:`affine_matrices`), bilinear sampling; pixels that come from outside the image
+    get ``fill``.
+
+    Every output pixel ``p`` samples the input at ``M^-1 (p - c - t) + c``, with ``c`` the
+    image centre ((W - 1)/2, (H - 1)/2); the four neighbours are weighted by the fractional
+    parts, and a neighbour outside the image counts as ``fill``. The host computes the
+    inverses (N 2x2 matrices), the batch's own array module (NumPy or CuPy) does the pixels.
+    Integer images are rounded back to their dtype.
+    """
+    _check_batch("affine", x)
+    xp = get_array_module(x)
+    n, c, h, w = x.shape
+    matrices = np.asarray(matrices, dtype=np.float64)
+    if matrices.shape != (n, 2, 3):
+        raise ValueError(f"affine: matrices must have shape ({n}, 2, 3) for a batch of {n}, "
+                         f"got {matrices.shape}")
+    inverse = np.linalg.inv(matrices[:, :, :2])                          # (N, 2, 2)
+    centre = np.array([(w - 1) / 2.0, (h - 1) / 2.0])
+    offset = centre - np.einsum("nij,nj->ni", inverse, centre + matrices[:, :, 2])   # (N, 2)
+    inverse, offset = xp.asarray(inverse), xp.asarray(offset)
+    gy, gx = xp.meshgrid(xp.arange(h, dtype=np.float64), xp.arange(w, dtype=np.float64),
+                         indexing="ij")
+    # Source coordinates (N, H, W) of every output pixel.
+    xs = inverse[:, 0, 0, None, None] * gx + inverse[:, 0, 1, None, None] * gy + offset[:, 0, None, None]
+    ys = inverse[:, 1, 0, None, None] * gx + inverse[:, 1, 1, None, None] * gy + offset[:, 1, None, None]
+    x0, y0 = xp.floor(xs), xp.floor(ys)
+    wx, wy = xs - x0, ys - y0
+    x0, y0 = x0.astype(np.int64), y0.astype(np.int64)
+    src = _float(x, xp)
+    out = xp.zeros((n, c, h, w), dtype=src.dtype)
+    images = xp.arange(n)[:, None, None]
+    for dy, weight_y in ((0, 1 - wy), (1, wy)):
+        for dx, weight_x in ((0, 1 - wx), (1, wx)):
+            rows, cols = y0 + dy, x0 + dx
+            inside = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
+            values = src[images, :, xp.clip(rows, 0, h - 1), xp.clip(cols, 0, w - 1)]  # (N, H, W, C)
+            values = xp.where(inside[..., None], values, xp.asarray(fill, dtype=src.dtype))
+            out += (values * (weight_y * weight_x)[..., None].astype(src.dtype)).transpose(0, 3, 1, 2)
+    if not np.issubdtype(x.dtype, np.floating):
+        info = np.iinfo(x.dtype)
+        out = xp.clip(xp.rint(out), info.min, info.max).astype(x.dtype)
+    return out
+
+
+def _symmetric_range(name, value, minimum=None):
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        if value < 0:
+            raise ValueError(f"{name}: a single number must be >= 0, got {value}")
+        return (-float(value), float(value))
+    low, high = (float(v) for v in value)
+    if low > high or (minimum is not None and low < minimum):
+        raise ValueError(f"{name}: expected (low, high) with low <= high"
+                         + (f" and low >= {minimum}" if minimum is not None else "") + f", got {value}")
+    return (low, high)
+
+
+class RandomAffine(Transform):
+    """A random affine warp per image: rotation, translation, scale, stretch and shear, bilinear.
+
+    degrees: d (angle ~ U(-d, d)) or (low, high); translate: (a, b), fractions of the width and
+    height (tx ~ U(-a W, a W), ty ~ U(-b H, b H)); scale: (low, high), isotropic factor ~ U;
+    stretch: (low, high), width times s and height divided by s, log s ~ U(log low, log high);
+    shear: s (x-shear ~ U(-s, s) degrees), (low, high) for x, or (xlow, xhigh, ylow, yhigh);
+    fill: value of pixels that come from outside. Parameters as torchvision's ``RandomAffine``
+    (plus ``stretch``), applied to a whole batch at once (see :func:`affine`).
+    x (N, C, H, W) -> (N, C, H, W), on NumPy or CuPy arrays; the draws are on the host, so a seed
+    gives the same warps on either device.
+    """
+
+    random = True
+
+    def __init__(self, degrees=0.0, translate=None, scale=None, shear=None, stretch=None, fill=0.0,
+                 seed=None):
+        super().__init__(seed)
+        self.degrees = _symmetric_range("RandomAffine degrees", degrees)
+        if translate is not None:
+            translate = tuple(float(t) for t in translate)
+            if len(translate) != 2 or not all(0 <= t <= 1 for t in translate):
+                raise ValueError(f"RandomAffine: translate must be two fractions in [0, 1], got {translate}")
+        self.translate = translate
+        self.scale = None if scale is None else _symmetric_range("RandomAffine scale", scale, 1e-12)
+        self.stretch = None if stretch is None else _symmetric_range("RandomAffine stretch", stretch, 1e-12)
+        if shear is None:
+            self.shear = None
+        elif isinstance(shear, (int, float, np.integer, np.floating)) or len(shear) == 2:
+            self.shear = _symmetric_range("RandomAffine shear", shear) + (0.0, 0.0)
+        elif len(shear) == 4:
+            self.shear = (_symmetric_range("RandomAffine shear", shear[:2])
+                          + _symmetric_range("RandomAffine shear", shear[2:]))
+        else:
+            raise ValueError(f"RandomAffine: shear must be a number, a pair or 4 numbers, got {shear}")
+        self.fill = fill
+
+    def sample_matrices(self, n, h, w, rng):
+        """The (N, 2, 3) forward matrices of one batch (drawn on the host)."""
+        angle = rng.uniform(*self.degrees, n)
+        tx = ty = np.zeros(n)
+        if self.translate is not None:
+            tx = rng.uniform(-self.translate[0] * w, self.translate[0] * w, n)
+            ty = rng.uniform(-self.translate[1] * h, self.translate[1] * h, n)
+        scale = rng.uniform(*self.scale, n) if self.scale is not None else np.ones(n)
+        stretch = (np.exp(rng.uniform(np.log(self.stretch[0]), np.log(self.stretch[1]), n))
+                   if self.stretch is not None else np.ones(n))
+        sx = sy = np.zeros(n)
+        if self.shear is not None:
+            sx, sy = rng.uniform(*self.shear[:2], n), rng.uniform(*self.shear[2:], n)
+        return affine_matrices(angle, (tx, ty), scale, (sx, sy), stretch)
+
+    def __call__(self, x, rng=None):
+        _check_batch(type(self).__name__, x)
+        n, _, h, w = x.shape
+        return affine(x, self.sample_matrices(n, h, w, self._generator(rng)), self.fill)
+
+
+class RandomRotation(RandomAffine):
+    """Rotate each image by an angle ~ U(-degrees, degrees) (or U(low, high)) about its centre,
+    bilinear, ``fill`` outside. x (N, C, H, W) -> (N, C, H, W)."""
+
+    def __init__(self, degrees, fill=0.0, seed=None):
+        super().__init__(degrees, fill=fill, seed=seed)
 
 
 class RandomResizedCrop(Transform):

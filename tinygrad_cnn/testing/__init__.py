@@ -36,9 +36,9 @@ from ..gradcheck import gradcheck, gradgradcheck
 from ..tensor import Tensor
 
 __all__ = ["shapes", "broadcastable_shapes", "arrays", "finite_floats", "distinct_arrays",
-           "conv2d_settings", "pool2d_settings", "tensor64", "check_grad", "check_gradgrad",
-           "assert_allclose", "non_contiguous", "load_script", "find_mpiexec", "mpi_unavailable_reason",
-           "run_mpiexec"]
+           "conv2d_settings", "conv_transpose2d_settings", "pool2d_settings", "tensor64", "check_grad",
+           "check_gradgrad", "assert_allclose", "non_contiguous", "load_script", "find_mpiexec",
+           "mpi_unavailable_reason", "run_mpiexec"]
 
 
 def finite_floats(low=-3.0, high=3.0):
@@ -104,6 +104,34 @@ def conv2d_settings(draw, max_batch=2, max_channels_per_group=3, max_groups=2, m
                 weight_shape=(groups * out_per_group, in_per_group, kh, kw),
                 stride=(sh, sw), padding=(ph, pw), dilation=(dh, dw), groups=groups,
                 bias=draw(st.booleans()))
+
+
+@st.composite
+def conv_transpose2d_settings(draw, max_batch=2, max_channels_per_group=3, max_groups=2,
+                              max_kernel=3, max_stride=3, max_padding=2, max_dilation=2,
+                              max_spatial=5):
+    """Valid conv_transpose2d settings as a dict: input/weight shapes (weight is
+    (C_in, C_out/groups, kh, kw)), stride, padding, output_padding (< stride or dilation),
+    dilation, groups, bias; the output is always non-empty."""
+    groups = draw(st.integers(1, max_groups))
+    in_per_group = draw(st.integers(1, max_channels_per_group))
+    out_per_group = draw(st.integers(1, max_channels_per_group))
+    kernel = tuple(draw(st.integers(1, max_kernel)) for _ in range(2))
+    stride = tuple(draw(st.integers(1, max_stride)) for _ in range(2))
+    dilation = tuple(draw(st.integers(1, max_dilation)) for _ in range(2))
+    output_padding = tuple(draw(st.integers(0, max(s, d) - 1)) for s, d in zip(stride, dilation))
+    size, padding = [], []
+    for k, s, d, o in zip(kernel, stride, dilation, output_padding):
+        p = draw(st.integers(0, max_padding))
+        # output (h - 1)*s - 2p + d(k - 1) + o + 1 >= 1
+        min_h = max(1, -(-(2 * p - d * (k - 1) - o) // s) + 1)
+        size.append(draw(st.integers(min_h, max(min_h, max_spatial))))
+        padding.append(p)
+    n = draw(st.integers(1, max_batch))
+    return dict(input_shape=(n, groups * in_per_group, *size),
+                weight_shape=(groups * in_per_group, out_per_group, *kernel),
+                stride=stride, padding=tuple(padding), output_padding=output_padding,
+                dilation=dilation, groups=groups, bias=draw(st.booleans()))
 
 
 @st.composite
