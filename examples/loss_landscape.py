@@ -73,7 +73,7 @@ def filter_normalised_direction(model, rng):
     zero for 1-D parameters (BatchNorm scales and shifts, biases)."""
     direction = {}
     for name, param in model.named_parameters():
-        weights = param.data
+        weights = param.array
         if weights.ndim <= 1:
             direction[name] = np.zeros_like(weights)
             continue
@@ -88,7 +88,7 @@ def filter_normalised_direction(model, rng):
 def mean_loss(model, images, labels, batch_size=250, bn="running"):
     """Mean cross-entropy; ``bn="batch"`` normalises with each batch's statistics (train mode)
     and puts the running statistics back afterwards."""
-    saved = [(b, b.data.copy()) for _, b in model.named_buffers()] if bn == "batch" else []
+    saved = [(b, b.array.copy()) for _, b in model.named_buffers()] if bn == "batch" else []
     model.train(bn == "batch")
     total = 0.0
     try:
@@ -98,7 +98,7 @@ def mean_loss(model, images, labels, batch_size=250, bn="running"):
                 total += F.cross_entropy(logits, Tensor(labels[start:start + batch_size]), reduction="sum").item()
     finally:
         for buffer, value in saved:
-            buffer.data[...] = value
+            buffer.array[...] = value
         model.eval()
     return total / len(images)
 
@@ -106,17 +106,17 @@ def mean_loss(model, images, labels, batch_size=250, bn="running"):
 def loss_surface(model, images, labels, d1, d2, coords, bn="running"):
     """f[i, j] = loss at theta + coords[i] d1 + coords[j] d2 (rows: a along d1)."""
     params = dict(model.named_parameters())
-    base = {name: p.data.copy() for name, p in params.items()}
+    base = {name: p.array.copy() for name, p in params.items()}
     surface = np.empty((len(coords), len(coords)))
     try:
         for i, a in enumerate(coords):
             for j, b in enumerate(coords):
                 for name, p in params.items():
-                    p.data[...] = base[name] + a * d1[name] + b * d2[name]
+                    p.array[...] = base[name] + a * d1[name] + b * d2[name]
                 surface[i, j] = mean_loss(model, images, labels, bn=bn)
     finally:
         for name, p in params.items():
-            p.data[...] = base[name]
+            p.array[...] = base[name]
     return surface
 
 

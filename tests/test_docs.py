@@ -25,7 +25,8 @@ def test_worked_examples_run(name, capsys, tmp_path, monkeypatch):
 
 
 ROOT = DOCS.parent
-OP_MODULES = ["conv", "pooling", "normalization", "activation", "dropout", "loss", "linear"]
+OP_MODULES = ["conv", "conv_transpose", "pooling", "upsampling", "normalization", "activation", "dropout",
+              "loss", "linear"]
 OP_PAGES = sorted(p.name for p in (DOCS / "ops").glob("*.md"))
 
 

@@ -276,7 +276,7 @@ def test_filter_normalised_directions_match_each_filter_norm():
     model = models.cifar_resnet(8, widths=(2, 4, 8))
     direction = module.filter_normalised_direction(model, np.random.default_rng(0))
     for name, param in model.named_parameters():
-        d, w = direction[name], param.data
+        d, w = direction[name], param.array
         if w.ndim <= 1:
             assert not d.any(), name                      # BatchNorm and biases stay put
         else:
@@ -284,6 +284,6 @@ def test_filter_normalised_directions_match_each_filter_norm():
                                        np.linalg.norm(w.reshape(len(w), -1), axis=1), rtol=1e-4)
     # the surface leaves the weights as they were
     x, y = np.random.default_rng(1).standard_normal((4, 3, 8, 8)).astype(np.float32), np.arange(4) % 10
-    before = {n: p.data.copy() for n, p in model.named_parameters()}
+    before = {n: p.array.copy() for n, p in model.named_parameters()}
     module.loss_surface(model, x, y, direction, direction, np.linspace(-1, 1, 3))
-    assert all(np.array_equal(before[n], p.data) for n, p in model.named_parameters())
+    assert all(np.array_equal(before[n], p.array) for n, p in model.named_parameters())

@@ -30,6 +30,11 @@ smaller than the stride or the dilation.
 
 The hot loops are the ``"col2im"`` and ``"im2col"`` kernels (:mod:`tinygrad_cnn.backend`)
 and one GEMM; the backward goes through ``conv2d``'s own fast path.
+
+Where the kernels live: none of its own. The forward and the weight gradient call the
+convolution's ``col2im`` and ``im2col`` through ``backend.kernel`` (NumPy references in
+``tinygrad_cnn/nn/functional/conv.py``, Numba in ``tinygrad_cnn/kernels/cpu/conv.py``, CUDA in
+``tinygrad_cnn/kernels/cuda/conv.py``) and BLAS GEMMs; the input gradient is ``conv2d``.
 """
 from __future__ import annotations
 

@@ -18,6 +18,10 @@ Shapes: ``input`` is (N, C, H, W) (or unbatched (C, H, W)); the output is (N, C,
   sizes of this course (up to a few hundred pixels a side) a dense GEMM costs less
   than a gather-and-scatter with its index arithmetic, and its backward is the same
   Function with the transposed matrices.
+
+Where the kernels live: nowhere else. Unpooling is an indexed scatter/gather and
+interpolation two small GEMMs, written with the array module, so the same code runs on
+NumPy (CPU) and CuPy (GPU).
 """
 from __future__ import annotations
 
@@ -163,7 +167,7 @@ def max_unpool2d(input, indices, kernel_size, stride=None, padding=0, output_siz
         raise ValueError(f"{op}: output size {out_size} is not positive (input shape "
                          f"{tuple(input.shape)}, kernel_size {kernel}, stride {stride}, "
                          f"padding {padding})")
-    index_array = indices.data
+    index_array = indices.array
     xp = get_array_module(index_array)
     plane = out_size[0] * out_size[1]
     if index_array.size:
@@ -279,7 +283,7 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
             raise ValueError(f"{op}: input of spatial size {in_size} with scale_factor "
                              f"{scale_factor!r} gives output size {out_size}")
         scales = (None, None) if recompute_scale_factor else tuple(1.0 / f for f in factors)
-    xp = get_array_module(input.data)
+    xp = get_array_module(input.array)
     rows, cols = (xp.asarray(interpolation_matrix(i, o, mode, align_corners, s), dtype=input.dtype)
                   for i, o, s in zip(in_size, out_size, scales))
     return _Separable.apply(input, rows=rows, cols=cols)
