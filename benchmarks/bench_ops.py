@@ -247,7 +247,11 @@ def main(argv=None):
     args = p.parse_args(argv)
     _limit_threads(args.threads)
     from tinygrad_cnn import backend
-    backend.set_cpu_backend(args.backend)
+    with backend.cpu_backend(args.backend):      # restored on return: tests run main() in-process
+        return _run(args)
+
+
+def _run(args):
     torch = None if args.no_torch else _torch()
     if torch is not None:
         torch.set_num_threads(args.threads)

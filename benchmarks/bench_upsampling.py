@@ -90,9 +90,13 @@ def main(argv=None):
     p.add_argument("--backend", choices=["numba", "numpy"], default="numba")
     p.add_argument("--no-torch", action="store_true")
     args = p.parse_args(argv)
-    import tinygrad_cnn as tg
     from tinygrad_cnn import backend
-    backend.set_cpu_backend(args.backend)
+    with backend.cpu_backend(args.backend):      # restored on return: tests run main() in-process
+        return _run(args)
+
+
+def _run(args):
+    import tinygrad_cnn as tg
     torch = None
     if not args.no_torch:
         try:
