@@ -27,6 +27,7 @@ from .. import random as _random
 __all__ = [
     "calculate_gain", "uniform_", "normal_", "trunc_normal_", "constant_", "ones_", "zeros_",
     "eye_", "xavier_uniform_", "xavier_normal_", "kaiming_uniform_", "kaiming_normal_",
+    "reset_weight_and_bias_",
 ]
 
 _LINEAR_FNS = ("linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
@@ -240,3 +241,16 @@ def kaiming_normal_(tensor, a: float = 0, mode: str = "fan_in", nonlinearity: st
     fan = _calculate_correct_fan(tensor, mode)
     std = calculate_gain(nonlinearity, a) / math.sqrt(fan)
     return normal_(tensor, 0.0, std, generator)
+
+
+def reset_weight_and_bias_(weight, bias, fan_in: int) -> None:
+    """PyTorch's default initialisation of ``Linear`` and (transposed) convolution layers.
+
+    ``weight`` by ``kaiming_uniform_(a=sqrt(5))``, which is ``U(-1/sqrt(f), 1/sqrt(f))`` for the
+    weight's own fan-in ``f``; ``bias`` (if not None) from ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``
+    with the layer's ``fan_in`` (zeros when it is 0, where PyTorch leaves the memory as it was).
+    """
+    kaiming_uniform_(weight, a=math.sqrt(5))
+    if bias is not None:
+        bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+        uniform_(bias, -bound, bound)

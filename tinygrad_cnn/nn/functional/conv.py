@@ -40,7 +40,7 @@ from ... import backend
 from ..._arguments import WindowGeometry, check_tensor, pair
 from ...autograd import Function
 from ...backend import get_array_module
-from ...tensor import Tensor, pad as _pad
+from ...tensor import pad as _pad
 
 __all__ = ["conv2d", "im2col", "col2im", "unfold", "fold"]
 

@@ -45,22 +45,9 @@ from ...autograd import Function
 from ...backend import get_array_module
 from ...tensor import Tensor, cat
 from .conv import conv2d, unfold
+from ..._arguments import pair
 
 __all__ = ["conv_transpose2d", "conv_transpose2d_output_size"]
-
-
-def _pair(op, name, value, minimum):
-    """An int or a pair of ints -> (a, b), each >= ``minimum``."""
-    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
-        pair = (int(value), int(value))
-    elif (isinstance(value, (tuple, list)) and len(value) == 2
-          and all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in value)):
-        pair = (int(value[0]), int(value[1]))
-    else:
-        raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
-    if min(pair) < minimum:
-        raise ValueError(f"{op}: {name} must be >= {minimum}, got {value!r}")
-    return pair
 
 
 def conv_transpose2d_output_size(size, kernel_size, stride=1, padding=0, output_padding=0,
@@ -68,12 +55,12 @@ def conv_transpose2d_output_size(size, kernel_size, stride=1, padding=0, output_
     """(OH, OW) of a transposed convolution of an input with spatial ``size`` (H, W):
     ``(H - 1)*stride - 2*padding + dilation*(k - 1) + output_padding + 1``."""
     op = "conv_transpose2d_output_size"
-    size = _pair(op, "size", size, 0)
-    kernel = _pair(op, "kernel_size", kernel_size, 1)
-    stride = _pair(op, "stride", stride, 1)
-    padding = _pair(op, "padding", padding, 0)
-    output_padding = _pair(op, "output_padding", output_padding, 0)
-    dilation = _pair(op, "dilation", dilation, 1)
+    size = pair(op, "size", size, 0)
+    kernel = pair(op, "kernel_size", kernel_size, 1)
+    stride = pair(op, "stride", stride, 1)
+    padding = pair(op, "padding", padding, 0)
+    output_padding = pair(op, "output_padding", output_padding, 0)
+    dilation = pair(op, "dilation", dilation, 1)
     return tuple((s - 1) * st - 2 * p + d * (k - 1) + op_ + 1 for s, k, st, p, op_, d in
                  zip(size, kernel, stride, padding, output_padding, dilation))
 
@@ -208,10 +195,10 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
         if bias.dtype != input.dtype:
             raise TypeError(f"{op}: bias dtype {bias.dtype} differs from input dtype {input.dtype}")
     kernel = tuple(int(k) for k in weight.shape[2:])
-    stride = _pair(op, "stride", stride, 1)
-    padding = _pair(op, "padding", padding, 0)
-    output_padding = _pair(op, "output_padding", output_padding, 0)
-    dilation = _pair(op, "dilation", dilation, 1)
+    stride = pair(op, "stride", stride, 1)
+    padding = pair(op, "padding", padding, 0)
+    output_padding = pair(op, "output_padding", output_padding, 0)
+    dilation = pair(op, "dilation", dilation, 1)
     if any(o >= max(s, d) for o, s, d in zip(output_padding, stride, dilation)):
         raise ValueError(f"{op}: output_padding {output_padding} must be smaller than either "
                          f"stride {stride} or dilation {dilation}")

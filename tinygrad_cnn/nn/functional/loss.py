@@ -29,7 +29,6 @@ Numba in ``tinygrad_cnn/kernels/cpu/loss.py``; CUDA in ``tinygrad_cnn/kernels/cu
 """
 from __future__ import annotations
 
-import math
 import warnings
 
 import numpy as np

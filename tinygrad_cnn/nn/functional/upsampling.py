@@ -34,6 +34,7 @@ from ... import backend
 from ...autograd import Function
 from ...backend import get_array_module
 from ...tensor import Tensor
+from ..._arguments import pair
 
 __all__ = ["max_unpool2d", "interpolate", "upsample", "interpolation_matrix"]
 
@@ -43,19 +44,6 @@ def _check_input(op, input):
         raise TypeError(f"{op}: input must be a Tensor, got {type(input).__name__}")
     if input.dtype.kind != "f":
         raise TypeError(f"{op}: input must be a floating point tensor, got dtype {input.dtype}")
-
-
-def _pair(op, name, value, minimum):
-    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
-        pair = (int(value), int(value))
-    elif (isinstance(value, (tuple, list)) and len(value) == 2
-          and all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in value)):
-        pair = (int(value[0]), int(value[1]))
-    else:
-        raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
-    if min(pair) < minimum:
-        raise ValueError(f"{op}: {name} must be >= {minimum}, got {value!r}")
-    return pair
 
 
 # ---------------------------------------------------------------------------
@@ -139,9 +127,9 @@ def max_unpool2d(input, indices, kernel_size, stride=None, padding=0, output_siz
     if input.ndim == 3:
         return max_unpool2d(input.unsqueeze(0), indices.unsqueeze(0), kernel_size, stride,
                             padding, output_size).squeeze(0)
-    kernel = _pair(op, "kernel_size", kernel_size, 1)
-    stride = kernel if stride is None else _pair(op, "stride", stride, 1)
-    padding = _pair(op, "padding", padding, 0)
+    kernel = pair(op, "kernel_size", kernel_size, 1)
+    stride = kernel if stride is None else pair(op, "stride", stride, 1)
+    padding = pair(op, "padding", padding, 0)
     height, width = input.shape[2:]
     default = ((height - 1) * stride[0] - 2 * padding[0] + kernel[0],
                (width - 1) * stride[1] - 2 * padding[1] + kernel[1])
@@ -267,7 +255,7 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
                          f"and scale_factor={scale_factor!r}")
     in_size = tuple(int(s) for s in input.shape[2:])
     if size is not None:
-        out_size = _pair(op, "size", size, 1)
+        out_size = pair(op, "size", size, 1)
         scales = (None, None)
     else:
         if isinstance(scale_factor, numbers.Real) and not isinstance(scale_factor, bool):

@@ -1,8 +1,6 @@
 """``Conv2d``: a 2-D convolution layer (PyTorch's ``torch.nn.Conv2d``)."""
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from ..._arguments import pair
@@ -96,12 +94,8 @@ class Conv2d(Module):
             self.to(device)
 
     def reset_parameters(self) -> None:
-        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        if self.bias is not None:
-            fan_in = self.in_channels // self.groups * self.kernel_size[0] * self.kernel_size[1]
-            if fan_in != 0:
-                bound = 1 / math.sqrt(fan_in)
-                init.uniform_(self.bias, -bound, bound)
+        fan_in = self.in_channels // self.groups * self.kernel_size[0] * self.kernel_size[1]
+        init.reset_weight_and_bias_(self.weight, self.bias, fan_in)
 
     def _explicit_padding(self):
         """((top, bottom), (left, right)) padding."""

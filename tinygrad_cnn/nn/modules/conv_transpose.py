@@ -1,9 +1,6 @@
 """``ConvTranspose2d``: a learnable up-sampling layer (PyTorch's ``torch.nn.ConvTranspose2d``)."""
 from __future__ import annotations
 
-import math
-import numbers
-
 import numpy as np
 
 from .. import functional as F
@@ -11,21 +8,9 @@ from .. import init
 from ..functional.conv_transpose import conv_transpose2d_output_size
 from ..parameter import Parameter
 from .module import Module
+from ..._arguments import pair
 
 __all__ = ["ConvTranspose2d"]
-
-
-def _pair(value, name):
-    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
-        return (int(value), int(value))
-    try:
-        pair = tuple(int(v) for v in value)
-    except TypeError:
-        raise TypeError(f"ConvTranspose2d: {name} must be an int or a pair of ints, got "
-                        f"{value!r}") from None
-    if len(pair) != 2:
-        raise ValueError(f"ConvTranspose2d: {name} must be an int or a pair of ints, got {value!r}")
-    return pair
 
 
 class ConvTranspose2d(Module):
@@ -56,11 +41,11 @@ class ConvTranspose2d(Module):
             raise ValueError(f"ConvTranspose2d: only padding_mode='zeros' is supported, got "
                              f"{padding_mode!r}")
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
-        self.kernel_size = _pair(kernel_size, "kernel_size")
-        self.stride = _pair(stride, "stride")
-        self.padding = _pair(padding, "padding")
-        self.output_padding = _pair(output_padding, "output_padding")
-        self.dilation = _pair(dilation, "dilation")
+        self.kernel_size = pair("ConvTranspose2d", "kernel_size", kernel_size)
+        self.stride = pair("ConvTranspose2d", "stride", stride)
+        self.padding = pair("ConvTranspose2d", "padding", padding)
+        self.output_padding = pair("ConvTranspose2d", "output_padding", output_padding)
+        self.dilation = pair("ConvTranspose2d", "dilation", dilation)
         if min(self.kernel_size) <= 0 or min(self.stride) <= 0 or min(self.dilation) <= 0:
             raise ValueError(f"ConvTranspose2d: kernel_size, stride and dilation must be positive, "
                              f"got {self.kernel_size}, {self.stride}, {self.dilation}")
@@ -81,11 +66,8 @@ class ConvTranspose2d(Module):
             self.to(device)
 
     def reset_parameters(self) -> None:
-        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        if self.bias is not None:
-            fan_in = self.out_channels // self.groups * self.kernel_size[0] * self.kernel_size[1]
-            bound = 1 / math.sqrt(fan_in)
-            init.uniform_(self.bias, -bound, bound)
+        fan_in = self.out_channels // self.groups * self.kernel_size[0] * self.kernel_size[1]
+        init.reset_weight_and_bias_(self.weight, self.bias, fan_in)
 
     def _output_padding(self, input, output_size):
         if output_size is None:

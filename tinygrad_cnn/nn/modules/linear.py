@@ -1,8 +1,6 @@
 """``Linear`` and ``Identity``."""
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from .. import functional as F
@@ -56,11 +54,7 @@ class Linear(Module):
             self.to(device)
 
     def reset_parameters(self) -> None:
-        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        if self.bias is not None:
-            fan_in = self.in_features
-            bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
-            init.uniform_(self.bias, -bound, bound)
+        init.reset_weight_and_bias_(self.weight, self.bias, self.in_features)
 
     def forward(self, input):
         return F.linear(input, self.weight, self.bias)

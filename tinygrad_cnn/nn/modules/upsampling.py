@@ -3,12 +3,9 @@ from __future__ import annotations
 
 from .. import functional as F
 from .module import Module
+from ..._arguments import pair
 
 __all__ = ["MaxUnpool2d", "Upsample", "UpsamplingNearest2d", "UpsamplingBilinear2d"]
-
-
-def _pair(value):
-    return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
 
 
 class MaxUnpool2d(Module):
@@ -22,9 +19,9 @@ class MaxUnpool2d(Module):
 
     def __init__(self, kernel_size, stride=None, padding=0):
         super().__init__()
-        self.kernel_size = _pair(kernel_size)
-        self.stride = _pair(stride) if stride is not None else self.kernel_size
-        self.padding = _pair(padding)
+        self.kernel_size = pair("MaxUnpool2d", "kernel_size", kernel_size, 1)
+        self.stride = pair("MaxUnpool2d", "stride", stride, 1) if stride is not None else self.kernel_size
+        self.padding = pair("MaxUnpool2d", "padding", padding)
 
     def forward(self, input, indices, output_size=None):
         return F.max_unpool2d(input, indices, self.kernel_size, self.stride, self.padding,
