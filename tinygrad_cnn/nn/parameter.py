@@ -11,7 +11,7 @@ import numpy as np
 from .. import backend
 from ..tensor import Tensor
 
-__all__ = ["Parameter"]
+__all__ = ["Parameter", "add_weight_and_bias"]
 
 
 class Parameter(Tensor):
@@ -44,3 +44,19 @@ class Parameter(Tensor):
 
     def __repr__(self):
         return "Parameter containing:\n" + super().__repr__()
+
+
+def add_weight_and_bias(module, weight_shape, bias_size, dtype=None, device=None) -> None:
+    """Give a layer its ``weight`` (``weight_shape``) and ``bias`` (``(bias_size,)``, or a
+    registered ``None`` when ``bias_size`` is None), initialise them with the layer's
+    ``reset_parameters()`` and move them to ``device``: what ``Linear``, ``Conv2d`` and
+    ``ConvTranspose2d`` do on construction. ``dtype`` defaults to float32."""
+    dtype = np.dtype(np.float32 if dtype is None else dtype)
+    module.weight = Parameter(np.empty(tuple(weight_shape), dtype=dtype))
+    if bias_size is None:
+        module.register_parameter("bias", None)
+    else:
+        module.bias = Parameter(np.empty((bias_size,), dtype=dtype))
+    module.reset_parameters()
+    if device is not None:
+        module.to(device)

@@ -10,6 +10,25 @@ from .optimizer import Optimizer, _check_compat_flags, _lerp_
 __all__ = ["Adam", "AdamW"]
 
 
+def adam_moments_(param, grad, exp_avg, exp_avg_sq, *, lr, beta1, beta2, weight_decay,
+                  decoupled_weight_decay):
+    """The part Adam, AdamW, NAdam and RAdam share, in place; returns the gradient used.
+
+    Weight decay, decoupled (``param <- param * (1 - lr * weight_decay)``, AdamW) or added to the
+    gradient (``g <- grad + weight_decay * param``), then the moments
+    ``m <- beta1 * m + (1 - beta1) * g`` and ``v <- beta2 * v + (1 - beta2) * g^2``.
+    """
+    if weight_decay != 0:
+        if decoupled_weight_decay:
+            param *= 1 - lr * weight_decay
+        else:
+            grad = grad + weight_decay * param
+    _lerp_(exp_avg, grad, 1 - beta1)
+    exp_avg_sq *= beta2
+    exp_avg_sq += (1 - beta2) * grad * grad
+    return grad
+
+
 @backend.register_reference("adam_update")
 def _adam_update(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, *, step, lr, beta1, beta2, eps,
                  weight_decay, amsgrad, decoupled_weight_decay):
@@ -25,14 +44,8 @@ def _adam_update(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, *, step, lr, 
     param <- param - lr / (1 - beta1^step) * m / (sqrt(v) / sqrt(1 - beta2^step) + eps)
     """
     xp = backend.get_array_module(param)
-    if weight_decay != 0:
-        if decoupled_weight_decay:
-            param *= 1 - lr * weight_decay
-        else:
-            grad = grad + weight_decay * param
-    _lerp_(exp_avg, grad, 1 - beta1)
-    exp_avg_sq *= beta2
-    exp_avg_sq += (1 - beta2) * grad * grad
+    grad = adam_moments_(param, grad, exp_avg, exp_avg_sq, lr=lr, beta1=beta1, beta2=beta2,
+                         weight_decay=weight_decay, decoupled_weight_decay=decoupled_weight_decay)
     bias_correction1 = 1 - beta1 ** step
     bias_correction2 = 1 - beta2 ** step
     step_size = lr / bias_correction1

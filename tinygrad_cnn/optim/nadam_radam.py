@@ -4,7 +4,8 @@ from __future__ import annotations
 import math
 
 from .. import backend
-from .optimizer import Optimizer, _check_compat_flags, _lerp_
+from .adam import adam_moments_
+from .optimizer import Optimizer, _check_compat_flags
 
 __all__ = ["NAdam", "RAdam"]
 
@@ -20,14 +21,8 @@ def _nadam_update(param, grad, exp_avg, exp_avg_sq, *, step, mu, mu_next, mu_pro
                    - lr * mu_next / (1 - mu_product * mu_next) * m / den
     """
     xp = backend.get_array_module(param)
-    if weight_decay != 0:
-        if decoupled_weight_decay:
-            param *= 1 - lr * weight_decay
-        else:
-            grad = grad + weight_decay * param
-    _lerp_(exp_avg, grad, 1 - beta1)
-    exp_avg_sq *= beta2
-    exp_avg_sq += (1 - beta2) * grad * grad
+    grad = adam_moments_(param, grad, exp_avg, exp_avg_sq, lr=lr, beta1=beta1, beta2=beta2,
+                         weight_decay=weight_decay, decoupled_weight_decay=decoupled_weight_decay)
     denom = xp.sqrt(exp_avg_sq / (1 - beta2 ** step))
     denom += eps
     param -= lr * (1 - mu) / (1 - mu_product) * grad / denom
@@ -46,14 +41,8 @@ def _radam_update(param, grad, exp_avg, exp_avg_sq, *, step, lr, beta1, beta2, e
     else:     param <- param - lr * m_hat        (the variance estimate is not yet trusted)
     """
     xp = backend.get_array_module(param)
-    if weight_decay != 0:
-        if decoupled_weight_decay:
-            param *= 1 - lr * weight_decay
-        else:
-            grad = grad + weight_decay * param
-    _lerp_(exp_avg, grad, 1 - beta1)
-    exp_avg_sq *= beta2
-    exp_avg_sq += (1 - beta2) * grad * grad
+    grad = adam_moments_(param, grad, exp_avg, exp_avg_sq, lr=lr, beta1=beta1, beta2=beta2,
+                         weight_decay=weight_decay, decoupled_weight_decay=decoupled_weight_decay)
     bias_correction1 = 1 - beta1 ** step
     bias_correction2 = 1 - beta2 ** step
     rho_inf = 2 / (1 - beta2) - 1

@@ -7,7 +7,7 @@ from ..._arguments import pair
 from ...tensor import pad
 from .. import functional as F
 from .. import init
-from ..parameter import Parameter
+from ..parameter import add_weight_and_bias
 from .module import Module
 
 __all__ = ["Conv2d"]
@@ -82,16 +82,7 @@ class Conv2d(Module):
                              f"{self.kernel_size}, {self.stride}, {self.dilation}")
         self.groups = int(groups)
         self.padding_mode = padding_mode
-        dtype = np.dtype(np.float32 if dtype is None else dtype)
-        self.weight = Parameter(np.empty(
-            (self.out_channels, self.in_channels // self.groups, *self.kernel_size), dtype=dtype))
-        if bias:
-            self.bias = Parameter(np.empty((self.out_channels,), dtype=dtype))
-        else:
-            self.register_parameter("bias", None)
-        self.reset_parameters()
-        if device is not None:
-            self.to(device)
+        add_weight_and_bias(self, (self.out_channels, self.in_channels // self.groups, *self.kernel_size), self.out_channels if bias else None, dtype, device)
 
     def reset_parameters(self) -> None:
         fan_in = self.in_channels // self.groups * self.kernel_size[0] * self.kernel_size[1]

@@ -6,7 +6,7 @@ import numpy as np
 from .. import functional as F
 from .. import init
 from ..functional.conv_transpose import conv_transpose2d_output_size
-from ..parameter import Parameter
+from ..parameter import add_weight_and_bias
 from .module import Module
 from ..._arguments import pair
 
@@ -54,16 +54,7 @@ class ConvTranspose2d(Module):
                              f"smaller than either stride {self.stride} or dilation {self.dilation}")
         self.groups = int(groups)
         self.padding_mode = padding_mode
-        dtype = np.dtype(np.float32 if dtype is None else dtype)
-        self.weight = Parameter(np.empty(
-            (self.in_channels, self.out_channels // self.groups, *self.kernel_size), dtype=dtype))
-        if bias:
-            self.bias = Parameter(np.empty((self.out_channels,), dtype=dtype))
-        else:
-            self.register_parameter("bias", None)
-        self.reset_parameters()
-        if device is not None:
-            self.to(device)
+        add_weight_and_bias(self, (self.in_channels, self.out_channels // self.groups, *self.kernel_size), self.out_channels if bias else None, dtype, device)
 
     def reset_parameters(self) -> None:
         fan_in = self.out_channels // self.groups * self.kernel_size[0] * self.kernel_size[1]

@@ -5,7 +5,7 @@ import numpy as np
 
 from .. import functional as F
 from .. import init
-from ..parameter import Parameter
+from ..parameter import add_weight_and_bias
 from .module import Module
 
 __all__ = ["Identity", "Linear"]
@@ -43,15 +43,7 @@ class Linear(Module):
                 raise ValueError(f"Linear: {name} must be a non-negative integer, got {value!r}")
         self.in_features = int(in_features)
         self.out_features = int(out_features)
-        dtype = np.dtype(np.float32 if dtype is None else dtype)
-        self.weight = Parameter(np.empty((self.out_features, self.in_features), dtype=dtype))
-        if bias:
-            self.bias = Parameter(np.empty((self.out_features,), dtype=dtype))
-        else:
-            self.register_parameter("bias", None)
-        self.reset_parameters()
-        if device is not None:
-            self.to(device)
+        add_weight_and_bias(self, (self.out_features, self.in_features), self.out_features if bias else None, dtype, device)
 
     def reset_parameters(self) -> None:
         init.reset_weight_and_bias_(self.weight, self.bias, self.in_features)
