@@ -21,7 +21,8 @@ class PairError(ValueError, TypeError):
     both catch it."""
 
 
-def _is_int(value) -> bool:
+def is_int(value) -> bool:
+    """An integer (Python or NumPy), but not a bool."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
@@ -40,7 +41,7 @@ def check_tensor(op: str, name: str, value, *, optional: bool = False, floating:
 
 def pair(op: str, name: str, value, minimum: int = 0) -> tuple[int, int]:
     """An int, or a sequence of one or two ints, as an ``(h, w)`` tuple, each ``>= minimum``."""
-    if _is_int(value):
+    if is_int(value):
         result = (int(value), int(value))
     else:
         try:
@@ -48,7 +49,7 @@ def pair(op: str, name: str, value, minimum: int = 0) -> tuple[int, int]:
         except TypeError:
             raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {value!r}") \
                 from None
-        if len(items) not in (1, 2) or not all(_is_int(v) for v in items):
+        if len(items) not in (1, 2) or not all(is_int(v) for v in items):
             raise PairError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
         result = (int(items[0]), int(items[-1]))
     if min(result) < minimum:

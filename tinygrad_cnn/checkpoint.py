@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from .backend import to_host
-from .serialization import TEMP_MARK, atomic_write, atomic_write_bytes, temp_name
+from .serialization import TEMP_MARK, atomic_write, atomic_write_bytes, file_kind, temp_name
 from .optim._flatten import flatten_state, unflatten_state
 
 __all__ = [
@@ -54,7 +54,6 @@ __all__ = [
 
 FORMAT = "tinygrad_cnn.checkpoint/1"
 _FORMAT_KEY = "__checkpoint_format__"
-_ZIP_MAGIC = b"PK\x03\x04"
 
 
 class CheckpointError(ValueError):
@@ -186,20 +185,21 @@ def load_checkpoint(path) -> dict:
         raise CheckpointError(f"load_checkpoint: {path} has an inconsistent layout: {exc}") from None
 
 
+_KIND_WORDS = {"pickle": "a pickle (never loaded: unpickling can run code)", "npy": "a NumPy .npy array",
+               "text": "a text file", "other": "some other format"}
+
+
 def _check_is_zip(path: Path) -> None:
-    """Refuse anything that is not a zip archive before NumPy sees it: for such files np.load
-    guesses "pickled data", which misleads about a text file or a half-written one."""
+    """Refuse anything that is not a zip archive before NumPy sees it (see ``file_kind``)."""
     with open(path, "rb") as handle:
-        head = handle.read(4)
-    if head == _ZIP_MAGIC:
+        head = handle.read(6)
+    kind = file_kind(head)
+    if kind == "npz":
         return
-    if not head:
+    if kind == "empty":
         raise CheckpointError(f"load_checkpoint: {path} is empty (0 bytes)")
-    kind = ("a pickle (never loaded: unpickling can run code)" if head[:1] == b"\x80"
-            else "a NumPy .npy array" if head[:4] == b"\x93NUM"
-            else "a text file" if all(32 <= b < 127 or b in (9, 10, 13) for b in head) else "some other format")
     raise CheckpointError(f"load_checkpoint: {path} is not a checkpoint (.npz zip archive): its first bytes "
-                          f"{head!r} look like {kind}")
+                          f"{head!r} look like {_KIND_WORDS[kind]}")
 
 
 def is_valid_checkpoint(path) -> bool:

@@ -151,6 +151,23 @@ def fsync_directory(directory) -> None:
         os.close(fd)
 
 
+def file_kind(head: bytes) -> str:
+    """What a file is, from its first bytes, for the messages that refuse it: ``"npz"`` (a zip
+    archive), ``"empty"``, ``"npy"``, ``"pickle"``, ``"text"`` or ``"other"``. Checked before
+    ``np.load``, which calls anything it does not recognise "pickled data"."""
+    if head.startswith(b"PK"):
+        return "npz"
+    if not head:
+        return "empty"
+    if head.startswith(b"\x93NUMPY"):
+        return "npy"
+    if head[:1] == b"\x80":
+        return "pickle"
+    if all(32 <= byte < 127 or byte in (9, 10, 13) for byte in head):
+        return "text"
+    return "other"
+
+
 def load(path, map_location=None, weights_only=True) -> dict:
     """Read a file written by :func:`save`: the saved dict, with its nesting and types.
 
@@ -166,15 +183,16 @@ def load(path, map_location=None, weights_only=True) -> dict:
     path = os.fspath(path)
     with open(path, "rb") as file:              # FileNotFoundError names the path itself
         magic = file.read(6)
-    if not magic:
+    kind = file_kind(magic)
+    if kind == "empty":
         raise ValueError(f"load: '{path}' is empty (0 bytes), not an .npz archive; was its save "
                          "interrupted? (tinygrad_cnn.save writes atomically, so never by it)")
-    if magic.startswith(b"\x93NUMPY"):
+    if kind == "npy":
         raise ValueError(f"load: '{path}' holds a single array (.npy), expected an .npz archive "
                          "written by tinygrad_cnn.save or np.savez")
-    if not magic.startswith(b"PK"):
+    if kind != "npz":
         kind = ("a pickle (e.g. a PyTorch checkpoint in the legacy format)"
-                if magic[:1] == b"\x80" else f"not a zip archive (it starts with {magic!r})")
+                if kind == "pickle" else f"not a zip archive (it starts with {magic!r})")
         raise ValueError(f"load: '{path}' is not an .npz archive: it is {kind}. tinygrad_cnn never "
                          "unpickles files (that can run arbitrary code); convert PyTorch weights "
                          "where PyTorch is installed: np.savez(path, **{k: v.numpy() for k, v in "

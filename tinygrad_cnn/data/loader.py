@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import collections.abc
 import multiprocessing
-import numbers
 import queue
 import random as _py_random
 import threading
@@ -13,6 +12,7 @@ from collections import namedtuple
 
 import numpy as np
 
+from .._arguments import is_int
 from .transforms import Transform, get_array_module
 
 __all__ = ["DataLoader", "default_collate", "get_worker_info", "WorkerInfo"]
@@ -337,8 +337,7 @@ class DataLoader:
                  multiprocessing_context=None, generator=None, *, prefetch_factor=None,
                  persistent_workers=False, pin_memory_device="", in_order=True, seed=None, transform=None,
                  device="cpu", prefetch=2, dtype=np.float32):
-        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral)
-                                       or batch_size < 1):
+        if batch_size is not None and (not is_int(batch_size) or batch_size < 1):
             # 2.5 would silently become 2 under int(); PyTorch refuses it too.
             raise ValueError(f"DataLoader: batch_size should be a positive integer value or None, "
                              f"got batch_size={batch_size!r}")

@@ -5,9 +5,9 @@ sampler with ``set_epoch(epoch)`` (e.g. a distributed one) is told each epoch by
 """
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
+
+from .._arguments import is_int
 
 __all__ = ["Sampler", "SequentialSampler", "RandomSampler", "SubsetRandomSampler", "BatchSampler"]
 
@@ -90,7 +90,7 @@ class BatchSampler(Sampler):
     ``drop_last``)."""
 
     def __init__(self, sampler, batch_size, drop_last):
-        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+        if not is_int(batch_size) or batch_size < 1:
             raise ValueError(f"BatchSampler: batch_size should be a positive integer value, "
                              f"got batch_size={batch_size!r}")
         self.sampler, self.batch_size, self.drop_last = sampler, int(batch_size), bool(drop_last)

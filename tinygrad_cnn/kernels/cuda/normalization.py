@@ -24,6 +24,12 @@ SOURCE = CudaSource("normalization", r"""
 // x: (batch, channels, length); group g = channel * chunks + chunk covers the batch rows
 // [chunk * rows_per_chunk, min(batch, (chunk + 1) * rows_per_chunk)).
 
+// Batch rows in chunk k: rows_per_chunk, fewer in the last chunk.
+__device__ long long group_rows(long long k, long long batch, long long rows_per_chunk) {
+    long long left = batch - k * rows_per_chunk;
+    return left < rows_per_chunk ? left : rows_per_chunk;
+}
+
 // Per group: its mean and the sum of squared deviations around that mean (two passes over the
 // group, the second mostly from cache), both in double.
 extern "C" __global__ void batch_norm_partial_stats(const T* x, double* partial_mean, double* partial_m2,
@@ -33,7 +39,7 @@ extern "C" __global__ void batch_norm_partial_stats(const T* x, double* partial_
     for (long long g = blockIdx.x; g < channels * chunks; g += gridDim.x) {
         long long c = g / chunks;
         long long first = (g % chunks) * rows_per_chunk;
-        long long rows = batch - first < rows_per_chunk ? batch - first : rows_per_chunk;
+        long long rows = group_rows(g % chunks, batch, rows_per_chunk);
         double sum = 0.0;
         for (long long n = first; n < first + rows; ++n) {
             const T* row = x + (n * channels + c) * length;
@@ -65,9 +71,7 @@ extern "C" __global__ void batch_norm_combine_stats(const double* partial_mean, 
     GRID_STRIDE_LOOP(c, channels) {
         double count = 0.0, mean = 0.0, m2 = 0.0;
         for (long long k = 0; k < chunks; ++k) {
-            long long first = k * rows_per_chunk;
-            long long rows = batch - first < rows_per_chunk ? batch - first : rows_per_chunk;
-            double group_count = (double)(rows * length);
+            double group_count = (double)(group_rows(k, batch, rows_per_chunk) * length);
             double group_mean = partial_mean[c * chunks + k];
             double delta = group_mean - mean;
             double total = count + group_count;
@@ -107,7 +111,7 @@ extern "C" __global__ void batch_norm_partial_grad_sums(const T* grad_out, const
     for (long long g = blockIdx.x; g < channels * chunks; g += gridDim.x) {
         long long c = g / chunks;
         long long first = (g % chunks) * rows_per_chunk;
-        long long rows = batch - first < rows_per_chunk ? batch - first : rows_per_chunk;
+        long long rows = group_rows(g % chunks, batch, rows_per_chunk);
         double m = (double)mean[c];
         double s = (double)inv_std[c];
         double sum_g = 0.0;

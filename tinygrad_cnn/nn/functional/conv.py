@@ -34,10 +34,9 @@ that both register (batch slices, wide columns) in ``tinygrad_cnn/kernels/sliced
 """
 from __future__ import annotations
 
-import numbers
 
 from ... import backend
-from ..._arguments import WindowGeometry, check_tensor, pair
+from ..._arguments import WindowGeometry, check_tensor, is_int, pair
 from ...autograd import Function
 from ...backend import get_array_module
 from ...tensor import pad as _pad
@@ -302,7 +301,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     if input.ndim != 4:
         raise ValueError(f"{op}: input must be 4-D (N, C, H, W) or 3-D (C, H, W), got shape "
                          f"{tuple(input.shape)}")
-    if not isinstance(groups, numbers.Integral) or isinstance(groups, bool) or groups < 1:
+    if not is_int(groups) or groups < 1:
         raise ValueError(f"{op}: groups must be a positive int, got {groups!r}")
     groups = int(groups)
     c_in, c_out = input.shape[1], weight.shape[0]

@@ -38,14 +38,13 @@ convolution's ``col2im`` and ``im2col`` through ``backend.kernel`` (NumPy refere
 """
 from __future__ import annotations
 
-import numbers
 
 from ... import backend
 from ...autograd import Function
 from ...backend import get_array_module
 from ...tensor import Tensor, cat
 from .conv import conv2d, unfold
-from ..._arguments import pair
+from ..._arguments import is_int, pair
 
 __all__ = ["conv_transpose2d", "conv_transpose2d_output_size"]
 
@@ -173,7 +172,7 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
     if input.ndim != 4:
         raise ValueError(f"{op}: input must be 4-D (N, C_in, H, W) or 3-D (C_in, H, W), got shape "
                          f"{tuple(input.shape)}")
-    if not isinstance(groups, numbers.Integral) or isinstance(groups, bool) or groups < 1:
+    if not is_int(groups) or groups < 1:
         raise ValueError(f"{op}: groups must be a positive int, got {groups!r}")
     groups = int(groups)
     c_in = input.shape[1]

@@ -17,7 +17,7 @@ import numbers
 import numpy as np
 
 from ... import backend
-from ..._arguments import check_tensor
+from ..._arguments import check_tensor, is_int
 from ...autograd import Function
 from ...backend import get_array_module
 
@@ -437,7 +437,7 @@ def local_response_norm(input, size, alpha=1e-4, beta=0.75, k=1.0):
     """
     op = "local_response_norm"
     _checked_input_shape(op, input, 3, "at least 3 dimensions (N, C, *)")
-    if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 1:
+    if not is_int(size) or size < 1:
         raise ValueError(f"{op}: size must be an integer >= 1, got {size!r}")
     for name, value in (("alpha", alpha), ("beta", beta), ("k", k)):
         if not isinstance(value, numbers.Real):
@@ -468,7 +468,7 @@ def checked_normalized_shape(op, normalized_shape) -> tuple:
     except TypeError:
         raise TypeError(f"{op}: normalized_shape must be an int or a sequence of ints, "
                         f"got {normalized_shape!r}") from None
-    if not all(isinstance(d, numbers.Integral) and not isinstance(d, bool) and d >= 0 for d in dims):
+    if not all(is_int(d) and d >= 0 for d in dims):
         raise ValueError(f"{op}: normalized_shape must hold integers >= 0, got {normalized_shape!r}")
     return tuple(int(d) for d in dims)
 
@@ -513,7 +513,7 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
     op = "group_norm"
     shape = _checked_input_shape(op, input, 2, "shape (N, C, *)")
     channels = shape[1]
-    if isinstance(num_groups, bool) or not isinstance(num_groups, numbers.Integral) or \
+    if not is_int(num_groups) or \
             num_groups < 1 or channels % num_groups:
         raise ValueError(f"{op}: num_groups must be a positive divisor of the number of channels "
                          f"C = {channels}, got {num_groups!r}")

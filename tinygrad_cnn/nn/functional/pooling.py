@@ -34,7 +34,7 @@ import numbers
 import numpy as np
 
 from ... import backend
-from ..._arguments import WindowGeometry, check_tensor, output_length as pool_output_size, pair
+from ..._arguments import WindowGeometry, check_tensor, is_int, output_length as pool_output_size, pair
 from ...autograd import Function
 from ...backend import get_array_module
 from ...tensor import Tensor
@@ -409,7 +409,7 @@ def _global_avg_pool(x):
 
 
 def _adaptive_output_size(op, input, output_size):
-    if isinstance(output_size, numbers.Integral) and not isinstance(output_size, bool):
+    if is_int(output_size):
         sizes = (output_size, output_size)
     elif isinstance(output_size, (tuple, list)) and len(output_size) == 2:
         sizes = tuple(output_size)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..._arguments import pair
+from ..._arguments import is_int, pair
 from ...tensor import pad
 from .. import functional as F
 from .. import init
@@ -54,7 +54,7 @@ class Conv2d(Module):
                  device=None, dtype=None):
         super().__init__()
         for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+            if not is_int(value) or value < 0:
                 raise ValueError(f"Conv2d: {name} must be an integer >= 0, got {value!r}")
         if not isinstance(groups, (int, np.integer)) or groups <= 0:
             raise ValueError(f"Conv2d: groups must be a positive integer, got {groups!r}")
