@@ -32,6 +32,44 @@ def test_grad_of_leaf_does_not_alias_another_leaf():
     np.testing.assert_array_equal(b.grad.numpy(), [1.0, 1.0])
 
 
+def test_a_gradient_no_one_else_holds_becomes_grad_without_a_copy():
+    w = Tensor(np.ones((4, 3)), requires_grad=True)
+    (Tensor(np.ones((2, 4))) @ w).sum().backward()
+    first = w.grad.array
+    assert first.base is None and first.flags.owndata
+    (Tensor(np.ones((2, 4))) @ w).sum().backward()       # accumulates in place
+    assert w.grad.array is first
+    np.testing.assert_array_equal(first, np.full((4, 3), 4.0))
+
+
+def test_grad_never_aliases_an_array_someone_else_can_see():
+    # The caller's root gradient: changing .grad must not change it, and the reverse.
+    leaf = Tensor(np.ones(3), requires_grad=True)
+    upstream = Tensor(np.full(3, 2.0))
+    leaf.backward(upstream)
+    leaf.grad.array += 1
+    np.testing.assert_array_equal(upstream.numpy(), [2.0, 2.0, 2.0])
+    # A hook that keeps the gradient it is shown.
+    seen = []
+    x = Tensor(np.ones(3), requires_grad=True)
+    x.register_hook(lambda g: seen.append(g))
+    (x * 3.0).sum().backward()
+    x.grad.array += 1
+    np.testing.assert_array_equal(seen[0].numpy(), [3.0, 3.0, 3.0])
+    # One gradient array sent to two leaves through the same op.
+    a, b = Tensor(np.ones(2), requires_grad=True), Tensor(np.ones(2), requires_grad=True)
+    (a + b).sum().backward()
+    assert not np.shares_memory(a.grad.array, b.grad.array)
+    # A graph kept alive (retain_graph) may hold the arrays its backward returned.
+    y = Tensor(np.ones(2), requires_grad=True)
+    out = (y * 2.0).sum()
+    out.backward(retain_graph=True)
+    y.grad.array += 100
+    y.grad = None
+    out.backward()
+    np.testing.assert_array_equal(y.grad.numpy(), [2.0, 2.0])
+
+
 def test_twenty_thousand_op_chain_has_no_recursion_limit():
     x = Tensor(np.array([1.0]), requires_grad=True)
     y = x

@@ -31,6 +31,16 @@ def _batch_norm_eval(rng):
     return F.batch_norm(x, mean, var, w, b, training=False), (x, w, b)
 
 
+def _batch_norm_relu(training, residual):
+    def case(rng):
+        x, w, b = _param(rng, 3, 4, 5), _param(rng, 4), _param(rng, 4)
+        r = _param(rng, 3, 4, 5) if residual else None
+        mean, var = Tensor(rng.normal(size=4)), Tensor(rng.uniform(0.5, 2, size=4))
+        out = F.batch_norm_relu(x, mean, var, w, b, training=training, residual=r)
+        return out, tuple(t for t in (x, w, b, r) if t is not None)
+    return case
+
+
 def _cross_entropy(rng):
     logits = _param(rng, 6, 5)
     target = Tensor(np.array([0, 4, -100, 2, 1, 3]), dtype=np.int64)
@@ -58,6 +68,9 @@ CASES = {
                         lambda rng: (F.batch_norm(x := _param(rng, 4, 3, 2, 2), None, None,
                                                   training=True), (x,))],
     "_BatchNormEval": [_batch_norm_eval],
+    "_BatchNormReLU": [_batch_norm_relu(training=True, residual=True),
+                       _batch_norm_relu(training=False, residual=True),
+                       _batch_norm_relu(training=True, residual=False)],
     # a batch of 3 (the transposed product) and of 300 rows (the direct one), with and without bias
     "_Linear": [lambda rng: (F.linear(x := _param(rng, 3, 5), w := _param(rng, 4, 5), b := _param(rng, 4)),
                              (x, w, b)),

@@ -25,6 +25,7 @@ give the same gradients for every Function that has a fast one.
 from __future__ import annotations
 
 import functools
+import sys
 import threading
 import traceback
 import weakref
@@ -418,11 +419,32 @@ def _apply_hooks(hooks, grad):
     return grad
 
 
-def _accumulate_into_grad(tensor, grad, create_graph):
+def _referenced_only_by(tensor) -> bool:
+    """True when nothing but ``tensor`` holds its array (CPython reference counts, the test
+    NumPy uses to reuse temporaries): no other Tensor, graph node or user variable can see
+    a later in-place change of it."""
+    if sys.implementation.name != "cpython":
+        return False
+    array = tensor.array
+    # The references counted: tensor.array, the local name and getrefcount's argument.
+    return getattr(array, "base", True) is None and sys.getrefcount(array) <= 3
+
+
+def _accumulate_into_grad(tensor, grad, create_graph, may_take=False):
+    """``tensor.grad += grad`` (set on the first call). ``may_take``: ``grad`` is a Tensor that
+    only the engine has seen (not the caller's root gradient, not given to a hook), so its
+    array may become ``.grad`` without a copy when no one else holds the array either."""
     if tensor.grad is None:
-        # A fresh array: the same gradient Tensor may flow into several leaves (``a + a``),
-        # and a later ``+=`` into one ``.grad`` must not change another.
-        tensor.grad = grad if create_graph else type(grad)._wrap(grad.array.copy(), False)
+        if create_graph:
+            tensor.grad = grad
+        elif may_take and _referenced_only_by(grad):
+            # A gradient computed for this leaf alone becomes ``.grad`` as it is: copying the
+            # gradient of a 9216 x 4096 layer costs more than computing some layers' gradients.
+            tensor.grad = type(grad)._wrap(grad.array, False)
+        else:
+            # Shared (``a + a`` sends one array to two leaves; a hook or the caller may hold
+            # it): a later ``+=`` into one ``.grad`` must not change the others.
+            tensor.grad = type(grad)._wrap(grad.array.copy(), False)
     elif create_graph:
         tensor.grad = tensor.grad + grad
     else:
@@ -513,9 +535,10 @@ def backward(root, gradient, retain_graph=False, create_graph=False):
             if not retain_graph:
                 node.release()
         for leaf, grad in leaf_grads.values():
+            may_take = grad is not gradient and not leaf._hooks
             if leaf._hooks:
                 grad = _apply_hooks(leaf._hooks, grad)
-            _accumulate_into_grad(leaf, grad, create_graph)
+            _accumulate_into_grad(leaf, grad, create_graph, may_take)
         for leaf, _ in leaf_grads.values():
             if leaf._post_accumulate_grad_hooks:
                 for hook in list(leaf._post_accumulate_grad_hooks.values()):

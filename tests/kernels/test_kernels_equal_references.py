@@ -237,6 +237,27 @@ def batch_norm_backward_case(draw):
                 scaled=True)
 
 
+@st.composite
+def batch_norm_relu_forward_case(draw):
+    shape, dtype, x, residual, rng = _ncl(draw)
+    weight, bias = rng.uniform(-2, 2, shape[1]).astype(dtype), rng.uniform(-1, 1, shape[1]).astype(dtype)
+    given = () if draw(st.booleans()) else (x.mean(axis=(0, 2)) + 0.1, x.var(axis=(0, 2)) + 0.2)
+    residual = residual if draw(st.booleans()) else None
+    return Case((x, weight, bias, 1e-5, residual) + given, dtype, tol=BN_TOL)
+
+
+@st.composite
+def batch_norm_relu_backward_case(draw):
+    shape, dtype, x, grad, rng = _ncl(draw)
+    weight = rng.uniform(-2, 2, shape[1]).astype(dtype)
+    bias = rng.uniform(-1, 1, shape[1]).astype(dtype)
+    residual = rng.standard_normal(shape).astype(dtype)
+    y, mean, var = reference("batch_norm_relu_forward")(x, weight, bias, 1e-5, residual)
+    inv_std = (1.0 / np.sqrt(var.astype(np.float64) + 1e-5)).astype(dtype)
+    return Case((grad, y, x, weight, mean, inv_std, draw(st.booleans()), draw(st.booleans())),
+                dtype, tol=BN_TOL, scaled=True)
+
+
 _lrn_settings = st.tuples(st.integers(1, 7), st.sampled_from([1e-4, 0.1, 2.0]),
                           st.sampled_from([0.75, 0.5, 1.3]), st.sampled_from([1.0, 2.0]))
 
@@ -407,6 +428,8 @@ CASES = {
     "max_pool2d_forward": max_pool2d_forward_case(), "max_pool2d_backward": max_pool2d_backward_case(),
     "avg_pool2d_forward": avg_pool2d_forward_case(), "avg_pool2d_backward": avg_pool2d_backward_case(),
     "batch_norm_forward": batch_norm_forward_case(), "batch_norm_backward": batch_norm_backward_case(),
+    "batch_norm_relu_forward": batch_norm_relu_forward_case(),
+    "batch_norm_relu_backward": batch_norm_relu_backward_case(),
     "lrn_forward": lrn_forward_case(), "lrn_backward": lrn_backward_case(),
     "relu_forward": relu_forward_case(), "relu_backward": relu_backward_case(), "erf": erf_case(),
     "dropout_forward": dropout_forward_case(),

@@ -678,3 +678,50 @@ def test_conv2d_with_zero_output_channels_builds_but_refuses_to_run_as_torch_doe
     assert layer.weight.shape == (0, 3, 3, 3)
     with pytest.raises(ValueError, match=r"conv2d: weight of shape \(0, 3, 3, 3\) has 0 output channels"):
         layer(tinygrad_cnn.Tensor(np.zeros((1, 3, 5, 5), np.float32)))
+
+
+# ---------------------------------------------------------------------------
+# batch_norm_relu_of_modules: the fused tail of convolution blocks
+# ---------------------------------------------------------------------------
+
+def _bn_relu_tail(fused, training, residual, seed=0):
+    """Output, input/parameter/residual gradients and running statistics of relu(bn(x) + r),
+    with the fusion allowed or prevented (a no-op forward hook keeps the modules separate)."""
+    from tinygrad_cnn.nn.modules.normalization import batch_norm_relu_of_modules
+    rng = np.random.default_rng(seed)
+    bn, relu = nn.BatchNorm2d(3, dtype=np.float64), nn.ReLU(inplace=True)
+    bn.weight.array[...] = rng.uniform(0.5, 1.5, 3)
+    bn.bias.array[...] = rng.uniform(-0.5, 0.5, 3)
+    bn.train(training)
+    if not fused:
+        relu.register_forward_hook(lambda module, args, out: None)
+    x = Tensor(rng.standard_normal((4, 3, 5, 5)), requires_grad=True)
+    r = Tensor(rng.standard_normal((4, 3, 5, 5)), requires_grad=True) if residual else None
+    out = batch_norm_relu_of_modules(bn, relu, x, r)
+    (out * Tensor(rng.standard_normal(out.shape))).sum().backward()
+    grads = [x.grad, bn.weight.grad, bn.bias.grad] + ([r.grad] if residual else [])
+    return out, [out.numpy()] + [g.numpy() for g in grads] + [bn.running_mean.numpy(),
+                                                              bn.running_var.numpy()]
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("residual", [True, False])
+def test_batch_norm_relu_of_modules_equals_the_modules(training, residual):
+    fused_out, fused = _bn_relu_tail(True, training, residual)
+    plain_out, plain = _bn_relu_tail(False, training, residual)
+    assert type(fused_out._ctx).__name__ == "_BatchNormReLU"
+    assert type(plain_out._ctx).__name__ == "Relu"           # the hook kept the modules apart
+    for a, b in zip(fused, plain):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-13)
+
+
+def test_batch_norm_relu_of_modules_runs_other_modules_as_written():
+    from tinygrad_cnn.nn.modules.normalization import batch_norm_relu_of_modules
+    x = Tensor(np.random.default_rng(0).standard_normal((4, 3, 2, 2)))
+    calls = []
+    bn = nn.BatchNorm2d(3, dtype=np.float64)
+    bn.register_forward_hook(lambda module, args, out: calls.append("bn"))
+    out = batch_norm_relu_of_modules(bn, nn.ReLU(), x)
+    assert calls == ["bn"] and type(out._ctx).__name__ == "Relu"
+    out = batch_norm_relu_of_modules(nn.BatchNorm2d(3, dtype=np.float64), nn.LeakyReLU(0.5), x)
+    assert (out.numpy() < 0).any()                           # the given activation ran

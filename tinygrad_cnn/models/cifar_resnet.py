@@ -33,6 +33,7 @@ Plain nets have the same counts as option A; option B adds the two projections.
 from __future__ import annotations
 
 from .. import nn
+from ..nn.modules.normalization import batch_norm_relu_of_modules
 from ..tensor import pad as _pad
 from ._layers import init_batchnorm_, init_conv_kaiming_
 
@@ -106,11 +107,12 @@ class CifarBasicBlock(nn.Module):
                                               nn.BatchNorm2d(planes))
 
     def forward(self, x):
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
+        # relu(bn(...)) and relu(bn(...) + shortcut) run as fused ops (see batch_norm_relu_of_modules).
+        out = batch_norm_relu_of_modules(self.bn1, self.relu, self.conv1(x))
+        residual = None
         if self.residual:
-            out = out + (x if self.shortcut is None else self.shortcut(x))
-        return self.relu(out)
+            residual = x if self.shortcut is None else self.shortcut(x)
+        return batch_norm_relu_of_modules(self.bn2, self.relu, self.conv2(out), residual)
 
 
 class CifarResNet(nn.Module):
@@ -168,7 +170,7 @@ class CifarResNet(nn.Module):
 
     def forward_features(self, x):
         """input (N, C, H, W) -> last stage's feature map (N, widths[-1], H / 4, W / 4) for three stages."""
-        x = self.relu(self.bn1(self.conv1(x)))
+        x = batch_norm_relu_of_modules(self.bn1, self.relu, self.conv1(x))
         for stage in self.stages():
             x = stage(x)
         return x

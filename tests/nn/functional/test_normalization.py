@@ -10,7 +10,8 @@ from tinygrad_cnn.nn import functional as F
 from tinygrad_cnn.testing import (arrays, assert_allclose, check_grad, check_gradgrad, shapes,
                                   non_contiguous, tensor64)
 
-KERNEL_NAMES = ("batch_norm_forward", "batch_norm_backward", "lrn_forward", "lrn_backward")
+KERNEL_NAMES = ("batch_norm_forward", "batch_norm_backward", "batch_norm_relu_forward",
+                "batch_norm_relu_backward", "lrn_forward", "lrn_backward")
 
 # (N, C, *) shapes: (N, C), (N, C, L), (N, C, H, W). Values come from a seeded generator drawn
 # by Hypothesis: BatchNorm divides by the batch spread, so arbitrary Hypothesis arrays would
@@ -278,6 +279,143 @@ def test_fused_equals_composition_of_primitives(shape, training):
     assert_allclose(fused_out, composed_out.numpy(), rtol=1e-10, atol=1e-12)
     for name, f, c in zip(("x", "weight", "bias"), fused_grads, composed_grads):
         assert_allclose(f, c, rtol=1e-9, atol=1e-11, err_msg=name)
+
+
+# ---------------------------------------------------------------------------
+# batch_norm_relu: relu(batch_norm(x) + residual) as one op
+# ---------------------------------------------------------------------------
+
+def bn_relu_fn(training, running, with_residual):
+    running_mean, running_var = running
+    if with_residual:
+        return lambda x, w, b, r: F.batch_norm_relu(x, running_mean, running_var, w, b,
+                                                    training=training, residual=r)
+    return lambda x, w, b: F.batch_norm_relu(x, running_mean, running_var, w, b,
+                                             training=training)
+
+
+def bn_relu_inputs(seed, shape, with_residual):
+    channels = shape[1]
+    # Offsets put part of every channel below zero and part above, so the mask matters.
+    inputs = [normal(seed, shape, scale=2.0, offset=1.0), channel_vector(seed, channels),
+              channel_vector(seed + 7, channels) * 0.3]
+    return inputs + ([normal(seed + 3, shape)] if with_residual else [])
+
+
+@pytest.mark.parametrize("impl", CPU_IMPLS)
+@pytest.mark.parametrize("training", [True, False])
+@settings(max_examples=10, deadline=None)
+@given(shape=bn_shapes, seed=seeds, with_residual=st.booleans())
+def test_batch_norm_relu_gradcheck(impl, training, shape, seed, with_residual):
+    fn = bn_relu_fn(training, running_stats(shape[1], seed % 100), with_residual)
+    with backend.cpu_backend(impl):
+        check_grad(fn, *bn_relu_inputs(seed, shape, with_residual))
+
+
+@pytest.mark.parametrize("training", [True, False])
+@settings(max_examples=5, deadline=None)
+@given(shape=bn_shapes, seed=seeds, with_residual=st.booleans())
+def test_batch_norm_relu_gradgradcheck(training, shape, seed, with_residual):
+    fn = bn_relu_fn(training, running_stats(shape[1]), with_residual)
+    check_gradgrad(fn, *bn_relu_inputs(seed, shape, with_residual))
+
+
+@pytest.mark.parametrize("impl", CPU_IMPLS)
+@pytest.mark.parametrize("training", [True, False])
+@settings(max_examples=10, deadline=None)
+@given(shape=bn_shapes, seed=seeds, with_residual=st.booleans(), momentum=st.sampled_from([0.1, 0.7]))
+def test_batch_norm_relu_equals_the_three_ops(impl, training, shape, seed, with_residual, momentum):
+    """Values, every gradient and the running statistics of the fused op are those of
+    relu(batch_norm(x) + residual) computed op by op."""
+    arrays_ = bn_relu_inputs(seed, shape, with_residual)
+    upstream = normal(seed + 11, shape)
+    results = []
+    with backend.cpu_backend(impl):
+        for fused in (True, False):
+            running = running_stats(shape[1], seed % 100)
+            inputs = [tensor64(a) for a in arrays_]
+            residual = inputs[3] if with_residual else None
+            if fused:
+                out = F.batch_norm_relu(inputs[0], *running, inputs[1], inputs[2], training=training,
+                                        momentum=momentum, residual=residual)
+            else:
+                out = F.batch_norm(inputs[0], *running, inputs[1], inputs[2], training=training,
+                                   momentum=momentum)
+                out = F.relu(out if residual is None else out + residual)
+            results.append([out.numpy()] + grads_of(out, upstream, *inputs)
+                           + [r.numpy() for r in running])
+    names = ["out", "x", "weight", "bias"] + (["residual"] if with_residual else []) + ["mean", "var"]
+    for name, f, c in zip(names, *results):
+        assert_allclose(f, c, rtol=1e-10, atol=1e-12, err_msg=name)
+
+
+def test_batch_norm_relu_differentiable_backward_equals_fast_backward():
+    shape = (4, 3, 2, 5)
+    for training in (True, False):
+        fn = bn_relu_fn(training, running_stats(3), True)
+        inputs = [tensor64(a) for a in bn_relu_inputs(0, shape, True)]
+        upstream = normal(5, shape)
+        fast = grads_of(fn(*inputs), upstream, *inputs)
+        graph = grads_of(fn(*inputs), upstream, *inputs, create_graph=True)
+        for f, g in zip(fast, graph):
+            assert_allclose(g, f, rtol=1e-10, atol=1e-12)
+
+
+def test_batch_norm_relu_matches_torch(torch):
+    x, w, b, r = bn_relu_inputs(0, (6, 3, 4, 5), True)
+    upstream = normal(3, x.shape)
+    for training in (True, False):
+        rm, rv = running_stats(3)
+        trm, trv = torch.tensor(rm.numpy()), torch.tensor(rv.numpy())
+        ours = [tensor64(a) for a in (x, w, b, r)]
+        theirs = [torch.tensor(a, requires_grad=True) for a in (x, w, b, r)]
+        out = F.batch_norm_relu(ours[0], rm, rv, ours[1], ours[2], training=training, momentum=0.3,
+                                eps=1e-3, residual=ours[3])
+        tout = torch.relu(torch.nn.functional.batch_norm(
+            theirs[0], trm, trv, theirs[1], theirs[2], training=training, momentum=0.3, eps=1e-3)
+            + theirs[3])
+        assert_allclose(out, tout.detach().numpy(), rtol=1e-10, atol=1e-12)
+        assert_allclose(rm, trm.numpy(), rtol=1e-12)
+        assert_allclose(rv, trv.numpy(), rtol=1e-12)
+        tout.backward(torch.tensor(upstream))
+        for g, t in zip(grads_of(out, upstream, *ours), theirs):
+            assert_allclose(g, t.grad.numpy(), rtol=1e-9, atol=1e-11)
+
+
+def test_batch_norm_relu_float32_and_nan():
+    x = normal(0, (16, 4, 8, 8), scale=0.5, offset=0.2, dtype=np.float32)
+    x[0, 1, 2, 3] = np.nan
+    w, b = np.ones(4, np.float32), np.zeros(4, np.float32)
+    mean, var = tg.Tensor(np.zeros(4, np.float32)), tg.Tensor(np.ones(4, np.float32))
+    out = F.batch_norm_relu(tg.Tensor(x), mean, var, tg.Tensor(w), tg.Tensor(b)).numpy()
+    assert out.dtype == np.float32 and np.isnan(out[0, 1, 2, 3])      # NaN passes, as relu
+    expected = np.maximum(x / np.sqrt(np.float32(1 + 1e-5)), 0)
+    finite = ~np.isnan(x)
+    assert_allclose(out[finite], expected[finite], rtol=1e-6, atol=1e-7)
+
+
+def test_batch_norm_relu_empty_batch():
+    x = tg.Tensor(np.zeros((0, 3, 2, 2)), requires_grad=True)
+    w = tg.Tensor(np.ones(3), requires_grad=True)
+    out = F.batch_norm_relu(x, *running_stats(3), w, None, training=True,
+                            residual=tg.Tensor(np.zeros((0, 3, 2, 2))))
+    assert out.shape == (0, 3, 2, 2)
+    out.sum().backward()
+    assert_allclose(w.grad, np.zeros(3))
+
+
+def test_batch_norm_relu_errors():
+    x = tg.Tensor(np.zeros((4, 3, 2)))
+    mean, var = running_stats(3)
+    with pytest.raises(ValueError, match=r"batch_norm_relu: residual must have the input's shape "
+                                         r"\(4, 3, 2\) and dtype float64, got shape \(4, 3\)"):
+        F.batch_norm_relu(x, mean, var, residual=tg.Tensor(np.zeros((4, 3))))
+    with pytest.raises(ValueError, match=r"residual .*dtype float32"):
+        F.batch_norm_relu(x, mean, var, residual=tg.Tensor(np.zeros((4, 3, 2), np.float32)))
+    with pytest.raises(TypeError, match="batch_norm_relu: argument 'residual' must be a Tensor"):
+        F.batch_norm_relu(x, mean, var, residual=np.zeros((4, 3, 2)))
+    with pytest.raises(ValueError, match=r"batch_norm_relu: weight .*got shape \(2,\)"):
+        F.batch_norm_relu(x, mean, var, tg.Tensor(np.ones(2)))
 
 
 def test_batch_norm_float32_large_offset_is_accurate():

@@ -28,7 +28,8 @@ from ._float16 import computing_float16_in_float32
 # so NaN and Inf still propagate as in the reference.
 _FASTMATH = {"reassoc", "contract", "nsz"}
 
-__all__ = ["batch_norm_forward", "batch_norm_backward", "lrn_forward", "lrn_backward", "KERNELS",
+__all__ = ["batch_norm_forward", "batch_norm_backward", "batch_norm_relu_forward",
+           "batch_norm_relu_backward", "lrn_forward", "lrn_backward", "KERNELS",
            "PARALLEL_MIN_ELEMENTS"]
 
 
@@ -37,7 +38,9 @@ __all__ = ["batch_norm_forward", "batch_norm_backward", "lrn_forward", "lrn_back
 # ---------------------------------------------------------------------------
 
 @numba.njit(cache=True, fastmath=_FASTMATH, inline="always")
-def _bn_train_channel(x, weight, bias, eps, y, mean_out, var_out, scale_buf, c):
+def _bn_channel_stats(x, weight, eps, mean_out, var_out, scale_buf, c):
+    """Channel c's batch mean and biased variance into mean_out, var_out; its scale
+    ``weight / sqrt(var + eps)`` into scale_buf."""
     n_batch, _, length = x.shape
     count = n_batch * length
     # One pass with a shift: sum (x - x0) and (x - x0)^2. With x0 a sample of the channel,
@@ -57,6 +60,12 @@ def _bn_train_channel(x, weight, bias, eps, y, mean_out, var_out, scale_buf, c):
     mean_out[c] = shift + mean_shifted
     var_out[c] = var
     scale_buf[c] = weight[c] / np.sqrt(var + eps)
+
+
+@numba.njit(cache=True, fastmath=_FASTMATH, inline="always")
+def _bn_train_channel(x, weight, bias, eps, y, mean_out, var_out, scale_buf, c):
+    n_batch, _, length = x.shape
+    _bn_channel_stats(x, weight, eps, mean_out, var_out, scale_buf, c)
     # Read back in the data's dtype so the elementwise pass runs in float32 SIMD lanes.
     mean_c = mean_out[c]
     scale_c = scale_buf[c]
@@ -135,18 +144,9 @@ def batch_norm_forward(x, weight, bias, eps, mean=None, var=None):
 
 
 @numba.njit(cache=True, fastmath=_FASTMATH, inline="always")
-def _bn_backward_channel(grad_out, x, weight, mean, inv_std, training, grad_x, grad_weight,
-                         grad_bias, coef_buf, c):
-    n_batch, _, length = x.shape
-    count = n_batch * length
-    mean_c = mean[c]
-    sum_g = 0.0
-    sum_g_centred = 0.0
-    for n in range(n_batch):
-        for i in range(length):
-            g = np.float64(grad_out[n, c, i])
-            sum_g += g
-            sum_g_centred += g * (np.float64(x[n, c, i]) - mean_c)
+def _bn_grad_coefficients(weight, inv_std, training, sum_g, sum_g_centred, count, grad_weight,
+                          grad_bias, coef_buf, c):
+    """grad_weight, grad_bias of channel c, and the coefficients (a, b, d) of its grad_x."""
     inv = np.float64(inv_std[c])
     w = np.float64(weight[c])
     grad_bias[c] = sum_g
@@ -160,6 +160,23 @@ def _bn_backward_channel(grad_out, x, weight, mean, inv_std, training, grad_x, g
     else:
         coef_buf[c, 1] = 0.0
         coef_buf[c, 2] = 0.0
+
+
+@numba.njit(cache=True, fastmath=_FASTMATH, inline="always")
+def _bn_backward_channel(grad_out, x, weight, mean, inv_std, training, grad_x, grad_weight,
+                         grad_bias, coef_buf, c):
+    n_batch, _, length = x.shape
+    count = n_batch * length
+    mean_c = mean[c]
+    sum_g = 0.0
+    sum_g_centred = 0.0
+    for n in range(n_batch):
+        for i in range(length):
+            g = np.float64(grad_out[n, c, i])
+            sum_g += g
+            sum_g_centred += g * (np.float64(x[n, c, i]) - mean_c)
+    _bn_grad_coefficients(weight, inv_std, training, sum_g, sum_g_centred, count, grad_weight,
+                          grad_bias, coef_buf, c)
     a = coef_buf[c, 0]
     b = coef_buf[c, 1]
     d = coef_buf[c, 2]
@@ -201,6 +218,162 @@ def batch_norm_backward(grad_out, x, weight, mean, inv_std, training):
     run = _pick(_bn_backward_parallel, _bn_backward_serial, x.size)
     run(grad_out, x, weight, mean, inv_std, bool(training), grad_x, grad_weight, grad_bias, coef)
     return grad_x, grad_weight, grad_bias
+
+
+# ---------------------------------------------------------------------------
+# BatchNorm + residual sum + ReLU (training and eval), one kernel each way
+# ---------------------------------------------------------------------------
+
+@numba.njit(cache=True, fastmath=_FASTMATH, inline="always")
+def _bn_relu_row(x, mean_c, scale_c, bias_c, residual, has_residual, y, n, c):
+    # Two loops rather than a test per element, so that each vectorises.
+    if has_residual:
+        for i in range(x.shape[2]):
+            v = (x[n, c, i] - mean_c) * scale_c + bias_c + residual[n, c, i]
+            y[n, c, i] = 0 if v <= 0 else v
+    else:
+        for i in range(x.shape[2]):
+            v = (x[n, c, i] - mean_c) * scale_c + bias_c
+            y[n, c, i] = 0 if v <= 0 else v
+
+
+@numba.njit(cache=True, parallel=True, fastmath=_FASTMATH)
+def _bn_relu_train_forward_parallel(x, weight, bias, eps, residual, has_residual, y, mean_out,
+                                    var_out, scale_buf):
+    for c in prange(x.shape[1]):
+        _bn_channel_stats(x, weight, eps, mean_out, var_out, scale_buf, c)
+        for n in range(x.shape[0]):
+            _bn_relu_row(x, mean_out[c], scale_buf[c], bias[c], residual, has_residual, y, n, c)
+
+
+@numba.njit(cache=True, fastmath=_FASTMATH)
+def _bn_relu_train_forward_serial(x, weight, bias, eps, residual, has_residual, y, mean_out,
+                                  var_out, scale_buf):
+    for c in range(x.shape[1]):
+        _bn_channel_stats(x, weight, eps, mean_out, var_out, scale_buf, c)
+        for n in range(x.shape[0]):
+            _bn_relu_row(x, mean_out[c], scale_buf[c], bias[c], residual, has_residual, y, n, c)
+
+
+@numba.njit(cache=True, parallel=True, fastmath=_FASTMATH)
+def _bn_relu_apply_parallel(x, mean, scale, bias, residual, has_residual, y):
+    channels = x.shape[1]
+    for row in prange(x.shape[0] * channels):
+        n = row // channels
+        c = row - n * channels
+        _bn_relu_row(x, mean[c], scale[c], bias[c], residual, has_residual, y, n, c)
+
+
+@numba.njit(cache=True, fastmath=_FASTMATH)
+def _bn_relu_apply_serial(x, mean, scale, bias, residual, has_residual, y):
+    channels = x.shape[1]
+    for row in range(x.shape[0] * channels):
+        n = row // channels
+        c = row - n * channels
+        _bn_relu_row(x, mean[c], scale[c], bias[c], residual, has_residual, y, n, c)
+
+
+def _residual_operand(residual, like):
+    """The residual as a contiguous array of x's dtype, or a 1-element stand-in (and False)."""
+    if residual is None:
+        return np.zeros((1, 1, 1), like.dtype), False
+    return np.ascontiguousarray(residual, dtype=like.dtype), True
+
+
+def batch_norm_relu_forward(x, weight, bias, eps, residual=None, mean=None, var=None):
+    """Numba version of the ``batch_norm_relu_forward`` reference (same signature and results)."""
+    x = np.ascontiguousarray(x)
+    dtype = x.dtype
+    channels = x.shape[1]
+    weight = np.ascontiguousarray(weight, dtype=dtype)
+    bias = np.ascontiguousarray(bias, dtype=dtype)
+    residual, has_residual = _residual_operand(residual, x)
+    y = np.empty_like(x)
+    if mean is None:
+        mean = np.empty(channels, dtype)
+        var = np.empty(channels, dtype)
+        scale = np.empty(channels, dtype)
+        run = _pick(_bn_relu_train_forward_parallel, _bn_relu_train_forward_serial, x.size)
+        run(x, weight, bias, float(eps), residual, has_residual, y, mean, var, scale)
+    else:
+        mean = np.ascontiguousarray(mean, dtype=dtype)
+        var = np.ascontiguousarray(var, dtype=dtype)
+        scale = (weight / np.sqrt(var.astype(np.float64) + eps)).astype(dtype)
+        _pick(_bn_relu_apply_parallel, _bn_relu_apply_serial, x.size)(
+            x, mean, scale, bias, residual, has_residual, y)
+    return y, mean, var
+
+
+@numba.njit(cache=True, fastmath=_FASTMATH, inline="always")
+def _bn_relu_backward_channel(grad_out, y, x, weight, mean, inv_std, training, residual_grad,
+                              grad_x, grad_weight, grad_bias, grad_sum, coef_buf, zero, c):
+    n_batch, _, length = x.shape
+    count = n_batch * length
+    mean_c = mean[c]
+    sum_g = 0.0
+    sum_g_centred = 0.0
+    # Every load is unconditional and the mask a select: a load inside the condition would
+    # keep LLVM from vectorising the loop.
+    for n in range(n_batch):
+        for i in range(length):
+            g_in = grad_out[n, c, i]
+            g = np.float64(g_in if y[n, c, i] > 0 else zero)
+            sum_g += g
+            sum_g_centred += g * (np.float64(x[n, c, i]) - mean_c)
+    _bn_grad_coefficients(weight, inv_std, training, sum_g, sum_g_centred, count, grad_weight,
+                          grad_bias, coef_buf, c)
+    a = coef_buf[c, 0]
+    b = coef_buf[c, 1]
+    d = coef_buf[c, 2]
+    mean_t = mean[c]
+    for n in range(n_batch):
+        if residual_grad:
+            for i in range(length):
+                g_in = grad_out[n, c, i]
+                g = g_in if y[n, c, i] > 0 else zero
+                grad_sum[n, c, i] = g
+                grad_x[n, c, i] = a * g + b * (x[n, c, i] - mean_t) + d
+        else:
+            for i in range(length):
+                g_in = grad_out[n, c, i]
+                g = g_in if y[n, c, i] > 0 else zero
+                grad_x[n, c, i] = a * g + b * (x[n, c, i] - mean_t) + d
+
+
+@numba.njit(cache=True, parallel=True, fastmath=_FASTMATH)
+def _bn_relu_backward_parallel(grad_out, y, x, weight, mean, inv_std, training, residual_grad,
+                               grad_x, grad_weight, grad_bias, grad_sum, coef_buf, zero):
+    for c in prange(x.shape[1]):
+        _bn_relu_backward_channel(grad_out, y, x, weight, mean, inv_std, training, residual_grad,
+                                  grad_x, grad_weight, grad_bias, grad_sum, coef_buf, zero, c)
+
+
+@numba.njit(cache=True, fastmath=_FASTMATH)
+def _bn_relu_backward_serial(grad_out, y, x, weight, mean, inv_std, training, residual_grad,
+                             grad_x, grad_weight, grad_bias, grad_sum, coef_buf, zero):
+    for c in range(x.shape[1]):
+        _bn_relu_backward_channel(grad_out, y, x, weight, mean, inv_std, training, residual_grad,
+                                  grad_x, grad_weight, grad_bias, grad_sum, coef_buf, zero, c)
+
+
+def batch_norm_relu_backward(grad_out, y, x, weight, mean, inv_std, training, residual_grad):
+    """Numba version of the ``batch_norm_relu_backward`` reference (same signature and results)."""
+    x = np.ascontiguousarray(x)
+    dtype = x.dtype
+    grad_out = np.ascontiguousarray(grad_out, dtype=dtype)
+    y = np.ascontiguousarray(y, dtype=dtype)
+    channels = x.shape[1]
+    grad_x = np.empty_like(x)
+    grad_sum = np.empty_like(x) if residual_grad else np.empty((1, 1, 1), dtype)
+    grad_weight = np.empty(channels, dtype)
+    grad_bias = np.empty(channels, dtype)
+    coef = np.empty((channels, 3), dtype)
+    run = _pick(_bn_relu_backward_parallel, _bn_relu_backward_serial, x.size)
+    run(grad_out, y, x, np.ascontiguousarray(weight, dtype=dtype),
+        np.ascontiguousarray(mean, dtype=dtype), np.ascontiguousarray(inv_std, dtype=dtype),
+        bool(training), bool(residual_grad), grad_x, grad_weight, grad_bias, grad_sum, coef,
+        dtype.type(0))    # a zero of the data's dtype keeps the masked gradient in its lanes
+    return grad_x, grad_weight, grad_bias, (grad_sum if residual_grad else None)
 
 
 # ---------------------------------------------------------------------------
@@ -323,6 +496,8 @@ def lrn_backward(grad_out, x, scale, size, alpha, beta):
 KERNELS = computing_float16_in_float32({
     "batch_norm_forward": batch_norm_forward,
     "batch_norm_backward": batch_norm_backward,
+    "batch_norm_relu_forward": batch_norm_relu_forward,
+    "batch_norm_relu_backward": batch_norm_relu_backward,
     "lrn_forward": lrn_forward,
     "lrn_backward": lrn_backward,
 })

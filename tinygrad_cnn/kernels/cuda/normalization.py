@@ -342,9 +342,29 @@ def lrn_backward(grad_out, x, scale, size, alpha, beta):
     return grad_x
 
 
+def batch_norm_relu_forward(x, weight, bias, eps, residual=None, mean=None, var=None):
+    """The reference's contract, as ``batch_norm_forward`` followed by the sum and ReLU in
+    elementwise array ops (two more passes; a fused GPU kernel is not written yet)."""
+    y, mean, var = batch_norm_forward(x, weight, bias, eps, mean, var)
+    xp = _xp(y)
+    if residual is not None:
+        y += residual
+    return xp.where(y <= 0, y.dtype.type(0), y), mean, var
+
+
+def batch_norm_relu_backward(grad_out, y, x, weight, mean, inv_std, training, residual_grad):
+    """The reference's contract: the ReLU mask applied in one array op, then ``batch_norm_backward``."""
+    xp = _xp(grad_out)
+    g_sum = xp.where(y > 0, grad_out, grad_out.dtype.type(0))
+    grad_x, grad_weight, grad_bias = batch_norm_backward(g_sum, x, weight, mean, inv_std, training)
+    return grad_x, grad_weight, grad_bias, (g_sum if residual_grad else None)
+
+
 KERNELS = {
     "batch_norm_forward": batch_norm_forward,
     "batch_norm_backward": batch_norm_backward,
+    "batch_norm_relu_forward": batch_norm_relu_forward,
+    "batch_norm_relu_backward": batch_norm_relu_backward,
     "lrn_forward": lrn_forward,
     "lrn_backward": lrn_backward,
 }

@@ -21,7 +21,7 @@ from ..._arguments import check_tensor, is_int
 from ...autograd import Function
 from ...backend import get_array_module
 
-__all__ = ["batch_norm", "local_response_norm", "layer_norm", "group_norm"]
+__all__ = ["batch_norm", "batch_norm_relu", "local_response_norm", "layer_norm", "group_norm"]
 
 
 def _tensor_class():
@@ -95,6 +95,35 @@ def _batch_norm_backward_reference(grad_out, x, weight, mean, inv_std, training)
         grad_x = grad_out * gain[None, :, None]
     dtype = x.dtype
     return grad_x.astype(dtype), sum_g_xhat.astype(dtype), sum_g.astype(dtype)
+
+
+@backend.register_reference("batch_norm_relu_forward")
+def _batch_norm_relu_forward_reference(x, weight, bias, eps, residual=None, mean=None, var=None):
+    """BatchNorm, an optional residual sum and ReLU on arrays: ``relu(batch_norm(x) + residual)``.
+
+    x, residual: (N, C, L) (residual may be None); the other arguments and the returned
+    ``(y, mean, var)`` as in ``batch_norm_forward``. ReLU keeps NaN (as ``relu``)."""
+    xp = get_array_module(x)
+    y, mean, var = _batch_norm_forward_reference(x, weight, bias, eps, mean, var)
+    if residual is not None:
+        y = y + residual
+    return xp.where(y <= 0, y.dtype.type(0), y), mean, var
+
+
+@backend.register_reference("batch_norm_relu_backward")
+def _batch_norm_relu_backward_reference(grad_out, y, x, weight, mean, inv_std, training,
+                                        residual_grad):
+    """Gradients of ``y = relu(batch_norm(x) + residual)`` given ``y`` itself.
+
+    ``y > 0`` exactly where the sum before ReLU is > 0, so the gradient reaching the sum is
+    ``g_sum = grad_out * [y > 0]``; it is the residual's gradient and goes on through BatchNorm
+    (``batch_norm_backward``). Returns ``(grad_x, grad_weight, grad_bias, g_sum)``, ``g_sum``
+    None unless ``residual_grad``."""
+    xp = get_array_module(x)
+    g_sum = xp.where(y > 0, grad_out, grad_out.dtype.type(0))
+    grad_x, grad_weight, grad_bias = _batch_norm_backward_reference(g_sum, x, weight, mean,
+                                                                    inv_std, training)
+    return grad_x, grad_weight, grad_bias, (g_sum if residual_grad else None)
 
 
 def _channel_window_sum_array(a, before, after):
@@ -209,6 +238,59 @@ def _batch_norm_kernel_backward(grad_output, x, weight, mean, inv_std, training,
             grad_bias if needs[2] else None)
 
 
+def _batch_norm_train_grads(grad_output, x, weight, eps, needs):
+    """BatchNorm's gradients with batch statistics, in Tensor ops: the statistics are recomputed
+    from x, so the result is differentiable again. Returns ``(grad_x, grad_weight, grad_bias)``."""
+    shape = _shape(x)
+    n_batch, channels = shape[0], shape[1]
+    x3 = x.reshape(n_batch, channels, -1)
+    g3 = grad_output.reshape(n_batch, channels, -1)
+    count = n_batch * x3.shape[2]
+    mean = _sum_over_batch_and_space(x3) / count
+    centred = x3 - mean
+    var = _sum_over_batch_and_space(centred * centred) / count
+    inv_std = (var + eps) ** -0.5
+    xhat = centred * inv_std
+    sum_g = _sum_over_batch_and_space(g3)
+    sum_g_xhat = _sum_over_batch_and_space(g3 * xhat)
+    grad_x = None
+    if needs[0]:
+        gain = inv_std if weight is None else inv_std * weight.reshape(1, channels, 1)
+        grad_x = (gain / count * (g3 * count - sum_g - xhat * sum_g_xhat)).reshape(shape)
+    return (grad_x,
+            sum_g_xhat.reshape(channels) if needs[1] else None,
+            sum_g.reshape(channels) if needs[2] else None)
+
+
+def _batch_norm_eval_grads(grad_output, x, weight, mean, inv_std, needs):
+    """BatchNorm's gradients with constant statistics (arrays ``mean``, ``inv_std``), in Tensor
+    ops. Returns ``(grad_x, grad_weight, grad_bias)``."""
+    shape = _shape(x)
+    channels = shape[1]
+    g3 = grad_output.reshape(shape[0], channels, -1)
+    inv_std = _wrap(inv_std.reshape(1, channels, 1))
+    xhat = (x.reshape(shape[0], channels, -1) - _wrap(mean.reshape(1, channels, 1))) * inv_std
+    grad_x = None
+    if needs[0]:
+        gain = inv_std if weight is None else inv_std * weight.reshape(1, channels, 1)
+        grad_x = (g3 * gain).reshape(shape)
+    return (grad_x,
+            _sum_over_batch_and_space(g3 * xhat).reshape(channels) if needs[1] else None,
+            _sum_over_batch_and_space(g3).reshape(channels) if needs[2] else None)
+
+
+def _update_running_stats(running_mean, running_var, mean, var, momentum, count):
+    """``running = (1 - momentum) * running + momentum * batch`` with the unbiased variance.
+    Running statistics are buffers, updated in place (views of them stay valid)."""
+    if running_mean is not None:
+        running_mean *= 1.0 - momentum
+        running_mean += momentum * mean
+    if running_var is not None:
+        xp = get_array_module(var)
+        running_var *= 1.0 - momentum
+        running_var += momentum * (var.astype(xp.float64) * (count / (count - 1)))
+
+
 class _BatchNormTrain(Function):
     """BatchNorm with batch statistics. Inputs: x (N, C, *), weight (C,) or None, bias (C,) or None."""
 
@@ -220,13 +302,7 @@ class _BatchNormTrain(Function):
         w = _channel_vector_or(weight, 1.0, channels, x.dtype, xp)
         b = _channel_vector_or(bias, 0.0, channels, x.dtype, xp)
         y, mean, var = backend.kernel("batch_norm_forward", xp)(x3, w, b, eps)
-        # Running statistics are buffers, updated in place (views of them stay valid).
-        if running_mean is not None:
-            running_mean *= 1.0 - momentum
-            running_mean += momentum * mean
-        if running_var is not None:
-            running_var *= 1.0 - momentum
-            running_var += momentum * (var.astype(xp.float64) * (count / (count - 1)))
+        _update_running_stats(running_mean, running_var, mean, var, momentum, count)
         self.eps = eps
         self.mean = mean
         self.inv_std = (1.0 / xp.sqrt(var.astype(xp.float64) + eps)).astype(x.dtype)
@@ -239,28 +315,8 @@ class _BatchNormTrain(Function):
                                            self.needs_input_grad)
 
     def backward(self, grad_output):
-        """The statistics recomputed from x in Tensor ops, so this is differentiable again."""
         x, weight = self.saved_tensors
-        shape = _shape(x)
-        n_batch, channels = shape[0], shape[1]
-        x3 = x.reshape(n_batch, channels, -1)
-        g3 = grad_output.reshape(n_batch, channels, -1)
-        count = n_batch * x3.shape[2]
-        mean = _sum_over_batch_and_space(x3) / count
-        centred = x3 - mean
-        var = _sum_over_batch_and_space(centred * centred) / count
-        inv_std = (var + self.eps) ** -0.5
-        xhat = centred * inv_std
-        sum_g = _sum_over_batch_and_space(g3)
-        sum_g_xhat = _sum_over_batch_and_space(g3 * xhat)
-        needs = self.needs_input_grad
-        grad_x = None
-        if needs[0]:
-            gain = inv_std if weight is None else inv_std * weight.reshape(1, channels, 1)
-            grad_x = (gain / count * (g3 * count - sum_g - xhat * sum_g_xhat)).reshape(shape)
-        return (grad_x,
-                sum_g_xhat.reshape(channels) if needs[1] else None,
-                sum_g.reshape(channels) if needs[2] else None)
+        return _batch_norm_train_grads(grad_output, x, weight, self.eps, self.needs_input_grad)
 
 
 class _BatchNormEval(Function):
@@ -281,25 +337,70 @@ class _BatchNormEval(Function):
 
     def backward(self, grad_output):
         x, weight = self.saved_tensors
-        needs = self.needs_input_grad
-        shape = _shape(x)
-        channels = shape[1]
-        g3 = grad_output.reshape(shape[0], channels, -1)
-        inv_std = _wrap(self.inv_std.reshape(1, channels, 1))
-        xhat = (x.reshape(shape[0], channels, -1) - _wrap(self.mean.reshape(1, channels, 1))) \
-            * inv_std
-        grad_x = None
-        if needs[0]:
-            gain = inv_std if weight is None else inv_std * weight.reshape(1, channels, 1)
-            grad_x = (g3 * gain).reshape(shape)
-        return (grad_x,
-                _sum_over_batch_and_space(g3 * xhat).reshape(channels) if needs[1] else None,
-                _sum_over_batch_and_space(g3).reshape(channels) if needs[2] else None)
+        return _batch_norm_eval_grads(grad_output, x, weight, self.mean, self.inv_std,
+                                      self.needs_input_grad)
 
     def fast_backward(self, grad_output):
         x, weight = self.saved_tensors
         return _batch_norm_kernel_backward(grad_output, x, weight, self.mean, self.inv_std, False,
                                            self.needs_input_grad)
+
+
+class _BatchNormReLU(Function):
+    """``relu(batch_norm(x) + residual)`` as one op: one kernel forward, one backward.
+
+    Inputs: x (N, C, *), weight, bias (C,) or None, residual (x's shape) or None. Options as
+    ``_BatchNormTrain`` (``training=True``) or ``_BatchNormEval`` (``training=False``, with
+    ``mean``/``var``). Unfused, the three ops make five passes over the activations forward
+    (statistics, normalise, add, ReLU's read and write) and the ReLU mask costs one more pass
+    backward; fused, the sum and the ReLU happen in BatchNorm's output pass, and the mask is
+    read in BatchNorm's gradient passes. The output is kept for the mask (as ``Relu``)."""
+
+    def forward(self, x, weight, bias, residual, *, training, eps, running_mean=None,
+                running_var=None, momentum=0.1, mean=None, var=None):
+        xp = get_array_module(x)
+        channels = x.shape[1]
+        x3 = _as_ncl(x)
+        w = _channel_vector_or(weight, 1.0, channels, x.dtype, xp)
+        b = _channel_vector_or(bias, 0.0, channels, x.dtype, xp)
+        r3 = None if residual is None else _as_ncl(residual)
+        if not training:
+            mean, var = mean.astype(x.dtype), var.astype(x.dtype)   # copies: see _BatchNormEval
+        y, mean, var = backend.kernel("batch_norm_relu_forward", xp)(x3, w, b, eps, r3, mean, var)
+        if training:
+            _update_running_stats(running_mean, running_var, mean, var, momentum,
+                                  x3.shape[0] * x3.shape[2])
+        self.training = training
+        self.eps = eps
+        self.mean = mean
+        self.inv_std = (1.0 / xp.sqrt(var.astype(xp.float64) + eps)).astype(x.dtype)
+        self.output = y.reshape(x.shape)
+        self.save_for_backward(x, weight)
+        return self.output
+
+    def fast_backward(self, grad_output):
+        x, weight = self.saved_tensors
+        xp = get_array_module(grad_output)
+        needs = self.needs_input_grad
+        w = _channel_vector_or(weight.array if weight is not None else None, 1.0, x.shape[1],
+                               x.dtype, xp)
+        grad_x, grad_weight, grad_bias, grad_sum = backend.kernel("batch_norm_relu_backward", xp)(
+            _as_ncl(grad_output), _as_ncl(self.output), _as_ncl(x.array), w, self.mean,
+            self.inv_std, self.training, needs[3])
+        return (grad_x.reshape(x.shape) if needs[0] else None,
+                grad_weight if needs[1] else None,
+                grad_bias if needs[2] else None,
+                grad_sum.reshape(x.shape) if needs[3] else None)
+
+    def backward(self, grad_output):
+        x, weight = self.saved_tensors
+        grad_sum = grad_output * (self.output > 0)        # the mask is a constant
+        needs = self.needs_input_grad
+        if self.training:
+            grads = _batch_norm_train_grads(grad_sum, x, weight, self.eps, needs)
+        else:
+            grads = _batch_norm_eval_grads(grad_sum, x, weight, self.mean, self.inv_std, needs)
+        return grads + ((grad_sum if needs[3] else None),)
 
 
 def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False,
@@ -324,13 +425,39 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     gradient. ``momentum=None`` (a cumulative average) needs the number of batches seen, which
     only the BatchNorm module knows: it passes ``momentum = 1 / num_batches_tracked`` here.
     """
-    op = "batch_norm"
+    return _batch_norm("batch_norm", input, running_mean, running_var, weight, bias, training,
+                       momentum, eps)
+
+
+def batch_norm_relu(input, running_mean, running_var, weight=None, bias=None, training=False,
+                    momentum=0.1, eps=1e-5, residual=None):
+    """``relu(batch_norm(input, ...) + residual)`` in one fused op (not a PyTorch function).
+
+    Arguments as :func:`batch_norm`, plus ``residual``: None or a Tensor of ``input``'s shape
+    and dtype, added after the normalisation and before the ReLU (the end of a residual block).
+    Same values and gradients as the three ops, in fewer passes over memory: the sum and
+    the ReLU happen in BatchNorm's output pass, and the backward reads the ReLU mask (from
+    the output) inside BatchNorm's gradient passes. Backward, with ``g_sum = g * [out > 0]``:
+    the residual gets ``g_sum`` and BatchNorm's backward runs on ``g_sum``.
+    The models of ``tinygrad_cnn.models`` call it through ``batch_norm_relu_of_modules``."""
+    return _batch_norm("batch_norm_relu", input, running_mean, running_var, weight, bias,
+                       training, momentum, eps, residual=residual, relu=True)
+
+
+def _batch_norm(op, input, running_mean, running_var, weight, bias, training, momentum, eps,
+                residual=None, relu=False):
+    """Checks, then the BatchNorm Function (or the fused BatchNorm-ReLU one when ``relu``)."""
     shape = _checked_input_shape(op, input, 2, "shape (N, C) or (N, C, *)")
     channels = shape[1]
     for name, value in (("running_mean", running_mean), ("running_var", running_var),
                         ("weight", weight), ("bias", bias)):
         check_tensor(op, name, value, optional=True)
         _check_channel_vector(op, name, value, channels, shape)
+    if residual is not None:
+        check_tensor(op, "residual", residual)
+        if _shape(residual) != shape or residual.dtype != input.dtype:
+            raise ValueError(f"{op}: residual must have the input's shape {shape} and dtype "
+                             f"{input.dtype}, got shape {_shape(residual)}, dtype {residual.dtype}")
     if not isinstance(eps, numbers.Real) or not eps >= 0:
         raise ValueError(f"{op}: eps must be a number >= 0, got {eps!r}")
     if training and eps == 0:
@@ -348,22 +475,38 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
         if values_per_channel == 0:
             # PyTorch's rule for an empty batch: an empty result, the running statistics kept,
             # zero gradients for weight and bias.
-            return _affine_of_empty(input, weight, bias)
+            return _relu_of_sum(_affine_of_empty(input, weight, bias), residual, relu)
         if values_per_channel == 1:
             raise ValueError(
                 f"{op}: expected more than 1 value per channel when training, got input of "
                 f"shape {shape}")
-        return _BatchNormTrain.apply(
-            input, weight, bias, eps=float(eps),
-            running_mean=None if running_mean is None else running_mean.array,
-            running_var=None if running_var is None else running_var.array,
-            momentum=float(momentum))
+        running = dict(running_mean=None if running_mean is None else running_mean.array,
+                       running_var=None if running_var is None else running_var.array,
+                       momentum=float(momentum))
+        if relu:
+            return _BatchNormReLU.apply(input, weight, bias, residual, training=True,
+                                        eps=float(eps), **running)
+        return _BatchNormTrain.apply(input, weight, bias, eps=float(eps), **running)
     if running_mean is None or running_var is None:
         missing = "running_mean" if running_mean is None else "running_var"
         raise ValueError(f"{op}: {missing} must be given when training=False (eval mode "
                          "normalises with the running statistics)")
+    if relu:
+        if input.numel() == 0:
+            return _relu_of_sum(_BatchNormEval.apply(input, weight, bias, mean=running_mean.array,
+                                                     var=running_var.array, eps=float(eps)),
+                                residual, relu)
+        return _BatchNormReLU.apply(input, weight, bias, residual, training=False, eps=float(eps),
+                                    mean=running_mean.array, var=running_var.array)
     return _BatchNormEval.apply(input, weight, bias, mean=running_mean.array, var=running_var.array,
                                 eps=float(eps))
+
+
+def _relu_of_sum(out, residual, relu):
+    """The unfused tail, for inputs without elements (no kernel runs on those)."""
+    if residual is not None:
+        out = out + residual
+    return out.relu() if relu else out
 
 
 def _affine_of_empty(input, weight, bias):

@@ -96,6 +96,10 @@ class _BatchNorm(Module):
                              f"(num_features) in dimension 1, got input of shape {tuple(input.shape)}")
 
     def forward(self, input):
+        return self._normalise(input)
+
+    def _normalise(self, input, residual=None, relu=False):
+        """``batch_norm(input)``, or ``relu(batch_norm(input) + residual)`` fused when ``relu``."""
         self._check_input_dim(input)
         factor = 0.0 if self.momentum is None else self.momentum
         counting = self.training and self.track_running_stats and self.num_batches_tracked is not None
@@ -104,9 +108,11 @@ class _BatchNorm(Module):
         # Batch statistics are used in training, and also in eval if there are no running ones.
         use_batch_stats = self.training or (self.running_mean is None and self.running_var is None)
         track = not self.training or self.track_running_stats
-        output = F.batch_norm(input, self.running_mean if track else None,
-                              self.running_var if track else None, self.weight, self.bias,
-                              use_batch_stats, factor, self.eps)
+        arguments = (input, self.running_mean if track else None,
+                     self.running_var if track else None, self.weight, self.bias,
+                     use_batch_stats, factor, self.eps)
+        output = (F.batch_norm_relu(*arguments, residual=residual) if relu
+                  else F.batch_norm(*arguments))
         if counting:
             # Counted only after batch_norm accepted the input: a rejected batch changes nothing.
             self.num_batches_tracked.array += 1
@@ -115,6 +121,26 @@ class _BatchNorm(Module):
     def extra_repr(self) -> str:
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
                 f"bias={self.bias is not None}, track_running_stats={self.track_running_stats}")
+
+
+def batch_norm_relu_of_modules(bn, relu, input, residual=None):
+    """``relu(bn(input) + residual)`` (residual None: ``relu(bn(input))``) for a BatchNorm module
+    ``bn`` and an activation module ``relu``, the tail of most convolution blocks.
+
+    When nothing could tell the difference, it runs as one fused op
+    (:func:`tinygrad_cnn.nn.functional.batch_norm_relu`: fewer passes over the activations,
+    forward and backward): ``bn`` is exactly a ``BatchNorm1d``/``BatchNorm2d``, ``relu`` exactly
+    a ``ReLU``, and neither has forward hooks. Otherwise (``SyncBatchNorm``, a replaced
+    activation, a hook that inspects or changes an output) the modules run one by one, as
+    written. The models of ``tinygrad_cnn.models`` end their blocks with it."""
+    from .activation import ReLU
+    fusable = (type(bn) in (BatchNorm1d, BatchNorm2d) and type(relu) is ReLU
+               and not (bn._forward_hooks or bn._forward_pre_hooks or relu._forward_hooks
+                        or relu._forward_pre_hooks))
+    if fusable:
+        return bn._normalise(input, residual, relu=True)
+    out = bn(input)
+    return relu(out if residual is None else out + residual)
 
 
 class BatchNorm1d(_BatchNorm):
