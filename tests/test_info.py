@@ -108,7 +108,8 @@ def test_report_says_why_each_implementation_runs():
     rows = {row["kernel"]: row for row in report["kernels"]}
     if backend.numba_available():
         assert rows["im2col"]["cpu_why"] == "Numba kernel in tinygrad_cnn.kernels.cpu.conv"
-        assert rows["sgd_update"]["cpu_why"].startswith("no Numba kernel written")
+        assert rows["sgd_update"]["cpu_why"] == "Numba kernel in tinygrad_cnn.kernels.cpu.optim"
+        assert rows["rmsprop_update"]["cpu_why"].startswith("no Numba kernel written")
     assert rows["im2col"]["gpu_why"] == "CUDA kernel in tinygrad_cnn.kernels.cuda.conv"
     assert rows["relu_forward"]["gpu_why"] == cuda_kernels.REFERENCE_ONLY["relu_forward"]
     with backend.cpu_backend("numpy"):
