@@ -21,12 +21,13 @@ on every call (19,000 faults, about 27 ms, for a 75 MiB whole-batch column matri
 """
 import numba
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, uint64
 
+from ..._arguments import phase_grid_length
 from .. import sliced_conv
 from ._float16 import computing_float16_in_float32
 
-__all__ = ["im2col", "col2im", "im2col_wide", "KERNELS"]
+__all__ = ["im2col", "col2im", "im2col_wide", "im2col_phases", "col2im_phases", "KERNELS"]
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -58,6 +59,12 @@ def _copy(dst, src):
     element-by-element copy)."""
     for t in range(dst.size):
         dst[t] = src[t]
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _fill(dst, value):
+    for t in range(dst.size):
+        dst[t] = value
 
 
 @njit(cache=True, nogil=True)
@@ -169,62 +176,212 @@ def _col2im_serial(cols, x, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w
                      dil_w, out_h, out_w)
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _phases_read(kernel, dilation, stride):
+    """used[p]: whether some tap reads phase p along this axis (a 1x1 kernel reads only 0)."""
+    used = np.zeros(stride, dtype=np.bool_)
+    for i in range(kernel):
+        used[i * dilation % stride] = True
+    return used
+
+
 @njit(cache=True, nogil=True)
-def _pad_for_wide(x, pad_h, pad_w, padded):
-    """padded[n, c, pad_h + i, pad_w + j] = x[n, c, i, j]; padded is zero elsewhere."""
+def _split_phases(x, pad_h, pad_w, kernel_h, kernel_w, dil_h, dil_w, phases):
+    """phases[n, c, p, q, a, b] = x_pad[n, c, a*sh + p, b*sw + q]; zero outside x.
+
+    One pass over the input; every later read of it (the kh*kw runs per row of the column
+    matrix) is then a contiguous copy. With stride 1 it is the padding of ``im2col_wide``.
+    Phases that no tap reads are left unwritten. Flat unsigned indices: the rows are short
+    (16 entries for a 32-wide input at stride 2), too short for a view per row, and a
+    signed index makes Numba test every access for a negative (wrap-around) index, which
+    measured twice as slow."""
     n_batch, channels, height, width = x.shape
-    padded[...] = 0
-    for n in range(n_batch):
-        for c in range(channels):
-            for i in range(height):
-                _copy(padded[n, c, pad_h + i, pad_w:pad_w + width], x[n, c, i])
+    stride_h, stride_w, rows, grid_w = phases.shape[2:]
+    used_h = _phases_read(kernel_h, dil_h, stride_h)
+    used_w = _phases_read(kernel_w, dil_w, stride_w)
+    plane = rows * grid_w
+    flat_x = x.reshape(-1)
+    flat_ph = phases.reshape(-1)
+    for image in range(n_batch * channels):
+        src0 = image * (height * width)
+        for p in range(stride_h):
+            if not used_h[p]:
+                continue
+            a_lo, a_hi = _valid_range(p - pad_h, stride_h, height, rows)
+            for q in range(stride_w):
+                if not used_w[q]:
+                    continue
+                b_lo, b_hi = _valid_range(q - pad_w, stride_w, width, grid_w)
+                dst0 = ((image * stride_h + p) * stride_w + q) * plane
+                _fill(flat_ph[dst0:dst0 + a_lo * grid_w], 0)
+                _fill(flat_ph[dst0 + a_hi * grid_w:dst0 + plane], 0)
+                for a in range(a_lo, a_hi):
+                    dst = dst0 + a * grid_w
+                    src = src0 + (a * stride_h + p - pad_h) * width + q - pad_w
+                    for b in range(b_lo):
+                        flat_ph[uint64(dst + b)] = 0
+                    if stride_w == 1:
+                        _copy(flat_ph[dst + b_lo:dst + b_hi], flat_x[src + b_lo:src + b_hi])
+                    else:
+                        for b in range(b_lo, b_hi):
+                            flat_ph[uint64(dst + b)] = flat_x[uint64(src + b * stride_w)]
+                    for b in range(b_hi, grid_w):
+                        flat_ph[uint64(dst + b)] = 0
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _tap_start(row, kernel_h, kernel_w, stride_h, stride_w, dil_h, dil_w, plane, grid_w):
+    """Offset, within one image-channel's phase planes, of the run that row ``row`` of the
+    column matrix copies: its tap's phase plane, then the tap's offset in that plane."""
+    reach_h = (row // kernel_w) % kernel_h * dil_h
+    reach_w = row % kernel_w * dil_w
+    phase = (reach_h % stride_h) * stride_w + reach_w % stride_w
+    return phase * plane + reach_h // stride_h * grid_w + reach_w // stride_w
 
 
 @njit(cache=True, nogil=True)
-def _wide_copy_task(flat_padded, flat_cols, task, n_batch, channels, kernel_h, kernel_w, dil_h,
-                    dil_w, plane, grid_w, run):
-    # One (row, image) pair is ONE contiguous run of the padded plane: a single copy.
+def _phase_copy_task(flat_phases, flat_cols, task, n_batch, channels, kernel_h, kernel_w, stride_h,
+                     stride_w, dil_h, dil_w, plane, grid_w, run):
+    # One (row, image) pair is ONE contiguous run of a phase plane: a single copy.
     row = task // n_batch
     n = task - row * n_batch
     c = row // (kernel_h * kernel_w)
-    ki = (row // kernel_w) % kernel_h
-    kj = row % kernel_w
-    src = (n * channels + c) * plane + ki * dil_h * grid_w + kj * dil_w
+    src = (n * channels + c) * (stride_h * stride_w * plane) + _tap_start(
+        row, kernel_h, kernel_w, stride_h, stride_w, dil_h, dil_w, plane, grid_w)
     dst = row * (n_batch * run) + n * run
-    _copy(flat_cols[dst:dst + run], flat_padded[src:src + run])
+    _copy(flat_cols[dst:dst + run], flat_phases[src:src + run])
 
 
 @njit(cache=True, parallel=True, nogil=True)
-def _wide_copies_parallel(flat_padded, flat_cols, n_batch, channels, kernel_h, kernel_w, dil_h,
-                          dil_w, plane, grid_w, run):
+def _phase_copies_parallel(flat_phases, flat_cols, n_batch, channels, kernel_h, kernel_w, stride_h,
+                           stride_w, dil_h, dil_w, plane, grid_w, run):
     for task in prange(channels * kernel_h * kernel_w * n_batch):
-        _wide_copy_task(flat_padded, flat_cols, task, n_batch, channels, kernel_h, kernel_w,
-                        dil_h, dil_w, plane, grid_w, run)
+        _phase_copy_task(flat_phases, flat_cols, task, n_batch, channels, kernel_h, kernel_w,
+                         stride_h, stride_w, dil_h, dil_w, plane, grid_w, run)
 
 
 @njit(cache=True, nogil=True)
-def _wide_copies_serial(flat_padded, flat_cols, n_batch, channels, kernel_h, kernel_w, dil_h,
-                        dil_w, plane, grid_w, run):
+def _phase_copies_serial(flat_phases, flat_cols, n_batch, channels, kernel_h, kernel_w, stride_h,
+                         stride_w, dil_h, dil_w, plane, grid_w, run):
     for task in range(channels * kernel_h * kernel_w * n_batch):
-        _wide_copy_task(flat_padded, flat_cols, task, n_batch, channels, kernel_h, kernel_w,
-                        dil_h, dil_w, plane, grid_w, run)
+        _phase_copy_task(flat_phases, flat_cols, task, n_batch, channels, kernel_h, kernel_w,
+                         stride_h, stride_w, dil_h, dil_w, plane, grid_w, run)
+
+
+def _phase_planes(n_batch, channels, kernel_h, kernel_w, stride_h, stride_w, dil_h, dil_w, out_h,
+                  out_w, dtype):
+    """An uninitialised (N, C, sh, sw, GH + 1, GW) array for the phase planes. The spare
+    zero row below each plane holds the reads of the last straddling columns."""
+    grid_h = phase_grid_length(out_h, kernel_h, stride_h, dil_h)
+    grid_w = phase_grid_length(out_w, kernel_w, stride_w, dil_w)
+    return np.empty((n_batch, channels, stride_h, stride_w, grid_h + 1, grid_w), dtype=dtype)
+
+
+def im2col_phases(x, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, out_h,
+                  out_w):
+    """x: (B, C, H, W) -> (C*kh*kw, B*OH*GW); exactly the NumPy reference: split the padded
+    input into its phase planes once, then every (row, image) run is one contiguous copy."""
+    n_batch, channels = x.shape[:2]
+    phases = _phase_planes(n_batch, channels, kernel_h, kernel_w, stride_h, stride_w, dil_h, dil_w,
+                           out_h, out_w, x.dtype)
+    _split_phases(x, pad_h, pad_w, kernel_h, kernel_w, dil_h, dil_w, phases)
+    rows, grid_w = phases.shape[4:]
+    run_length = out_h * grid_w
+    cols = np.empty((channels * kernel_h * kernel_w, n_batch * run_length), dtype=x.dtype)
+    run = _phase_copies_parallel if _worth_threads(cols.size) else _phase_copies_serial
+    run(phases.reshape(-1), cols.reshape(-1), n_batch, channels, kernel_h, kernel_w, stride_h,
+        stride_w, dil_h, dil_w, rows * grid_w, grid_w, run_length)
+    return cols
 
 
 def im2col_wide(x, kernel_h, kernel_w, pad_h, pad_w, dil_h, dil_w):
-    """x: (B, C, H, W) -> (C*kh*kw, B*OH*Wp); exactly the NumPy reference: pad once, then
-    every (row, image) run is one contiguous copy of the padded plane."""
+    """x: (B, C, H, W) -> (C*kh*kw, B*OH*Wp): ``im2col_phases`` with stride 1, whose one
+    phase plane is the padded image."""
+    height, width = x.shape[2:]
+    out_h = height + 2 * pad_h - dil_h * (kernel_h - 1)
+    out_w = width + 2 * pad_w - dil_w * (kernel_w - 1)
+    return im2col_phases(x, kernel_h, kernel_w, 1, 1, pad_h, pad_w, dil_h, dil_w, out_h, out_w)
+
+
+@njit(cache=True, nogil=True)
+def _col2im_phases_task(flat_cols, phases, x, task, kernel_h, kernel_w, dil_h, dil_w, pad_h,
+                        pad_w, run):
+    """One (image, channel): add its kh*kw runs into its own phase planes (contiguous adds),
+    then interleave the planes into its output plane. A task owns both, so no two threads
+    ever add into the same element."""
     n_batch, channels, height, width = x.shape
-    grid_w = width + 2 * pad_w
-    run_length = (height + 2 * pad_h - dil_h * (kernel_h - 1)) * grid_w
-    # One spare zero row below the padded planes: the last run of the last row may
-    # read past the bottom by up to (kw - 1) * dw elements.
-    padded = np.empty((n_batch, channels, height + 2 * pad_h + 1, grid_w), dtype=x.dtype)
-    _pad_for_wide(x, pad_h, pad_w, padded)
-    cols = np.empty((channels * kernel_h * kernel_w, n_batch * run_length), dtype=x.dtype)
-    run = _wide_copies_parallel if _worth_threads(cols.size) else _wide_copies_serial
-    run(padded.reshape(-1), cols.reshape(-1), n_batch, channels, kernel_h, kernel_w, dil_h, dil_w,
-        padded.shape[2] * grid_w, grid_w, run_length)
-    return cols
+    stride_h, stride_w, rows, grid_w = phases.shape[2:]
+    n = task // channels
+    c = task - n * channels
+    used_h = _phases_read(kernel_h, dil_h, stride_h)
+    used_w = _phases_read(kernel_w, dil_w, stride_w)
+    plane = rows * grid_w
+    planes = phases.reshape(-1)[task * (stride_h * stride_w * plane):
+                                (task + 1) * (stride_h * stride_w * plane)]
+    for p in range(stride_h):
+        for q in range(stride_w):
+            if used_h[p] and used_w[q]:
+                _fill(planes[(p * stride_w + q) * plane:(p * stride_w + q + 1) * plane], 0)
+    taps = kernel_h * kernel_w
+    for t in range(taps):
+        row = c * taps + t
+        start = _tap_start(row, kernel_h, kernel_w, stride_h, stride_w, dil_h, dil_w, plane,
+                           grid_w)
+        first = row * (n_batch * run) + n * run
+        dst = planes[start:start + run]
+        src = flat_cols[first:first + run]
+        for k in range(run):
+            dst[k] += src[k]
+    out0 = task * (height * width)
+    out = x.reshape(-1)
+    _fill(out[out0:out0 + height * width], 0)
+    for p in range(stride_h):
+        if not used_h[p]:
+            continue
+        a_lo, a_hi = _valid_range(p - pad_h, stride_h, height, rows)
+        for q in range(stride_w):
+            if not used_w[q]:
+                continue
+            b_lo, b_hi = _valid_range(q - pad_w, stride_w, width, grid_w)
+            src0 = (p * stride_w + q) * plane
+            for a in range(a_lo, a_hi):
+                src = src0 + a * grid_w
+                dst = out0 + (a * stride_h + p - pad_h) * width + q - pad_w
+                if stride_w == 1:
+                    _copy(out[dst + b_lo:dst + b_hi], planes[src + b_lo:src + b_hi])
+                else:
+                    # Unsigned indices: no wrap-around test per element (see _split_phases).
+                    for b in range(b_lo, b_hi):
+                        out[uint64(dst + b * stride_w)] = planes[uint64(src + b)]
+
+
+@njit(cache=True, parallel=True, nogil=True)
+def _col2im_phases_parallel(flat_cols, phases, x, kernel_h, kernel_w, dil_h, dil_w, pad_h, pad_w,
+                            run):
+    for task in prange(x.shape[0] * x.shape[1]):
+        _col2im_phases_task(flat_cols, phases, x, task, kernel_h, kernel_w, dil_h, dil_w, pad_h,
+                            pad_w, run)
+
+
+@njit(cache=True, nogil=True)
+def _col2im_phases_serial(flat_cols, phases, x, kernel_h, kernel_w, dil_h, dil_w, pad_h, pad_w,
+                          run):
+    for task in range(x.shape[0] * x.shape[1]):
+        _col2im_phases_task(flat_cols, phases, x, task, kernel_h, kernel_w, dil_h, dil_w, pad_h,
+                            pad_w, run)
+
+
+def col2im_phases(cols, n_batch, channels, height, width, kernel_h, kernel_w, stride_h, stride_w,
+                  pad_h, pad_w, dil_h, dil_w, out_h, out_w):
+    """cols: (C*kh*kw, N*OH*GW) -> x: (N, C, H, W), the adjoint of ``im2col_phases``."""
+    cols = np.ascontiguousarray(cols)
+    phases = _phase_planes(n_batch, channels, kernel_h, kernel_w, stride_h, stride_w, dil_h, dil_w,
+                           out_h, out_w, cols.dtype)
+    x = np.empty((n_batch, channels, height, width), dtype=cols.dtype)
+    run = _col2im_phases_parallel if _worth_threads(cols.size) else _col2im_phases_serial
+    run(cols.reshape(-1), phases, x, kernel_h, kernel_w, dil_h, dil_w, pad_h, pad_w,
+        out_h * phases.shape[5])
+    return x
 
 
 # Below this many column entries, starting the worker threads costs more than it saves.
@@ -258,4 +415,5 @@ def col2im(cols, n_batch, channels, height, width, kernel_h, kernel_w, stride_h,
 # The sliced convolution runs its GEMMs around the kernels above, on the CPU's worker pool.
 KERNELS = computing_float16_in_float32({
     "im2col": im2col, "col2im": col2im, "im2col_wide": im2col_wide,
+    "im2col_phases": im2col_phases, "col2im_phases": col2im_phases,
     "conv2d_forward": sliced_conv.conv2d_forward, "conv2d_backward": sliced_conv.conv2d_backward})
