@@ -34,7 +34,9 @@ LAYERS = [
     ("alexnet conv1 11x11 s4 227", (16, 3, 227, 227), (96, 3, 11, 11), 4, 0, (True, True, True)),
     ("torchvision alexnet conv1, no dx", (16, 3, 224, 224), (64, 3, 11, 11), 4, 2,
      (False, True, True)),
+    # Unit stride, whose columns come from the same kernel (im2col_wide).
     ("resnet20 stage1 3x3", (128, 16, 32, 32), (16, 16, 3, 3), 1, 1, (True, True, True)),
+    ("resnet20 stage3 3x3", (128, 64, 8, 8), (64, 64, 3, 3), 1, 1, (True, True, True)),
 ]
 
 

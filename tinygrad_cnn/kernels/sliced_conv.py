@@ -28,6 +28,7 @@ from dataclasses import replace
 import numpy as np
 
 from .. import backend
+from .._arguments import phase_grid_length
 from ..backend import get_array_module
 from .cpu import _workers
 
@@ -128,9 +129,11 @@ def _phase_columns(geometry, xp):
 
 def _grid_width(geometry, xp):
     """Row length of the output grid of the column matrix: the phase-plane width GW
-    (``WindowGeometry.grid``; ``W + 2*pw`` with unit stride) for wide columns, else OW."""
+    (``WindowGeometry.grid``; ``W + 2*pw`` with unit stride) for wide columns, else OW.
+    Asked for once per slice, so only the one axis is computed."""
     if _unit_stride(geometry) or _phase_columns(geometry, xp):
-        return geometry.grid[1]
+        return phase_grid_length(geometry.out[1], geometry.kernel[1], geometry.stride[1],
+                                 geometry.dilation[1])
     return geometry.out[1]
 
 
