@@ -12,6 +12,9 @@ They compute the same sums as the textbook references in ``tinygrad_cnn/nn/funct
 * Unit stride uses *wide* columns (kernel ``im2col_wide``): windows on the padded-width grid,
   so every row of the column matrix is one contiguous run and building it is a plain copy; the
   few columns that straddle the right edge are computed and dropped.
+* Larger strides on the CPU do the same on the input's *phase planes* (kernel
+  ``im2col_phases``: every ``s``-th padded pixel, in which each tap is a unit-stride window),
+  and ``dx = col2im_phases(W^T G)`` adds the column gradients back run by run.
 * Unit stride also gets ``dx`` as a convolution of ``G`` with the flipped, transposed kernel
   (``dx = corr(pad(G), rot180(W)^T)``), a gather plus a GEMM instead of a GEMM plus the
   scatter-add of col2im...

@@ -1,6 +1,6 @@
-"""Numba kernels for convolution: im2col and col2im.
+"""Numba kernels for convolution: im2col and col2im, and the fast path's column layouts.
 
-Both kernels use the column layout documented in ``docs/ops/conv.md`` and in
+im2col and col2im use the column layout documented in ``docs/ops/conv.md`` and in
 the NumPy references in ``tinygrad_cnn/nn/functional/conv.py``:
 
     cols[(c * kh + i) * kw + j, n * L + oh * OW + ow] = x_padded[n, c, oh*sh + i*dh, ow*sw + j*dw]
@@ -13,6 +13,12 @@ plain row-major BLAS call.
 The loops first compute, per kernel offset, the range of output columns whose
 input column is inside the image; the inner loops then run without bounds
 tests (and vectorise), and the padding is written as zeros separately.
+
+``im2col_phases`` / ``col2im_phases`` (and ``im2col_wide``, the stride-1 case) are the
+fast path's layout: the input split once into its stride phase planes, so that every
+row of the column matrix is one contiguous run of one plane (``docs/ops/conv.md``,
+"Phase planes"). Strided loops index with ``uint64``: with a signed index Numba tests
+each access for wrap-around, which also keeps the loop from vectorising.
 
 The Python wrappers allocate the outputs with NumPy and the compiled loops fill them.
 NumPy asks the kernel for transparent huge pages on large arrays; an array allocated

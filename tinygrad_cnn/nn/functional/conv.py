@@ -27,7 +27,8 @@ second derivatives of convolution. Without a graph the engine calls the
 ``conv2d_backward`` kernel instead, whose reference below is the same three lines.
 
 Where the kernels live: the NumPy references of ``im2col``, ``col2im``,
-``conv2d_forward`` and ``conv2d_backward`` (and ``im2col_wide``) are below; the Numba
+``conv2d_forward`` and ``conv2d_backward`` (and ``im2col_wide``, ``im2col_phases`` and
+``col2im_phases``, the column layouts of the fast path) are below; the Numba
 im2col kernels in ``tinygrad_cnn/kernels/cpu/conv.py``, the CUDA ones in
 ``tinygrad_cnn/kernels/cuda/conv.py``; the fast ``conv2d_forward``/``conv2d_backward``
 that both register (batch slices, wide columns) in ``tinygrad_cnn/kernels/sliced_conv.py``.
