@@ -50,6 +50,8 @@ def cases(scale=1.0):
     ones = np.ones(1000, np.float32)
     logsumexp = np.log(np.exp(logits.astype(np.float64)).sum(axis=1))
     down_cols = reference("im2col")(x[:2], *down)
+    slice7 = x[:7]                         # a worker's slice of a stride-2 layer
+    down_phase_cols = reference("im2col_phases")(slice7, *down)
     conv_weight = randn(16, 16, 3, 3)
     conv_geometry = WindowGeometry.build("conv2d", x.shape, 3, 1, 1, 1)
     return {
@@ -63,6 +65,9 @@ def cases(scale=1.0):
         "im2col stride 2, 2-image slice": ("im2col", (x[:2],) + down),
         "im2col stride 1, whole batch": ("im2col", (x,) + unit),
         "col2im stride 2, 2-image slice": ("col2im", (down_cols, 2, 16, 32, 32) + down),
+        "im2col_phases stride 2, 7-image slice": ("im2col_phases", (slice7,) + down),
+        "col2im_phases stride 2, 7-image slice": ("col2im_phases",
+                                                  (down_phase_cols, len(slice7), 16, 32, 32) + down),
         "max_pool2d_forward 3x3 s2": ("max_pool2d_forward",
                                       (x, (3, 3), (2, 2), (1, 1), (1, 1), (16, 16))),
         "max_pool2d_backward": ("max_pool2d_backward", (randn(*pooled.shape), argmax, (32, 32))),

@@ -6,7 +6,7 @@ cross-entropy, forward and backward, next to the machine's measured GEMM peak an
     python benchmarks/bench_ops.py --backend numpy # the NumPy reference kernels
 
 Convolutions are reported in GFLOP/s (2 * multiply-accumulates; backward = input and weight
-gradients, twice the forward work) and as a fraction of the GEMM peak (NumPy float32
+gradients, twice the forward work, or once for a layer whose input needs no gradient) and as a fraction of the GEMM peak (NumPy float32
 matmul of 2048x2048 measured in this run). Memory-bound ops are reported in GB/s (bytes read
 plus written, counted once). Times are medians after warm-up of samples that each last about
 20 ms; the forward runs without a graph, the backward is timed on a graph built once and kept
@@ -48,13 +48,16 @@ def gemm_peak(repeat=5):
 
 
 CONV_SHAPES = [
-    # name, input shape, weight shape, stride, padding
+    # name, input shape, weight shape, stride, padding[, whether the input needs a gradient]
     ("resnet20 stage1 3x3", (128, 16, 32, 32), (16, 16, 3, 3), 1, 1),
     ("resnet20 stage2 3x3", (128, 32, 16, 16), (32, 32, 3, 3), 1, 1),
     ("resnet20 stage3 3x3", (128, 64, 8, 8), (64, 64, 3, 3), 1, 1),
     ("resnet20 down 16->32 s2", (128, 16, 32, 32), (32, 16, 3, 3), 2, 1),
+    ("resnet20 down 32->64 s2", (128, 32, 16, 16), (64, 32, 3, 3), 2, 1),
     ("resnet20 stem 3->16", (128, 3, 32, 32), (16, 3, 3, 3), 1, 1),
     ("alexnet conv1 11x11 s4", (16, 3, 227, 227), (96, 3, 11, 11), 4, 0),
+    # torchvision's AlexNet conv1; in training the images need no gradient: dW and db only.
+    ("tv alexnet conv1 s4 p2, no dx", (16, 3, 224, 224), (64, 3, 11, 11), 4, 2, False),
     ("alexnet conv2 5x5", (16, 96, 27, 27), (256, 96, 5, 5), 1, 2),
     ("alexnet conv3 3x3", (16, 256, 13, 13), (384, 256, 3, 3), 1, 1),
 ]
@@ -73,14 +76,15 @@ def bench_conv(repeat, torch):
     from tinygrad_cnn.nn import functional as F
     rng = np.random.default_rng(0)
     rows = []
-    for name, xs, ws, stride, pad in CONV_SHAPES:
+    for name, xs, ws, stride, pad, *input_grad in CONV_SHAPES:
+        input_grad = input_grad[0] if input_grad else True
         x = rng.standard_normal(xs, dtype=np.float32)
         w = rng.standard_normal(ws, dtype=np.float32) * 0.1
         n, c, h, wd = xs
         oh = (h + 2 * pad - ws[2]) // stride + 1
         ow = (wd + 2 * pad - ws[3]) // stride + 1
         flops = 2 * n * ws[0] * oh * ow * ws[1] * ws[2] * ws[3]
-        xt, wt = tg.Tensor(x, requires_grad=True), tg.Tensor(w, requires_grad=True)
+        xt, wt = tg.Tensor(x, requires_grad=input_grad), tg.Tensor(w, requires_grad=True)
         fwd = _median_time(lambda: F.conv2d(xt.detach(), wt.detach(), stride=stride, padding=pad),
                            repeat)
 
@@ -93,9 +97,11 @@ def bench_conv(repeat, torch):
 
         back = _median_time(bwd, repeat)
         row = dict(op=f"conv2d {name}", fwd_ms=fwd * 1e3, bwd_ms=back * 1e3,
-                   fwd_rate=flops / fwd / 1e9, bwd_rate=2 * flops / back / 1e9, unit="GFLOP/s")
+                   fwd_rate=flops / fwd / 1e9, bwd_rate=(1 + input_grad) * flops / back / 1e9,
+                   unit="GFLOP/s")
         if torch is not None:
-            tx, tw = torch.from_numpy(x).requires_grad_(), torch.from_numpy(w).requires_grad_()
+            tx = torch.from_numpy(x).requires_grad_(input_grad)
+            tw = torch.from_numpy(w).requires_grad_()
             with torch.no_grad():
                 tf = _median_time(lambda: torch.nn.functional.conv2d(tx, tw, stride=stride, padding=pad),
                                   repeat)

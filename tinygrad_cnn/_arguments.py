@@ -12,7 +12,7 @@ from __future__ import annotations
 import numbers
 from dataclasses import dataclass
 
-__all__ = ["PairError", "check_tensor", "pair", "output_length", "WindowGeometry"]
+__all__ = ["PairError", "check_tensor", "pair", "output_length", "phase_grid_length", "WindowGeometry"]
 
 
 class PairError(ValueError, TypeError):
@@ -71,6 +71,13 @@ def output_length(size, kernel, stride, padding, dilation=1, ceil_mode=False) ->
     return out
 
 
+def phase_grid_length(out, kernel, stride, dilation=1) -> int:
+    """Positions along one axis of a *phase plane* (every ``stride``-th padded pixel) that
+    the windows of a convolution read: ``out`` window starts plus the farthest tap's offset
+    in plane units, ``dilation*(kernel - 1) // stride``. With stride 1 it is the padded size."""
+    return out + dilation * (kernel - 1) // stride
+
+
 @dataclass(frozen=True)
 class WindowGeometry:
     """A sliding window over an ``(N, C, H, W)`` input: its size, stride, padding and
@@ -114,6 +121,13 @@ class WindowGeometry:
     def columns(self):
         """Columns of the column matrix: one per (image, output pixel)."""
         return self.n_batch * self.out[0] * self.out[1]
+
+    @property
+    def grid(self):
+        """``(rows, columns)`` of one phase plane (:func:`phase_grid_length`): the output grid
+        of the wide columns, whose last ``columns - OW`` columns straddle the right edge."""
+        return tuple(phase_grid_length(o, k, s, d) for o, k, s, d in
+                     zip(self.out, self.kernel, self.stride, self.dilation))
 
     @property
     def input_shape(self):

@@ -113,3 +113,14 @@ def test_bench_upsampling_times_every_case():
     rows = bench.main(["--repeat", "1", "--backend", "numpy"])
     assert [row["op"] for row in rows] == [case[0] for case in bench.CASES]
     assert all(row["fwd_ms"] > 0 and row["bwd_ms"] > 0 for row in rows)
+
+
+def test_bench_conv_revision_times_a_layer_against_a_revision():
+    pytest.importorskip("numba")
+    inside_git = subprocess.run(["git", "rev-parse", "HEAD"], cwd=BENCHMARKS, capture_output=True)
+    if inside_git.returncode != 0:
+        pytest.skip("not a git checkout: there is no earlier revision to load")
+    rows = _load("bench_conv_revision").main(["--rev", "HEAD", "--rounds", "1", "--calls", "1",
+                                              "--only", "shortcut"])
+    assert [row["layer"] for row in rows] == ["resnet20 shortcut B 1x1 s2"]
+    assert all(rows[0][key] > 0 for key in ("old_fwd_ms", "new_fwd_ms", "old_bwd_ms", "new_bwd_ms"))

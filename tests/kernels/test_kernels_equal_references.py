@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 import tinygrad_cnn.nn.functional  # noqa: F401 - registers the references
 import tinygrad_cnn.optim  # noqa: F401
 from tinygrad_cnn import backend
-from tinygrad_cnn._arguments import WindowGeometry, output_length
+from tinygrad_cnn._arguments import WindowGeometry, output_length, phase_grid_length
 from tinygrad_cnn.testing import arrays, conv2d_settings, cuda_emulator, pool2d_settings, shapes
 
 FLOATS = [np.float32, np.float64]
@@ -101,11 +101,33 @@ def im2col_wide_case(draw):
 
 
 @st.composite
+def im2col_phases_case(draw):
+    s, dtype, seed = draw(_conv_settings), draw(dtypes), draw(seeds)
+    x = _rng(seed).standard_normal(s["input_shape"]).astype(dtype)
+    # The straddling columns too, bit for bit.
+    return Case((x,) + _conv_geometry_args(s), dtype, exact=True)
+
+
+@st.composite
+def col2im_phases_case(draw):
+    s, dtype, seed = draw(_conv_settings), draw(dtypes), draw(seeds)
+    args = _conv_geometry_args(s)
+    n, c, h, w = s["input_shape"]
+    (kh, kw), (sh, sw), (dh, dw), (oh, ow) = args[:2], args[2:4], args[6:8], args[8:]
+    grid_w = phase_grid_length(ow, kw, sw, dw)
+    # Nonzero straddling columns: the adjoint adds them too.
+    cols = _rng(seed).standard_normal((c * kh * kw, n * oh * grid_w)).astype(dtype)
+    return Case((cols, n, c, h, w) + args, dtype, tol={np.float32: (1e-5, 1e-5), np.float64: (1e-12, 1e-12)})
+
+
+@st.composite
 def _conv_problem(draw):
     groups = draw(st.sampled_from([1, 2]))
     c_in, c_out = groups * draw(st.integers(1, 3)), groups * draw(st.integers(1, 3))
     kh, kw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
-    stride, dilation = draw(st.sampled_from([1, 1, 2])), draw(st.integers(1, 2))
+    # Strided ones (unequal per axis too) take their columns from phase planes.
+    stride = draw(st.sampled_from([(1, 1), (1, 1), (2, 2), (3, 3), (2, 1), (1, 3)]))
+    dilation = draw(st.integers(1, 2))
     # Padding up to kernel + 1 also covers the case where dx falls back to col2im.
     padding = (draw(st.integers(0, kh + 1)), draw(st.integers(0, kw + 1)))
     h = draw(st.integers(dilation * (kh - 1) + 1, 7))
@@ -424,6 +446,7 @@ def rmsprop_update_case(draw):
 
 CASES = {
     "im2col": im2col_case(), "col2im": col2im_case(), "im2col_wide": im2col_wide_case(),
+    "im2col_phases": im2col_phases_case(), "col2im_phases": col2im_phases_case(),
     "conv2d_forward": conv2d_forward_case(), "conv2d_backward": conv2d_backward_case(),
     "max_pool2d_forward": max_pool2d_forward_case(), "max_pool2d_backward": max_pool2d_backward_case(),
     "avg_pool2d_forward": avg_pool2d_forward_case(), "avg_pool2d_backward": avg_pool2d_backward_case(),

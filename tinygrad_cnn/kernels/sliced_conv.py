@@ -12,6 +12,9 @@ They compute the same sums as the textbook references in ``tinygrad_cnn/nn/funct
 * Unit stride uses *wide* columns (kernel ``im2col_wide``): windows on the padded-width grid,
   so every row of the column matrix is one contiguous run and building it is a plain copy; the
   few columns that straddle the right edge are computed and dropped.
+* Larger strides on the CPU do the same on the input's *phase planes* (kernel
+  ``im2col_phases``: every ``s``-th padded pixel, in which each tap is a unit-stride window),
+  and ``dx = col2im_phases(W^T G)`` adds the column gradients back run by run.
 * Unit stride also gets ``dx`` as a convolution of ``G`` with the flipped, transposed kernel
   (``dx = corr(pad(G), rot180(W)^T)``), a gather plus a GEMM instead of a GEMM plus the
   scatter-add of col2im...
@@ -28,6 +31,7 @@ from dataclasses import replace
 import numpy as np
 
 from .. import backend
+from .._arguments import phase_grid_length
 from ..backend import get_array_module
 from .cpu import _workers
 
@@ -49,7 +53,8 @@ def conv2d_forward(x, weight, bias, geometry, groups):
         else:
             xp.add(y, bias.reshape(1, c_out, 1, 1), out=out[start:stop])
 
-    _workers.map_slices(run_slice, _image_chunks(n_batch, _column_bytes(geometry, x.dtype), xp), xp)
+    _workers.map_slices(run_slice, _image_chunks(n_batch, _column_bytes(geometry, xp, x.dtype), xp),
+                        xp)
     return out
 
 
@@ -71,7 +76,7 @@ def conv2d_backward(grad_output, x, weight, geometry, groups, needs_input_grad):
         grad_x = xp.empty(x.shape, dtype=x.dtype)
         if transposed is not None:
             weight_t = _flipped_transposed_weight(weight, groups)
-    per_image = _column_bytes(transposed or geometry, x.dtype)
+    per_image = _column_bytes(transposed or geometry, xp, x.dtype)
 
     def run_slice(bounds):
         start, stop = bounds
@@ -84,10 +89,16 @@ def conv2d_backward(grad_output, x, weight, geometry, groups, needs_input_grad):
                 return _weight_grad_from_grad_columns(x[start:stop], grad_cols, groups, transposed,
                                                       grid_width)
             return None
-        if need_x:
+        by_phases = need_x and _phase_columns(geometry, xp)
+        if by_phases or need_w:
+            grad_grid = _pixels_on_grid(g_slice, _grid_width(geometry, xp))
+        if by_phases:
+            grad_x[start:stop] = _input_grad_by_phase_col2im(grad_grid, weight, groups,
+                                                             replace(geometry, n_batch=stop - start))
+        elif need_x:
             grad_x[start:stop] = _input_grad_by_col2im(g_slice, weight, groups, geometry)
         if need_w:
-            return _weight_grad_from_input_columns(x[start:stop], g_slice, groups, geometry)
+            return _weight_grad_from_input_columns(x[start:stop], grad_grid, groups, geometry)
         return None
 
     partial_w = _workers.map_slices(run_slice, _image_chunks(geometry.n_batch, per_image, xp), xp)
@@ -112,14 +123,26 @@ def _unit_stride(geometry):
     return geometry.stride == (1, 1)
 
 
-def _wide_width(geometry):
-    """Row length Wp of the padded-width grid used by the wide columns."""
-    return geometry.width + 2 * geometry.padding[1]
+def _phase_columns(geometry, xp):
+    """Whether a strided convolution takes its wide columns from phase planes
+    (``im2col_phases``). Only the CPU has those kernels; on the GPU the general im2col,
+    one work item per column, is what runs."""
+    return not _unit_stride(geometry) and xp is np
 
 
-def _column_bytes(geometry, dtype):
+def _grid_width(geometry, xp):
+    """Row length of the output grid of the column matrix: the phase-plane width GW
+    (``WindowGeometry.grid``; ``W + 2*pw`` with unit stride) for wide columns, else OW.
+    Asked for once per slice, so only the one axis is computed."""
+    if _unit_stride(geometry) or _phase_columns(geometry, xp):
+        return phase_grid_length(geometry.out[1], geometry.kernel[1], geometry.stride[1],
+                                 geometry.dilation[1])
+    return geometry.out[1]
+
+
+def _column_bytes(geometry, xp, dtype):
     """Bytes of column matrix per image, for sizing the slices."""
-    width = _wide_width(geometry) if _unit_stride(geometry) else geometry.out[1]
+    width = _grid_width(geometry, xp)
     return geometry.rows * geometry.out[0] * width * np.dtype(dtype).itemsize
 
 
@@ -151,9 +174,10 @@ def _columns_of_slice(x, geometry):
         cols = backend.kernel("im2col_wide", xp)(
             x, geometry.kernel[0], geometry.kernel[1], geometry.padding[0], geometry.padding[1],
             geometry.dilation[0], geometry.dilation[1])
-        return cols, _wide_width(geometry)
-    cols = backend.kernel("im2col", xp)(x, *replace(geometry, n_batch=x.shape[0]).kernel_args())
-    return cols, geometry.out[1]
+    else:
+        name = "im2col_phases" if _phase_columns(geometry, xp) else "im2col"
+        cols = backend.kernel(name, xp)(x, *geometry.kernel_args())
+    return cols, _grid_width(geometry, xp)
 
 
 def _output_of_slice(x, weight_2d, groups, geometry):
@@ -184,15 +208,15 @@ def _pixels_on_grid(a, grid_width):
     return out.reshape(-1, channels)
 
 
-def _weight_grad_from_input_columns(x, g, groups, geometry):
-    """A slice's part of dW from the columns of x: ``cols G^T``, (groups, C/g*kh*kw, C_out/g).
+def _weight_grad_from_input_columns(x, grad_grid, groups, geometry):
+    """A slice's part of dW from the columns of x: ``cols G^T``, (groups, C/g*kh*kw, C_out/g),
+    with ``grad_grid`` G as :func:`_pixels_on_grid` lays it out on the columns' grid.
 
     The edge columns of the wide grid get zero gradient, so they add nothing."""
     xp = get_array_module(x)
-    c_out = g.shape[1]
-    cols, grid_width = _columns_of_slice(x, geometry)
-    grad_y = _pixels_on_grid(g, grid_width)                         # (B*OH*grid, C_out)
-    grad_y = grad_y.reshape(-1, groups, c_out // groups).transpose(1, 0, 2)
+    c_out = grad_grid.shape[1]
+    cols, _ = _columns_of_slice(x, geometry)
+    grad_y = grad_grid.reshape(-1, groups, c_out // groups).transpose(1, 0, 2)
     return xp.matmul(cols.reshape(groups, geometry.rows // groups, -1), grad_y)
 
 
@@ -236,6 +260,21 @@ def _input_grad_by_col2im(g, weight, groups, geometry):
     grad_cols = xp.matmul(w.transpose(0, 2, 1), grad_y).reshape(geometry.rows, -1)
     return backend.kernel("col2im", xp)(grad_cols, chunk.n_batch, chunk.channels, chunk.height,
                                         chunk.width, *chunk.kernel_args())
+
+
+def _input_grad_by_phase_col2im(grad_grid, weight, groups, geometry):
+    """dx of a slice (``geometry.n_batch`` images) of a strided convolution as
+    ``col2im_phases(W^T G)``: the gradient of the wide columns of its phase planes, added
+    back run by run. ``grad_grid`` is G on the grid (:func:`_pixels_on_grid`), zero in the
+    straddling columns, so their column gradients are zero and add nothing."""
+    xp = get_array_module(grad_grid)
+    c_out = grad_grid.shape[1]
+    grad_y = grad_grid.reshape(-1, groups, c_out // groups).transpose(1, 2, 0)
+    w = weight.reshape(groups, c_out // groups, -1)
+    grad_cols = xp.matmul(w.transpose(0, 2, 1), grad_y).reshape(geometry.rows, -1)
+    return backend.kernel("col2im_phases", xp)(grad_cols, geometry.n_batch, geometry.channels,
+                                               geometry.height, geometry.width,
+                                               *geometry.kernel_args())
 
 
 def _transposed_geometry(geometry, c_out):

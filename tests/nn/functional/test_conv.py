@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 import tinygrad_cnn
 import tinygrad_cnn.nn.functional as F
 from tinygrad_cnn import backend
+from tinygrad_cnn._arguments import WindowGeometry, phase_grid_length
 from tinygrad_cnn.kernels.cpu import _workers
 from tinygrad_cnn.testing import (
     assert_allclose, check_grad, check_gradgrad, conv2d_settings, non_contiguous, tensor64,
@@ -132,6 +133,51 @@ def test_col2im_is_the_adjoint_of_im2col(impl, s, seed):
     y, = random_arrays(seed + 1, cols.shape)
     folded = backend.kernel("col2im", np, impl=impl)(y, n_batch, channels, height, width, *args)
     np.testing.assert_allclose(np.vdot(cols, y), np.vdot(x, folded), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@settings(max_examples=25, deadline=None)
+@given(s=conv2d_settings(max_batch=2, max_kernel=4, max_stride=4, max_padding=3,
+                         max_dilation=3, max_spatial=9),
+       seed=st.integers(0, 2**16))
+def test_phase_columns_are_standard_columns_and_col2im_phases_their_adjoint(impl, s, seed):
+    """im2col_phases on the valid grid (ow < OW) is im2col, with stride 1 it is im2col_wide
+    (straddling columns included), and <im2col_phases(x), y> == <x, col2im_phases(y)>."""
+    n_batch, channels, height, width = s["input_shape"]
+    args = kernel_geometry(s)
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = args[:2], args[2:4], args[4:6], args[6:8]
+    out_h, out_w = args[8:]
+    x, = random_arrays(seed, s["input_shape"])
+    cols = backend.kernel("im2col_phases", np, impl=impl)(x, *args)
+    grid_w = phase_grid_length(out_w, kw, sw, dw)
+    valid = cols.reshape(-1, n_batch, out_h, grid_w)[..., :out_w].reshape(cols.shape[0], -1)
+    np.testing.assert_array_equal(valid, backend.kernel("im2col", np, impl="numpy")(x, *args))
+    if (sh, sw) == (1, 1):
+        wide = backend.kernel("im2col_wide", np, impl="numpy")(x, kh, kw, ph, pw, dh, dw)
+        np.testing.assert_array_equal(cols, wide)
+    y, = random_arrays(seed + 1, cols.shape)
+    folded = backend.kernel("col2im_phases", np, impl=impl)(y, n_batch, channels, height, width,
+                                                            *args)
+    np.testing.assert_allclose(np.vdot(cols, y), np.vdot(x, folded), rtol=1e-10, atol=1e-10)
+
+
+def test_phase_kernels_equal_the_reference_on_large_inputs():
+    """A ResNet-20 downsampling slice and an AlexNet conv1 image, large enough for the
+    threaded loops."""
+    pytest.importorskip("numba")
+    for shape, kernel, stride, padding in [((4, 16, 32, 32), 3, 2, 1), ((1, 3, 227, 227), 11, 4, 0)]:
+        (x,) = random_arrays(19, shape, dtype=np.float32)
+        geometry = WindowGeometry.build("conv2d", shape, kernel, stride, padding, 1)
+        args = geometry.kernel_args()
+        cols = backend.kernel("im2col_phases", np, impl="numpy")(x, *args)
+        assert cols.size >= 1 << 17
+        np.testing.assert_array_equal(backend.kernel("im2col_phases", np, impl="numba")(x, *args),
+                                      cols)
+        (y,) = random_arrays(20, cols.shape, dtype=np.float32)
+        np.testing.assert_allclose(
+            backend.kernel("col2im_phases", np, impl="numba")(y, *shape, *args),
+            backend.kernel("col2im_phases", np, impl="numpy")(y, *shape, *args),
+            rtol=1e-5, atol=1e-5)
 
 
 def test_im2col_layout_is_the_documented_one():

@@ -15,4 +15,8 @@ REFERENCE_ONLY = {
     "adadelta_update": "a handful of whole-array CuPy ops once per parameter per step; rarely used, not yet fused",
     "nadam_update": "a handful of whole-array CuPy ops once per parameter per step; rarely used, not yet fused",
     "radam_update": "a handful of whole-array CuPy ops once per parameter per step; rarely used, not yet fused",
+    "im2col_phases": "the GPU's strided convolution uses im2col, one work item per column: the phase "
+                     "planes make per-row copies contiguous, which is what the CPU needed",
+    "col2im_phases": "the GPU's strided convolution uses col2im, one thread per pixel gathering its "
+                     "entries: no scatter to make contiguous",
 }

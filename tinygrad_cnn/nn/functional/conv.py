@@ -27,7 +27,8 @@ second derivatives of convolution. Without a graph the engine calls the
 ``conv2d_backward`` kernel instead, whose reference below is the same three lines.
 
 Where the kernels live: the NumPy references of ``im2col``, ``col2im``,
-``conv2d_forward`` and ``conv2d_backward`` (and ``im2col_wide``) are below; the Numba
+``conv2d_forward`` and ``conv2d_backward`` (and ``im2col_wide``, ``im2col_phases`` and
+``col2im_phases``, the column layouts of the fast path) are below; the Numba
 im2col kernels in ``tinygrad_cnn/kernels/cpu/conv.py``, the CUDA ones in
 ``tinygrad_cnn/kernels/cuda/conv.py``; the fast ``conv2d_forward``/``conv2d_backward``
 that both register (batch slices, wide columns) in ``tinygrad_cnn/kernels/sliced_conv.py``.
@@ -36,7 +37,7 @@ from __future__ import annotations
 
 
 from ... import backend
-from ..._arguments import WindowGeometry, check_tensor, is_int, pair
+from ..._arguments import WindowGeometry, check_tensor, is_int, pair, phase_grid_length
 from ...autograd import Function
 from ...backend import get_array_module
 from ...tensor import pad as _pad
@@ -125,6 +126,88 @@ def _im2col_wide_reference(x, kernel_h, kernel_w, pad_h, pad_w, dil_h, dil_w):
         strides=(plane * item, dil_h * padded_w * item, dil_w * item, channels * plane * item,
                  item))
     return xp.ascontiguousarray(view).reshape(channels * kernel_h * kernel_w, n_batch * run)
+
+
+def _phase_planes_shape(n_batch, channels, kernel_h, kernel_w, stride_h, stride_w, dil_h, dil_w,
+                        out_h, out_w):
+    """(N, C, sh, sw, GH + 1, GW): the phase planes of a batch, one spare zero row each."""
+    grid_h = phase_grid_length(out_h, kernel_h, stride_h, dil_h)
+    grid_w = phase_grid_length(out_w, kernel_w, stride_w, dil_w)
+    return (n_batch, channels, stride_h, stride_w, grid_h + 1, grid_w)
+
+
+def _tap_starts(kernel_h, kernel_w, stride_h, stride_w, dil_h, dil_w, grid_w):
+    """For every tap (i, j): its phase (p, q) and the flat start of its run in that plane."""
+    for i in range(kernel_h):
+        for j in range(kernel_w):
+            yield (i, j, i * dil_h % stride_h, j * dil_w % stride_w,
+                   i * dil_h // stride_h * grid_w + j * dil_w // stride_w)
+
+
+@backend.register_reference("im2col_phases")
+def _im2col_phases_reference(x, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
+                             out_h, out_w):
+    """Wide columns of a convolution with any stride, taken from its *phase planes*.
+
+    The padded input splits into ``sh*sw`` phase planes
+    ``phases[n, c, p, q, a, b] = x_pad[n, c, a*sh + p, b*sw + q]`` (zero outside x), each of
+    ``GH x GW`` positions (``WindowGeometry.grid``) and one spare zero row. Window (oh, ow)
+    reads tap (i, j) at padded ``(oh*sh + i*dh, ow*sw + j*dw)``, i.e. in phase
+    ``(i*dh % sh, j*dw % sw)`` at ``(oh + i*dh // sh, ow + j*dw // sw)``: a unit-stride window
+    of that plane. So on the grid of GW columns per output row every row of the column matrix
+    is ONE contiguous run of one plane, as for ``im2col_wide`` (which this is, with stride 1):
+
+    x: (N, C, H, W) -> cols: (C*kh*kw, N*OH*GW),
+    ``cols[(c*kh + i)*kw + j, n*OH*GW + r] = phases[n, c, i*dh % sh, j*dw % sw].flat[
+    (i*dh // sh)*GW + j*dw // sw + r]``. Column ``r = oh*GW + ow`` is the window at (oh, ow)
+    when ``ow < OW``; the other ``GW - OW`` columns of each grid row straddle the right edge.
+    """
+    xp = get_array_module(x)
+    n_batch, channels, height, width = x.shape
+    shape = _phase_planes_shape(n_batch, channels, kernel_h, kernel_w, stride_h, stride_w,
+                                dil_h, dil_w, out_h, out_w)
+    rows, grid_w = shape[4], shape[5]
+    padded = xp.zeros((n_batch, channels, stride_h * rows, stride_w * grid_w), dtype=x.dtype)
+    # Input rows/columns past the last plane position are read by no window.
+    keep_h = max(0, min(height, padded.shape[2] - pad_h))
+    keep_w = max(0, min(width, padded.shape[3] - pad_w))
+    padded[:, :, pad_h:pad_h + keep_h, pad_w:pad_w + keep_w] = x[:, :, :keep_h, :keep_w]
+    phases = padded.reshape(n_batch, channels, rows, stride_h, grid_w, stride_w)
+    phases = phases.transpose(0, 1, 3, 5, 2, 4).reshape(n_batch, channels, stride_h, stride_w, -1)
+    run = out_h * grid_w
+    cols = xp.empty((channels, kernel_h, kernel_w, n_batch, run), dtype=x.dtype)
+    for i, j, p, q, start in _tap_starts(kernel_h, kernel_w, stride_h, stride_w, dil_h, dil_w,
+                                         grid_w):
+        cols[:, i, j] = phases[:, :, p, q, start:start + run].transpose(1, 0, 2)
+    return cols.reshape(channels * kernel_h * kernel_w, n_batch * run)
+
+
+@backend.register_reference("col2im_phases")
+def _col2im_phases_reference(cols, n_batch, channels, height, width, kernel_h, kernel_w, stride_h,
+                             stride_w, pad_h, pad_w, dil_h, dil_w, out_h, out_w):
+    """The adjoint of ``im2col_phases``: cols (C*kh*kw, N*OH*GW) -> x (N, C, H, W).
+
+    Every entry is added into the phase-plane position it was copied from, the planes are
+    interleaved back into the padded image and the padding is dropped. Being the exact
+    adjoint, it also adds the straddling columns (which read real pixels of the next grid
+    row): ``col2im`` of a convolution's gradient needs them zero."""
+    xp = get_array_module(cols)
+    shape = _phase_planes_shape(n_batch, channels, kernel_h, kernel_w, stride_h, stride_w,
+                                dil_h, dil_w, out_h, out_w)
+    rows, grid_w = shape[4], shape[5]
+    run = out_h * grid_w
+    cols = cols.reshape(channels, kernel_h, kernel_w, n_batch, run)
+    phases = xp.zeros((n_batch, channels, stride_h, stride_w, rows * grid_w), dtype=cols.dtype)
+    for i, j, p, q, start in _tap_starts(kernel_h, kernel_w, stride_h, stride_w, dil_h, dil_w,
+                                         grid_w):
+        phases[:, :, p, q, start:start + run] += cols[:, i, j].transpose(1, 0, 2)
+    padded = phases.reshape(shape).transpose(0, 1, 4, 2, 5, 3)
+    padded = padded.reshape(n_batch, channels, stride_h * rows, stride_w * grid_w)
+    x = xp.zeros((n_batch, channels, height, width), dtype=cols.dtype)
+    keep_h = max(0, min(height, padded.shape[2] - pad_h))
+    keep_w = max(0, min(width, padded.shape[3] - pad_w))
+    x[:, :, :keep_h, :keep_w] = padded[:, :, pad_h:pad_h + keep_h, pad_w:pad_w + keep_w]
+    return x
 
 
 @backend.register_reference("conv2d_forward")
