@@ -201,6 +201,8 @@ def layout_only(xpad, w, out, wp):
 
 VARIANTS = {"layout-only": layout_only, "sum4": sum4, "chain2": chain2, "chain3": chain3,
             "chain4": chain4}
+# The output channels must be a multiple of this (the kernels do not bounds-check).
+CHANNEL_MULTIPLE = {"layout-only": 1, "sum4": 4, "chain2": 2, "chain3": 1, "chain4": 4}
 
 
 def make_driver(kernel):
@@ -247,13 +249,13 @@ def show_asm(name):
     print(f"  {stack:5d}  vector moves to or from the stack (spilled registers)")
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--asm", metavar="VARIANT", help="show the assembly counts instead")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.asm:
         show_asm(args.asm)
         return
@@ -269,6 +271,7 @@ def main():
             ref = conv2d_forward(x, w, b, geometry, 1)
             calls = {"im2col+gemm": lambda: conv2d_forward(x, w, b, geometry, 1)}
             for name, driver in drivers.items():
+                assert c_out % CHANNEL_MULTIPLE[name] == 0, (name, c_out)
                 y = np.empty_like(ref)
                 driver(x, w, b, y)
                 if name != "layout-only":

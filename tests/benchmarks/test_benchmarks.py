@@ -1,5 +1,6 @@
-"""benchmarks/bench_train.py, bench_ops.py and bench_kernels.py: they run, report what they
-claim, bench_kernels covers every CPU kernel, and the PyTorch network bench_train times is
+"""benchmarks/bench_train.py, bench_ops.py, bench_kernels.py and bench_direct_conv.py: they run,
+report what they claim, bench_kernels covers every CPU kernel, the direct convolutions of
+bench_direct_conv compute the convolution, and the PyTorch network bench_train times is
 the same function as ours."""
 import json
 import pathlib
@@ -113,3 +114,26 @@ def test_bench_upsampling_times_every_case():
     rows = bench.main(["--repeat", "1", "--backend", "numpy"])
     assert [row["op"] for row in rows] == [case[0] for case in bench.CASES]
     assert all(row["fwd_ms"] > 0 and row["bwd_ms"] > 0 for row in rows)
+
+
+def test_bench_direct_conv_kernels_compute_the_convolution(capsys):
+    pytest.importorskip("numba")
+    bench = _load("bench_direct_conv")
+    from tinygrad_cnn import backend
+    reference = backend.kernel("conv2d_forward", np, impl="numpy")
+    rng = np.random.default_rng(0)
+    # 5 output channels: chain3's block of 3 and a channel left over.
+    for c_out in (5, 8):
+        x = rng.standard_normal((2, 3, 7, 9)).astype(np.float32)
+        w = rng.standard_normal((c_out, 3, 3, 3)).astype(np.float32)
+        b = rng.standard_normal(c_out).astype(np.float32)
+        geometry = bench.WindowGeometry.build("conv2d", x.shape, 3, 1, 1, 1)
+        expected = reference(x, w, b, geometry, 1)
+        for name, kernel in bench.VARIANTS.items():
+            if name == "layout-only" or c_out % bench.CHANNEL_MULTIPLE[name]:
+                continue
+            y = np.empty_like(expected)
+            bench.make_driver(kernel)(x, w, b, y)
+            np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5, err_msg=name)
+    bench.main(["--batch", "2", "--rounds", "1", "--variants", "chain3"])
+    assert "chain3" in capsys.readouterr().out
