@@ -26,7 +26,7 @@ import tinygrad_cnn.nn.functional  # noqa: F401  (registers the references)
 
 
 def cases(scale=1.0):
-    """{label: (kernel name, args)} for every CPU kernel, at training-step sizes."""
+    """{label: (kernel name, args[, keyword args])} for every CPU kernel, at training-step sizes."""
     rng = np.random.default_rng(0)
     batch = max(2, int(128 * scale))
 
@@ -48,6 +48,7 @@ def cases(scale=1.0):
     _, lrn_scale = reference("lrn_forward")(lrn_input, 5, 1e-4, 0.75, 2.0)
     logits, target = randn(batch, 1000), rng.integers(0, 1000, batch)
     ones = np.ones(1000, np.float32)
+    params = max(1 << 16, int((1 << 22) * scale))
     logsumexp = np.log(np.exp(logits.astype(np.float64)).sum(axis=1))
     down_cols = reference("im2col")(x[:2], *down)
     slice7 = x[:7]                         # a worker's slice of a stride-2 layer
@@ -78,6 +79,18 @@ def cases(scale=1.0):
         "batch_norm_forward": ("batch_norm_forward", (rows, weight, bias, 1e-5)),
         "batch_norm_backward": ("batch_norm_backward",
                                 (randn(*rows.shape), rows, weight, mean, inv_std, True)),
+        "batch_norm_relu_forward (+ residual)": ("batch_norm_relu_forward",
+                                                 (rows, weight, bias, 1e-5, randn(*rows.shape))),
+        "batch_norm_relu_backward (+ residual)": (
+            "batch_norm_relu_backward", (randn(*rows.shape), np.maximum(rows, 0), rows, weight, mean,
+                                         inv_std, True, True)),
+        "sgd_update momentum (4M parameters)": ("sgd_update", (
+            randn(params), randn(params), randn(params)), dict(
+                lr=0.01, momentum=0.9, dampening=0.0, weight_decay=5e-4, nesterov=False)),
+        "adam_update (4M parameters)": ("adam_update", (
+            randn(params), randn(params), randn(params), np.abs(randn(params)), None), dict(
+                step=3, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0,
+                amsgrad=False, decoupled_weight_decay=False)),
         "lrn_forward (AlexNet conv1)": ("lrn_forward", (lrn_input, 5, 1e-4, 0.75, 2.0)),
         "lrn_backward": ("lrn_backward",
                          (randn(*lrn_input.shape), lrn_input, lrn_scale, 5, 1e-4, 0.75)),
@@ -107,17 +120,18 @@ def main(argv=None):
     import numba
     rows = []
     print(f"{'kernel':<48}{'numpy ms':>10}{'numba ms':>10}{'speed-up':>10}")
-    for label, (name, kernel_args) in cases(args.scale).items():
+    for label, (name, kernel_args, *options) in cases(args.scale).items():
         if args.only not in label:
             continue
+        options = options[0] if options else {}     # keyword arguments (the optimizer steps)
         reference = backend.kernel(name, np, impl="numpy")
         fast = backend.kernel(name, np, impl="numba")
-        ref_ms = _median_time(lambda: reference(*kernel_args), args.repeat) * 1e3
+        ref_ms = _median_time(lambda: reference(*kernel_args, **options), args.repeat) * 1e3
         threads = numba.get_num_threads()
         if "slice" in label:
             numba.set_num_threads(1)          # as inside a batch-slice worker
         try:
-            fast_ms = _median_time(lambda: fast(*kernel_args), args.repeat) * 1e3
+            fast_ms = _median_time(lambda: fast(*kernel_args, **options), args.repeat) * 1e3
         finally:
             numba.set_num_threads(threads)
         mark = "   SLOWER" if fast_ms > 1.1 * ref_ms else ""

@@ -1,5 +1,6 @@
-"""benchmarks/bench_train.py, bench_ops.py and bench_kernels.py: they run, report what they
-claim, bench_kernels covers every CPU kernel, and the PyTorch network bench_train times is
+"""benchmarks/bench_train.py, bench_ops.py, bench_kernels.py and bench_direct_conv.py: they run,
+report what they claim, bench_kernels covers every CPU kernel, the direct convolutions of
+bench_direct_conv compute the convolution, and the PyTorch network bench_train times is
 the same function as ours."""
 import json
 import pathlib
@@ -46,9 +47,9 @@ def test_profile_lists_every_op_of_a_resnet20_step_at_the_asked_threads():
     assert "1 threads" in run.stdout
     calls = {m.group(1): int(m.group(2))
              for m in re.finditer(r"^(\w+)\s+(\d+)\s+[\d.]+\s+[\d.]+", run.stdout, re.M)}
-    # ResNet-20: 19 convolutions, each followed by BatchNorm; 19 ReLUs (the stem's, two per
-    # block).
-    assert calls["Conv2d"] == 19 and calls["_BatchNormTrain"] == 19 and calls["Relu"] == 19
+    # ResNet-20: 19 convolutions, each followed by BatchNorm and a ReLU (the stem's, two per
+    # block), the two fused into one op (the second of each block with the shortcut's sum).
+    assert calls["Conv2d"] == 19 and calls["_BatchNormReLU"] == 19 and "Relu" not in calls
     assert "optimizer step" in run.stdout
 
 
@@ -102,7 +103,7 @@ def test_bench_kernels_times_every_cpu_kernel_against_its_reference():
     bench_kernels = _load("bench_kernels")
     from tinygrad_cnn import backend
     cpu_kernels = set(backend.kernel_table("cpu"))
-    assert {name for name, _ in bench_kernels.cases(scale=0.02).values()} == cpu_kernels
+    assert {case[0] for case in bench_kernels.cases(scale=0.02).values()} == cpu_kernels
     rows = bench_kernels.main(["--scale", "0.02", "--repeat", "1", "--only", "relu"])
     assert [row["kernel"] for row in rows] == ["relu_forward", "relu_backward"]
     assert all(row["numpy_ms"] > 0 and row["numba_ms"] > 0 for row in rows)
@@ -124,3 +125,26 @@ def test_bench_conv_revision_times_a_layer_against_a_revision():
                                               "--only", "shortcut"])
     assert [row["layer"] for row in rows] == ["resnet20 shortcut B 1x1 s2"]
     assert all(rows[0][key] > 0 for key in ("old_fwd_ms", "new_fwd_ms", "old_bwd_ms", "new_bwd_ms"))
+
+
+def test_bench_direct_conv_kernels_compute_the_convolution(capsys):
+    pytest.importorskip("numba")
+    bench = _load("bench_direct_conv")
+    from tinygrad_cnn import backend
+    reference = backend.kernel("conv2d_forward", np, impl="numpy")
+    rng = np.random.default_rng(0)
+    # 5 output channels: chain3's block of 3 and a channel left over.
+    for c_out in (5, 8):
+        x = rng.standard_normal((2, 3, 7, 9)).astype(np.float32)
+        w = rng.standard_normal((c_out, 3, 3, 3)).astype(np.float32)
+        b = rng.standard_normal(c_out).astype(np.float32)
+        geometry = bench.WindowGeometry.build("conv2d", x.shape, 3, 1, 1, 1)
+        expected = reference(x, w, b, geometry, 1)
+        for name, kernel in bench.VARIANTS.items():
+            if name == "layout-only" or c_out % bench.CHANNEL_MULTIPLE[name]:
+                continue
+            y = np.empty_like(expected)
+            bench.make_driver(kernel)(x, w, b, y)
+            np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5, err_msg=name)
+    bench.main(["--batch", "2", "--rounds", "1", "--variants", "chain3"])
+    assert "chain3" in capsys.readouterr().out
