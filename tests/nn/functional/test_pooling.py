@@ -177,6 +177,28 @@ def test_kernels_take_the_parallel_path_on_large_inputs():
     np.testing.assert_allclose(grads[1], grads[0], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("kernel", [2, 3, 4])
+@pytest.mark.parametrize("batch", [1, 64])
+@pytest.mark.parametrize("stride,padding,dilation", [(2, 0, 1), (2, 1, 1), (1, 1, 2), (3, 1, 1)])
+def test_max_pool_drivers_equal_the_reference(kernel, batch, stride, padding, dilation):
+    """2x2 and 3x3 windows have their own (unrolled) drivers, other sizes the general one;
+    serial (batch 1) and parallel (batch 64): all equal the reference, ties, NaN, windows
+    that cross the padding and windows inside it included."""
+    from tinygrad_cnn.kernels.cpu import pooling as cpu_pooling
+    if padding > kernel // 2:
+        pytest.skip("PyTorch's rule: padding at most half the window")
+    x = tie_heavy_array(batch, (batch, 8, 29, 31), np.float32)
+    x[0, 0, 3, 4] = np.nan
+    out_size = tuple(pool_output_size(n, kernel, stride, padding, dilation) for n in (29, 31))
+    work = batch * 8 * out_size[0] * out_size[1] * kernel * kernel
+    assert (work >= cpu_pooling.PARALLEL_MIN_WORK) == (batch == 64)
+    args = ((kernel, kernel), (stride, stride), (padding, padding), (dilation, dilation), out_size)
+    (ref_out, ref_idx), (out, idx) = [backend.kernel("max_pool2d_forward", np, impl=i)(x, *args)
+                                      for i in IMPLS]
+    np.testing.assert_array_equal(out, ref_out)
+    np.testing.assert_array_equal(idx, ref_idx)
+
+
 @pytest.mark.parametrize("impl", IMPLS)
 def test_non_contiguous_input(impl):
     x = np.random.default_rng(0).standard_normal((2, 3, 7, 6))
