@@ -151,8 +151,12 @@ CONV_TOL = {np.float32: (1e-4, 1e-4), np.float64: (1e-10, 1e-10)}
 @st.composite
 def conv2d_forward_case(draw):
     p = draw(_conv_problem())
+    # The epilogue of inference with folded BatchNorm: a residual sum and ReLU, or neither.
+    epilogue = {}
+    if draw(st.booleans()):
+        epilogue = dict(residual=p["grad"] if draw(st.booleans()) else None, relu=True)
     return Case((p["x"], p["weight"], p["bias"], p["geometry"], p["groups"]), p["dtype"],
-                tol=CONV_TOL, chunk_bytes=p["chunk"])
+                tol=CONV_TOL, chunk_bytes=p["chunk"], kwargs=epilogue)
 
 
 @st.composite
@@ -511,11 +515,14 @@ def _copy(value):
 def _call(fn, case, impl):
     """The kernel's outputs and the arrays it updated in place, as NumPy arrays."""
     args = [_copy(a) for a in case.args]
+    kwargs = {key: _copy(value) for key, value in case.kwargs.items()}
     if impl == "cupy":
         cupy = backend.cupy_or_none()
         args = [cupy.asarray(a) if isinstance(a, np.ndarray) else a for a in args]
+        kwargs = {key: cupy.asarray(value) if isinstance(value, np.ndarray) else value
+                  for key, value in kwargs.items()}
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"), _running(impl, case):
-        out = fn(*args, **case.kwargs)
+        out = fn(*args, **kwargs)
     outputs = list(out) if isinstance(out, tuple) else ([] if out is None else [out])
     outputs += [args[i] for i in case.in_place]
     return [None if o is None else backend.to_host(o) for o in outputs]

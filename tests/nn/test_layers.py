@@ -725,3 +725,56 @@ def test_batch_norm_relu_of_modules_runs_other_modules_as_written():
     assert calls == ["bn"] and type(out._ctx).__name__ == "Relu"
     out = batch_norm_relu_of_modules(nn.BatchNorm2d(3, dtype=np.float64), nn.LeakyReLU(0.5), x)
     assert (out.numpy() < 0).any()                           # the given activation ran
+
+
+# ---------------------------------------------------------------------------
+# conv_bn_relu_of_modules: BatchNorm folded into the convolution in inference
+# ---------------------------------------------------------------------------
+
+def _conv_block(dtype, stride=1, bias=False, seed=0):
+    rng = np.random.default_rng(seed)
+    conv = nn.Conv2d(4, 6, 3, stride=stride, padding=1, bias=bias, dtype=dtype)
+    bn = nn.BatchNorm2d(6, dtype=dtype)
+    bn.running_mean.array[...] = rng.standard_normal(6)
+    bn.running_var.array[...] = rng.uniform(0.5, 2.0, 6)
+    bn.weight.array[...] = rng.uniform(0.5, 1.5, 6)
+    bn.bias.array[...] = rng.uniform(-0.5, 0.5, 6)
+    return conv, bn.eval(), nn.ReLU(inplace=True)
+
+
+@pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-12), (np.float32, 2e-5)])
+@pytest.mark.parametrize("residual", [False, True])
+@pytest.mark.parametrize("stride,bias", [(1, False), (2, True)])
+def test_conv_bn_relu_of_modules_folds_in_inference(dtype, tol, residual, stride, bias):
+    from tinygrad_cnn.nn.modules.normalization import conv_bn_relu_of_modules
+    conv, bn, relu = _conv_block(dtype, stride, bias)
+    rng = np.random.default_rng(1)
+    x = Tensor(rng.standard_normal((3, 4, 9, 8)).astype(dtype))
+    r = Tensor(rng.standard_normal(conv(x).shape).astype(dtype)) if residual else None
+    expected = bn(conv(x))
+    expected = relu(expected if r is None else expected + r).numpy()
+    with tinygrad_cnn.no_grad():
+        folded = conv_bn_relu_of_modules(conv, bn, relu, x, r)
+    assert folded._ctx is None and folded.dtype == dtype
+    np.testing.assert_allclose(folded.numpy(), expected, rtol=tol, atol=tol)
+    assert (folded.numpy() >= 0).all() and (expected == 0).any()
+
+
+def test_conv_bn_relu_of_modules_folds_only_when_no_one_could_tell():
+    from tinygrad_cnn.nn.modules.normalization import conv_bn_relu_of_modules
+    conv, bn, relu = _conv_block(np.float64)
+    x = Tensor(np.random.default_rng(0).standard_normal((2, 4, 5, 5)))
+    # Parameters require grad and a graph is recorded: the modules run (gradients flow).
+    out = conv_bn_relu_of_modules(conv, bn, relu, x)
+    out.sum().backward()
+    assert conv.weight.grad is not None and bn.weight.grad is not None
+    # Training mode: batch statistics, the fused BatchNorm-ReLU after the convolution.
+    with tinygrad_cnn.no_grad():
+        out = conv_bn_relu_of_modules(conv, bn.train(), relu, x)
+    assert bn.num_batches_tracked.item() == 1
+    # A hook on any of the three modules sees its module run.
+    seen = []
+    bn.eval().register_forward_hook(lambda module, args, output: seen.append(output.shape))
+    with tinygrad_cnn.no_grad():
+        conv_bn_relu_of_modules(conv, bn, relu, x)
+    assert seen == [(2, 6, 5, 5)]

@@ -38,8 +38,9 @@ from .cpu import _workers
 __all__ = ["conv2d_forward", "conv2d_backward"]
 
 
-def conv2d_forward(x, weight, bias, geometry, groups):
-    """y = conv2d(x, weight) + bias: (N, C_out, OH, OW), computed slice by slice."""
+def conv2d_forward(x, weight, bias, geometry, groups, residual=None, relu=False):
+    """y = conv2d(x, weight) + bias (+ residual, then ReLU): (N, C_out, OH, OW), computed slice
+    by slice. The epilogue runs on each slice's output while it is still in the cache."""
     xp = get_array_module(x)
     n_batch, c_out = x.shape[0], weight.shape[0]
     weight_2d = weight.reshape(c_out, -1)
@@ -48,10 +49,15 @@ def conv2d_forward(x, weight, bias, geometry, groups):
     def run_slice(bounds):
         start, stop = bounds
         y = _output_of_slice(x[start:stop], weight_2d, groups, geometry)
+        dest = out[start:stop]
         if bias is None:
-            out[start:stop] = y
+            dest[...] = y
         else:
-            xp.add(y, bias.reshape(1, c_out, 1, 1), out=out[start:stop])
+            xp.add(y, bias.reshape(1, c_out, 1, 1), out=dest)
+        if residual is not None:
+            dest += residual[start:stop]
+        if relu:
+            xp.maximum(dest, 0, out=dest)
 
     _workers.map_slices(run_slice, _image_chunks(n_batch, _column_bytes(geometry, xp, x.dtype), xp),
                         xp)

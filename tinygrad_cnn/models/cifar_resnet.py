@@ -33,7 +33,7 @@ Plain nets have the same counts as option A; option B adds the two projections.
 from __future__ import annotations
 
 from .. import nn
-from ..nn.modules.normalization import batch_norm_relu_of_modules
+from ..nn.modules.normalization import conv_bn_relu_of_modules
 from ..tensor import pad as _pad
 from ._layers import init_batchnorm_, init_conv_kaiming_
 
@@ -107,12 +107,12 @@ class CifarBasicBlock(nn.Module):
                                               nn.BatchNorm2d(planes))
 
     def forward(self, x):
-        # relu(bn(...)) and relu(bn(...) + shortcut) run as fused ops (see batch_norm_relu_of_modules).
-        out = batch_norm_relu_of_modules(self.bn1, self.relu, self.conv1(x))
+        # relu(bn(conv(...))) [+ shortcut] run as fused ops (see conv_bn_relu_of_modules).
+        out = conv_bn_relu_of_modules(self.conv1, self.bn1, self.relu, x)
         residual = None
         if self.residual:
             residual = x if self.shortcut is None else self.shortcut(x)
-        return batch_norm_relu_of_modules(self.bn2, self.relu, self.conv2(out), residual)
+        return conv_bn_relu_of_modules(self.conv2, self.bn2, self.relu, out, residual)
 
 
 class CifarResNet(nn.Module):
@@ -170,7 +170,7 @@ class CifarResNet(nn.Module):
 
     def forward_features(self, x):
         """input (N, C, H, W) -> last stage's feature map (N, widths[-1], H / 4, W / 4) for three stages."""
-        x = batch_norm_relu_of_modules(self.bn1, self.relu, self.conv1(x))
+        x = conv_bn_relu_of_modules(self.conv1, self.bn1, self.relu, x)
         for stage in self.stages():
             x = stage(x)
         return x

@@ -26,7 +26,7 @@ shape changes is a projection ``downsample = Sequential(1x1 conv with the stride
 from __future__ import annotations
 
 from .. import nn
-from ..nn.modules.normalization import batch_norm_relu_of_modules
+from ..nn.modules.normalization import conv_bn_relu_of_modules
 from ._layers import init_batchnorm_, init_conv_kaiming_
 
 __all__ = ["ResNet", "BasicBlock", "Bottleneck", "resnet18", "resnet34", "resnet50", "resnet101",
@@ -64,10 +64,10 @@ class BasicBlock(nn.Module):
         self.stride = stride
 
     def forward(self, x):
-        # relu(bn(...)) and relu(bn(...) + shortcut) run as fused ops (see batch_norm_relu_of_modules).
-        out = batch_norm_relu_of_modules(self.bn1, self.relu, self.conv1(x))
+        # relu(bn(conv(...))) [+ shortcut] run as fused ops (see conv_bn_relu_of_modules).
+        out = conv_bn_relu_of_modules(self.conv1, self.bn1, self.relu, x)
         shortcut = x if self.downsample is None else self.downsample(x)
-        return batch_norm_relu_of_modules(self.bn2, self.relu, self.conv2(out), shortcut)
+        return conv_bn_relu_of_modules(self.conv2, self.bn2, self.relu, out, shortcut)
 
     def last_bn(self):
         """The BatchNorm that ends the residual branch (zeroed by ``zero_init_residual``)."""
@@ -95,10 +95,10 @@ class Bottleneck(nn.Module):
         self.stride = stride
 
     def forward(self, x):
-        out = batch_norm_relu_of_modules(self.bn1, self.relu, self.conv1(x))
-        out = batch_norm_relu_of_modules(self.bn2, self.relu, self.conv2(out))
+        out = conv_bn_relu_of_modules(self.conv1, self.bn1, self.relu, x)
+        out = conv_bn_relu_of_modules(self.conv2, self.bn2, self.relu, out)
         shortcut = x if self.downsample is None else self.downsample(x)
-        return batch_norm_relu_of_modules(self.bn3, self.relu, self.conv3(out), shortcut)
+        return conv_bn_relu_of_modules(self.conv3, self.bn3, self.relu, out, shortcut)
 
     def last_bn(self):
         return self.bn3
@@ -159,7 +159,7 @@ class ResNet(nn.Module):
 
     def forward_features(self, x):
         """input (N, C, H, W) -> the last stage's feature map (N, 512 * expansion, H/32, W/32)."""
-        x = self.maxpool(batch_norm_relu_of_modules(self.bn1, self.relu, self.conv1(x)))
+        x = self.maxpool(conv_bn_relu_of_modules(self.conv1, self.bn1, self.relu, x))
         x = self.layer1(x)
         x = self.layer2(x)
         x = self.layer3(x)

@@ -28,12 +28,17 @@ def _is_float16(value) -> bool:
 
 def _float16_in_float32(kernel):
     @functools.wraps(kernel)
-    def run(*args):
-        if not any(_is_float16(arg) for arg in args):
-            return kernel(*args)
-        result = kernel(*(arg.astype(np.float32) if _is_float16(arg) else arg for arg in args))
+    def run(*args, **kwargs):
+        if not any(_is_float16(arg) for arg in (*args, *kwargs.values())):
+            return kernel(*args, **kwargs)
+        result = kernel(*(_in_float32(arg) for arg in args),
+                        **{key: _in_float32(value) for key, value in kwargs.items()})
         return _rounded_to_float16(result)
     return run
+
+
+def _in_float32(value):
+    return value.astype(np.float32) if _is_float16(value) else value
 
 
 def _rounded_to_float16(result):

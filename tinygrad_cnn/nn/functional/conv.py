@@ -211,11 +211,13 @@ def _col2im_phases_reference(cols, n_batch, channels, height, width, kernel_h, k
 
 
 @backend.register_reference("conv2d_forward")
-def _conv2d_forward_reference(x, weight, bias, geometry, groups):
+def _conv2d_forward_reference(x, weight, bias, geometry, groups, residual=None, relu=False):
     """The textbook convolution: one im2col of the batch and one GEMM per group.
 
     x: (N, C, H, W); weight: (C_out, C/groups, kh, kw); bias: (C_out,) or None; geometry:
-    the :class:`WindowGeometry` of x. Returns y: (N, C_out, OH, OW), a new array."""
+    the :class:`WindowGeometry` of x. Returns y: (N, C_out, OH, OW), a new array.
+    The optional epilogue (used by inference with BatchNorm folded into weight and bias):
+    ``y + residual`` (residual of y's shape), then ``max(y, 0)`` when ``relu``."""
     xp = get_array_module(x)
     n_batch, c_out = x.shape[0], weight.shape[0]
     cols = _run_im2col(x, geometry).reshape(groups, geometry.rows // groups, -1)
@@ -223,6 +225,10 @@ def _conv2d_forward_reference(x, weight, bias, geometry, groups):
     y = y.reshape(c_out, n_batch, *geometry.out).transpose(1, 0, 2, 3)
     if bias is not None:
         y = y + bias.reshape(1, c_out, 1, 1)
+    if residual is not None:
+        y = y + residual
+    if relu:
+        y = xp.maximum(y, 0)
     return xp.ascontiguousarray(y)
 
 
