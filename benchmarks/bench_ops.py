@@ -6,9 +6,11 @@ cross-entropy, forward and backward, next to the machine's measured GEMM peak an
     python benchmarks/bench_ops.py --backend numpy # the NumPy reference kernels
 
 Convolutions are reported in GFLOP/s (2 * multiply-accumulates; backward = input and weight
-gradients, twice the forward work, or once for a layer whose input needs no gradient) and as a fraction of the GEMM peak (NumPy float32
-matmul of 2048x2048 measured in this run). Memory-bound ops are reported in GB/s (bytes read
-plus written, counted once). Times are medians after warm-up of samples that each last about
+gradients, twice the forward work, or once for a layer whose input needs no gradient) and as a
+fraction of the GEMM peak (NumPy float32 matmul of 2048x2048 measured in this run; the
+``machine:`` line prints it with the CPU model and its vector width, and ``--json`` stores
+them with the rows). Memory-bound ops are reported in GB/s (bytes read plus written, counted
+once). Times are medians after warm-up of samples that each last about
 20 ms; the forward runs without a graph, the backward is timed on a graph built once and kept
 (``retain_graph=True``), for both frameworks. torch runs in the same process with the same
 thread count.
@@ -16,11 +18,14 @@ thread count.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import time
 
 import numpy as np
+
+from _machine import describe, gemm_peak, machine_line   # a sibling: this folder is on sys.path
 
 
 def _median_time(fn, repeat, warmup=2, sample_seconds=0.02):
@@ -39,12 +44,6 @@ def _median_time(fn, repeat, warmup=2, sample_seconds=0.02):
             fn()
         times.append((time.perf_counter() - start) / calls)
     return statistics.median(times)
-
-
-def gemm_peak(repeat=5):
-    a = np.random.default_rng(0).standard_normal((2048, 2048), dtype=np.float32)
-    t = _median_time(lambda: a @ a, repeat)
-    return 2 * 2048 ** 3 / t / 1e9
 
 
 CONV_SHAPES = [
@@ -250,6 +249,7 @@ def main(argv=None):
     p.add_argument("--backend", choices=["numba", "numpy"], default="numba")
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--no-torch", action="store_true")
+    p.add_argument("--json", help="also write the machine and the rows to this JSON file")
     args = p.parse_args(argv)
     _limit_threads(args.threads)
     from tinygrad_cnn import backend
@@ -261,7 +261,9 @@ def _run(args):
     torch = None if args.no_torch else _torch()
     if torch is not None:
         torch.set_num_threads(args.threads)
-    peak = gemm_peak()
+    machine = describe(args.threads, gemm_peak())
+    peak = machine["gemm_peak_gflops"]
+    print(machine_line(machine))
     print(f"GEMM peak (NumPy float32 2048^3 matmul): {peak:.1f} GFLOP/s; backend {args.backend}; "
           f"torch {'%s' % torch.__version__ if torch else 'absent'}")
     rows = []
@@ -279,6 +281,10 @@ def _run(args):
         ref = (f"{r['torch_fwd_ms']:8.2f}/{r['torch_bwd_ms']:<8.2f}" if "torch_fwd_ms" in r else "")
         print(f"{r['op']:<38}{r['fwd_ms']:>9.2f}{r['bwd_ms']:>9.2f}{r['fwd_rate']:>11.1f}"
               f"{r['bwd_rate']:>11.1f}{r['unit']:>9}{frac:>12}{ref:>19}")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"machine": machine, "backend": args.backend, "rows": rows}, fh, indent=2)
+    return rows
 
 
 if __name__ == "__main__":
