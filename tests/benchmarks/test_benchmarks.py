@@ -1,5 +1,5 @@
-"""benchmarks/bench_train.py, bench_ops.py, bench_kernels.py, bench_direct_conv.py and the shared
-_machine.py: they run, report what they claim (with the machine they ran on), bench_kernels
+"""benchmarks/bench_train.py, bench_ops.py, bench_kernels.py, bench_direct_conv.py, the two
+revision comparisons and the shared _machine.py: they run, report what they claim (with the machine they ran on), bench_kernels
 covers every CPU kernel, the direct convolutions of bench_direct_conv compute the convolution,
 and the PyTorch networks bench_train times have the layers of ours."""
 import json
@@ -263,6 +263,19 @@ def test_bench_conv_revision_times_a_layer_against_a_revision():
                                               "--only", "shortcut"])
     assert [row["layer"] for row in rows] == ["resnet20 shortcut B 1x1 s2"]
     assert all(rows[0][key] > 0 for key in ("old_fwd_ms", "new_fwd_ms", "old_bwd_ms", "new_bwd_ms"))
+
+
+def test_bench_revisions_times_this_checkout_against_a_revision(capsys):
+    inside_git = subprocess.run(["git", "rev-parse", "HEAD"], cwd=BENCHMARKS, capture_output=True)
+    if inside_git.returncode != 0:
+        pytest.skip("not a git checkout: there is no earlier revision to check out")
+    result = _load("bench_revisions").main(["--rev", "HEAD", "--mode", "inference", "--rounds", "1",
+                                            "--steps", "1"])
+    assert result["old_ms"] > 0 and result["new_ms"] > 0
+    assert "time ratio new / old" in capsys.readouterr().out
+    worktrees = subprocess.run(["git", "worktree", "list"], cwd=BENCHMARKS, capture_output=True,
+                               text=True).stdout
+    assert "/old " not in worktrees                      # the temporary tree is removed
 
 
 def test_bench_direct_conv_kernels_compute_the_convolution(capsys):
