@@ -63,52 +63,60 @@ def _bn_channel_stats(x, weight, eps, mean_out, var_out, scale_buf, c):
 
 
 @numba.njit(cache=True, fastmath=_FASTMATH, inline="always")
-def _bn_train_channel(x, weight, bias, eps, y, mean_out, var_out, scale_buf, c):
-    n_batch, _, length = x.shape
-    _bn_channel_stats(x, weight, eps, mean_out, var_out, scale_buf, c)
-    # Read back in the data's dtype so the elementwise pass runs in float32 SIMD lanes.
-    mean_c = mean_out[c]
-    scale_c = scale_buf[c]
-    bias_c = bias[c]
-    for n in range(n_batch):
-        for i in range(length):
+def _bn_output_row(x, mean_c, scale_c, bias_c, residual, has_residual, relu, y, n, c):
+    """Row (n, c) of ``(x - mean) * scale + bias``; with ``relu`` the residual (if any) is
+    added and ReLU applied. One loop per case rather than a test per element, so that each
+    vectorises. mean, scale and bias come in the data's dtype, so the loops run in float32
+    lanes for float32 data."""
+    if has_residual:
+        for i in range(x.shape[2]):
+            v = (x[n, c, i] - mean_c) * scale_c + bias_c + residual[n, c, i]
+            y[n, c, i] = 0 if v <= 0 else v
+    elif relu:
+        for i in range(x.shape[2]):
+            v = (x[n, c, i] - mean_c) * scale_c + bias_c
+            y[n, c, i] = 0 if v <= 0 else v
+    else:
+        for i in range(x.shape[2]):
             y[n, c, i] = (x[n, c, i] - mean_c) * scale_c + bias_c
 
 
 @numba.njit(cache=True, parallel=True, fastmath=_FASTMATH)
-def _bn_train_forward_parallel(x, weight, bias, eps, y, mean_out, var_out, scale_buf):
+def _bn_train_forward_parallel(x, weight, bias, eps, residual, has_residual, relu, y, mean_out,
+                               var_out, scale_buf):
     for c in prange(x.shape[1]):
-        _bn_train_channel(x, weight, bias, eps, y, mean_out, var_out, scale_buf, c)
+        _bn_channel_stats(x, weight, eps, mean_out, var_out, scale_buf, c)
+        for n in range(x.shape[0]):
+            _bn_output_row(x, mean_out[c], scale_buf[c], bias[c], residual, has_residual, relu,
+                           y, n, c)
 
 
 @numba.njit(cache=True, fastmath=_FASTMATH)
-def _bn_train_forward_serial(x, weight, bias, eps, y, mean_out, var_out, scale_buf):
+def _bn_train_forward_serial(x, weight, bias, eps, residual, has_residual, relu, y, mean_out,
+                             var_out, scale_buf):
     for c in range(x.shape[1]):
-        _bn_train_channel(x, weight, bias, eps, y, mean_out, var_out, scale_buf, c)
-
-
-@numba.njit(cache=True, fastmath=_FASTMATH, inline="always")
-def _bn_apply_row(x, mean, scale, bias, y, row):
-    channels, length = x.shape[1], x.shape[2]
-    n = row // channels
-    c = row - n * channels
-    mean_c = mean[c]
-    scale_c = scale[c]
-    bias_c = bias[c]
-    for i in range(length):
-        y[n, c, i] = (x[n, c, i] - mean_c) * scale_c + bias_c
+        _bn_channel_stats(x, weight, eps, mean_out, var_out, scale_buf, c)
+        for n in range(x.shape[0]):
+            _bn_output_row(x, mean_out[c], scale_buf[c], bias[c], residual, has_residual, relu,
+                           y, n, c)
 
 
 @numba.njit(cache=True, parallel=True, fastmath=_FASTMATH)
-def _bn_apply_parallel(x, mean, scale, bias, y):
-    for row in prange(x.shape[0] * x.shape[1]):
-        _bn_apply_row(x, mean, scale, bias, y, row)
+def _bn_apply_parallel(x, mean, scale, bias, residual, has_residual, relu, y):
+    channels = x.shape[1]
+    for row in prange(x.shape[0] * channels):
+        n = row // channels
+        c = row - n * channels
+        _bn_output_row(x, mean[c], scale[c], bias[c], residual, has_residual, relu, y, n, c)
 
 
 @numba.njit(cache=True, fastmath=_FASTMATH)
-def _bn_apply_serial(x, mean, scale, bias, y):
-    for row in range(x.shape[0] * x.shape[1]):
-        _bn_apply_row(x, mean, scale, bias, y, row)
+def _bn_apply_serial(x, mean, scale, bias, residual, has_residual, relu, y):
+    channels = x.shape[1]
+    for row in range(x.shape[0] * channels):
+        n = row // channels
+        c = row - n * channels
+        _bn_output_row(x, mean[c], scale[c], bias[c], residual, has_residual, relu, y, n, c)
 
 
 # Starting the thread team costs tens of microseconds (milliseconds when the cores are busy
@@ -121,26 +129,46 @@ def _pick(parallel_kernel, serial_kernel, size):
     return parallel_kernel if size >= PARALLEL_MIN_ELEMENTS else serial_kernel
 
 
-def batch_norm_forward(x, weight, bias, eps, mean=None, var=None):
-    """Numba version of the ``batch_norm_forward`` reference (same signature and results)."""
+def _stand_in(dtype):
+    """A 1-element (1, 1, 1) array for an optional array argument that is not given."""
+    return np.zeros((1, 1, 1), dtype)
+
+
+def _normalised(x, weight, bias, eps, residual, relu, mean, var):
+    """The two forward kernels: ``(y, mean, var)``, y = batch_norm(x), or with ``relu``
+    ``relu(batch_norm(x) + residual)``; batch statistics when mean and var are None."""
     x = np.ascontiguousarray(x)
     dtype = x.dtype
     channels = x.shape[1]
     weight = np.ascontiguousarray(weight, dtype=dtype)
     bias = np.ascontiguousarray(bias, dtype=dtype)
+    has_residual = residual is not None
+    residual = np.ascontiguousarray(residual, dtype=dtype) if has_residual else _stand_in(dtype)
     y = np.empty_like(x)
     if mean is None:
         mean = np.empty(channels, dtype)
         var = np.empty(channels, dtype)
         scale = np.empty(channels, dtype)
         run = _pick(_bn_train_forward_parallel, _bn_train_forward_serial, x.size)
-        run(x, weight, bias, float(eps), y, mean, var, scale)
+        run(x, weight, bias, float(eps), residual, has_residual, relu, y, mean, var, scale)
     else:
         mean = np.ascontiguousarray(mean, dtype=dtype)
         var = np.ascontiguousarray(var, dtype=dtype)
         scale = (weight / np.sqrt(var.astype(np.float64) + eps)).astype(dtype)
-        _pick(_bn_apply_parallel, _bn_apply_serial, x.size)(x, mean, scale, bias, y)
+        _pick(_bn_apply_parallel, _bn_apply_serial, x.size)(
+            x, mean, scale, bias, residual, has_residual, relu, y)
     return y, mean, var
+
+
+def batch_norm_forward(x, weight, bias, eps, mean=None, var=None):
+    """Numba version of the ``batch_norm_forward`` reference (same signature and results)."""
+    return _normalised(x, weight, bias, eps, None, False, mean, var)
+
+
+def batch_norm_relu_forward(x, weight, bias, eps, residual=None, mean=None, var=None):
+    """Numba version of the ``batch_norm_relu_forward`` reference (same signature and results):
+    the sum and the ReLU happen in BatchNorm's output pass."""
+    return _normalised(x, weight, bias, eps, residual, True, mean, var)
 
 
 @numba.njit(cache=True, fastmath=_FASTMATH, inline="always")
@@ -163,18 +191,29 @@ def _bn_grad_coefficients(weight, inv_std, training, sum_g, sum_g_centred, count
 
 
 @numba.njit(cache=True, fastmath=_FASTMATH, inline="always")
-def _bn_backward_channel(grad_out, x, weight, mean, inv_std, training, grad_x, grad_weight,
-                         grad_bias, coef_buf, c):
+def _bn_backward_channel(grad_out, y, x, weight, mean, inv_std, training, masked, residual_grad,
+                         grad_x, grad_weight, grad_bias, grad_sum, coef_buf, zero, c):
+    """Channel c's gradients. ``masked``: the gradient reaching BatchNorm is ``g * [y > 0]``
+    (the fused ReLU), also written to grad_sum when ``residual_grad``. In the masked loops
+    every load is unconditional and the mask a select: a load inside the condition would keep
+    LLVM from vectorising them."""
     n_batch, _, length = x.shape
     count = n_batch * length
     mean_c = mean[c]
     sum_g = 0.0
     sum_g_centred = 0.0
     for n in range(n_batch):
-        for i in range(length):
-            g = np.float64(grad_out[n, c, i])
-            sum_g += g
-            sum_g_centred += g * (np.float64(x[n, c, i]) - mean_c)
+        if masked:
+            for i in range(length):
+                g_in = grad_out[n, c, i]
+                g = np.float64(g_in if y[n, c, i] > 0 else zero)
+                sum_g += g
+                sum_g_centred += g * (np.float64(x[n, c, i]) - mean_c)
+        else:
+            for i in range(length):
+                g = np.float64(grad_out[n, c, i])
+                sum_g += g
+                sum_g_centred += g * (np.float64(x[n, c, i]) - mean_c)
     _bn_grad_coefficients(weight, inv_std, training, sum_g, sum_g_centred, count, grad_weight,
                           grad_bias, coef_buf, c)
     a = coef_buf[c, 0]
@@ -182,198 +221,72 @@ def _bn_backward_channel(grad_out, x, weight, mean, inv_std, training, grad_x, g
     d = coef_buf[c, 2]
     mean_t = mean[c]
     for n in range(n_batch):
-        for i in range(length):
-            grad_x[n, c, i] = a * grad_out[n, c, i] + b * (x[n, c, i] - mean_t) + d
-
-
-@numba.njit(cache=True, parallel=True, fastmath=_FASTMATH)
-def _bn_backward_parallel(grad_out, x, weight, mean, inv_std, training, grad_x, grad_weight,
-                          grad_bias, coef_buf):
-    for c in prange(x.shape[1]):
-        _bn_backward_channel(grad_out, x, weight, mean, inv_std, training, grad_x, grad_weight,
-                             grad_bias, coef_buf, c)
-
-
-@numba.njit(cache=True, fastmath=_FASTMATH)
-def _bn_backward_serial(grad_out, x, weight, mean, inv_std, training, grad_x, grad_weight,
-                        grad_bias, coef_buf):
-    for c in range(x.shape[1]):
-        _bn_backward_channel(grad_out, x, weight, mean, inv_std, training, grad_x, grad_weight,
-                             grad_bias, coef_buf, c)
-
-
-def batch_norm_backward(grad_out, x, weight, mean, inv_std, training):
-    """Numba version of the ``batch_norm_backward`` reference (same signature and results)."""
-    x = np.ascontiguousarray(x)
-    dtype = x.dtype
-    grad_out = np.ascontiguousarray(grad_out, dtype=dtype)
-    channels = x.shape[1]
-    weight = np.ascontiguousarray(weight, dtype=dtype)
-    mean = np.ascontiguousarray(mean, dtype=dtype)
-    inv_std = np.ascontiguousarray(inv_std, dtype=dtype)
-    grad_x = np.empty_like(x)
-    grad_weight = np.empty(channels, dtype)
-    grad_bias = np.empty(channels, dtype)
-    coef = np.empty((channels, 3), dtype)
-    run = _pick(_bn_backward_parallel, _bn_backward_serial, x.size)
-    run(grad_out, x, weight, mean, inv_std, bool(training), grad_x, grad_weight, grad_bias, coef)
-    return grad_x, grad_weight, grad_bias
-
-
-# ---------------------------------------------------------------------------
-# BatchNorm + residual sum + ReLU (training and eval), one kernel each way
-# ---------------------------------------------------------------------------
-
-@numba.njit(cache=True, fastmath=_FASTMATH, inline="always")
-def _bn_relu_row(x, mean_c, scale_c, bias_c, residual, has_residual, y, n, c):
-    # Two loops rather than a test per element, so that each vectorises.
-    if has_residual:
-        for i in range(x.shape[2]):
-            v = (x[n, c, i] - mean_c) * scale_c + bias_c + residual[n, c, i]
-            y[n, c, i] = 0 if v <= 0 else v
-    else:
-        for i in range(x.shape[2]):
-            v = (x[n, c, i] - mean_c) * scale_c + bias_c
-            y[n, c, i] = 0 if v <= 0 else v
-
-
-@numba.njit(cache=True, parallel=True, fastmath=_FASTMATH)
-def _bn_relu_train_forward_parallel(x, weight, bias, eps, residual, has_residual, y, mean_out,
-                                    var_out, scale_buf):
-    for c in prange(x.shape[1]):
-        _bn_channel_stats(x, weight, eps, mean_out, var_out, scale_buf, c)
-        for n in range(x.shape[0]):
-            _bn_relu_row(x, mean_out[c], scale_buf[c], bias[c], residual, has_residual, y, n, c)
-
-
-@numba.njit(cache=True, fastmath=_FASTMATH)
-def _bn_relu_train_forward_serial(x, weight, bias, eps, residual, has_residual, y, mean_out,
-                                  var_out, scale_buf):
-    for c in range(x.shape[1]):
-        _bn_channel_stats(x, weight, eps, mean_out, var_out, scale_buf, c)
-        for n in range(x.shape[0]):
-            _bn_relu_row(x, mean_out[c], scale_buf[c], bias[c], residual, has_residual, y, n, c)
-
-
-@numba.njit(cache=True, parallel=True, fastmath=_FASTMATH)
-def _bn_relu_apply_parallel(x, mean, scale, bias, residual, has_residual, y):
-    channels = x.shape[1]
-    for row in prange(x.shape[0] * channels):
-        n = row // channels
-        c = row - n * channels
-        _bn_relu_row(x, mean[c], scale[c], bias[c], residual, has_residual, y, n, c)
-
-
-@numba.njit(cache=True, fastmath=_FASTMATH)
-def _bn_relu_apply_serial(x, mean, scale, bias, residual, has_residual, y):
-    channels = x.shape[1]
-    for row in range(x.shape[0] * channels):
-        n = row // channels
-        c = row - n * channels
-        _bn_relu_row(x, mean[c], scale[c], bias[c], residual, has_residual, y, n, c)
-
-
-def _residual_operand(residual, like):
-    """The residual as a contiguous array of x's dtype, or a 1-element stand-in (and False)."""
-    if residual is None:
-        return np.zeros((1, 1, 1), like.dtype), False
-    return np.ascontiguousarray(residual, dtype=like.dtype), True
-
-
-def batch_norm_relu_forward(x, weight, bias, eps, residual=None, mean=None, var=None):
-    """Numba version of the ``batch_norm_relu_forward`` reference (same signature and results)."""
-    x = np.ascontiguousarray(x)
-    dtype = x.dtype
-    channels = x.shape[1]
-    weight = np.ascontiguousarray(weight, dtype=dtype)
-    bias = np.ascontiguousarray(bias, dtype=dtype)
-    residual, has_residual = _residual_operand(residual, x)
-    y = np.empty_like(x)
-    if mean is None:
-        mean = np.empty(channels, dtype)
-        var = np.empty(channels, dtype)
-        scale = np.empty(channels, dtype)
-        run = _pick(_bn_relu_train_forward_parallel, _bn_relu_train_forward_serial, x.size)
-        run(x, weight, bias, float(eps), residual, has_residual, y, mean, var, scale)
-    else:
-        mean = np.ascontiguousarray(mean, dtype=dtype)
-        var = np.ascontiguousarray(var, dtype=dtype)
-        scale = (weight / np.sqrt(var.astype(np.float64) + eps)).astype(dtype)
-        _pick(_bn_relu_apply_parallel, _bn_relu_apply_serial, x.size)(
-            x, mean, scale, bias, residual, has_residual, y)
-    return y, mean, var
-
-
-@numba.njit(cache=True, fastmath=_FASTMATH, inline="always")
-def _bn_relu_backward_channel(grad_out, y, x, weight, mean, inv_std, training, residual_grad,
-                              grad_x, grad_weight, grad_bias, grad_sum, coef_buf, zero, c):
-    n_batch, _, length = x.shape
-    count = n_batch * length
-    mean_c = mean[c]
-    sum_g = 0.0
-    sum_g_centred = 0.0
-    # Every load is unconditional and the mask a select: a load inside the condition would
-    # keep LLVM from vectorising the loop.
-    for n in range(n_batch):
-        for i in range(length):
-            g_in = grad_out[n, c, i]
-            g = np.float64(g_in if y[n, c, i] > 0 else zero)
-            sum_g += g
-            sum_g_centred += g * (np.float64(x[n, c, i]) - mean_c)
-    _bn_grad_coefficients(weight, inv_std, training, sum_g, sum_g_centred, count, grad_weight,
-                          grad_bias, coef_buf, c)
-    a = coef_buf[c, 0]
-    b = coef_buf[c, 1]
-    d = coef_buf[c, 2]
-    mean_t = mean[c]
-    for n in range(n_batch):
-        if residual_grad:
+        if masked and residual_grad:
             for i in range(length):
                 g_in = grad_out[n, c, i]
                 g = g_in if y[n, c, i] > 0 else zero
                 grad_sum[n, c, i] = g
                 grad_x[n, c, i] = a * g + b * (x[n, c, i] - mean_t) + d
-        else:
+        elif masked:
             for i in range(length):
                 g_in = grad_out[n, c, i]
                 g = g_in if y[n, c, i] > 0 else zero
                 grad_x[n, c, i] = a * g + b * (x[n, c, i] - mean_t) + d
+        else:
+            for i in range(length):
+                grad_x[n, c, i] = a * grad_out[n, c, i] + b * (x[n, c, i] - mean_t) + d
 
 
 @numba.njit(cache=True, parallel=True, fastmath=_FASTMATH)
-def _bn_relu_backward_parallel(grad_out, y, x, weight, mean, inv_std, training, residual_grad,
-                               grad_x, grad_weight, grad_bias, grad_sum, coef_buf, zero):
+def _bn_backward_parallel(grad_out, y, x, weight, mean, inv_std, training, masked, residual_grad,
+                          grad_x, grad_weight, grad_bias, grad_sum, coef_buf, zero):
     for c in prange(x.shape[1]):
-        _bn_relu_backward_channel(grad_out, y, x, weight, mean, inv_std, training, residual_grad,
-                                  grad_x, grad_weight, grad_bias, grad_sum, coef_buf, zero, c)
+        _bn_backward_channel(grad_out, y, x, weight, mean, inv_std, training, masked,
+                             residual_grad, grad_x, grad_weight, grad_bias, grad_sum, coef_buf,
+                             zero, c)
 
 
 @numba.njit(cache=True, fastmath=_FASTMATH)
-def _bn_relu_backward_serial(grad_out, y, x, weight, mean, inv_std, training, residual_grad,
-                             grad_x, grad_weight, grad_bias, grad_sum, coef_buf, zero):
+def _bn_backward_serial(grad_out, y, x, weight, mean, inv_std, training, masked, residual_grad,
+                        grad_x, grad_weight, grad_bias, grad_sum, coef_buf, zero):
     for c in range(x.shape[1]):
-        _bn_relu_backward_channel(grad_out, y, x, weight, mean, inv_std, training, residual_grad,
-                                  grad_x, grad_weight, grad_bias, grad_sum, coef_buf, zero, c)
+        _bn_backward_channel(grad_out, y, x, weight, mean, inv_std, training, masked,
+                             residual_grad, grad_x, grad_weight, grad_bias, grad_sum, coef_buf,
+                             zero, c)
 
 
-def batch_norm_relu_backward(grad_out, y, x, weight, mean, inv_std, training, residual_grad):
-    """Numba version of the ``batch_norm_relu_backward`` reference (same signature and results)."""
+def _gradients(grad_out, y, x, weight, mean, inv_std, training, residual_grad):
+    """The two backward kernels: ``(grad_x, grad_weight, grad_bias, grad_sum or None)``; y is
+    the fused op's output (its ReLU mask), or None for plain BatchNorm."""
     x = np.ascontiguousarray(x)
     dtype = x.dtype
-    grad_out = np.ascontiguousarray(grad_out, dtype=dtype)
-    y = np.ascontiguousarray(y, dtype=dtype)
+    masked = y is not None
+    residual_grad = masked and bool(residual_grad)
     channels = x.shape[1]
     grad_x = np.empty_like(x)
-    grad_sum = np.empty_like(x) if residual_grad else np.empty((1, 1, 1), dtype)
+    grad_sum = np.empty_like(x) if residual_grad else _stand_in(dtype)
     grad_weight = np.empty(channels, dtype)
     grad_bias = np.empty(channels, dtype)
     coef = np.empty((channels, 3), dtype)
-    run = _pick(_bn_relu_backward_parallel, _bn_relu_backward_serial, x.size)
-    run(grad_out, y, x, np.ascontiguousarray(weight, dtype=dtype),
-        np.ascontiguousarray(mean, dtype=dtype), np.ascontiguousarray(inv_std, dtype=dtype),
-        bool(training), bool(residual_grad), grad_x, grad_weight, grad_bias, grad_sum, coef,
+    run = _pick(_bn_backward_parallel, _bn_backward_serial, x.size)
+    run(np.ascontiguousarray(grad_out, dtype=dtype),
+        np.ascontiguousarray(y, dtype=dtype) if masked else _stand_in(dtype), x,
+        np.ascontiguousarray(weight, dtype=dtype), np.ascontiguousarray(mean, dtype=dtype),
+        np.ascontiguousarray(inv_std, dtype=dtype), bool(training), masked, residual_grad,
+        grad_x, grad_weight, grad_bias, grad_sum, coef,
         dtype.type(0))    # a zero of the data's dtype keeps the masked gradient in its lanes
     return grad_x, grad_weight, grad_bias, (grad_sum if residual_grad else None)
+
+
+def batch_norm_backward(grad_out, x, weight, mean, inv_std, training):
+    """Numba version of the ``batch_norm_backward`` reference (same signature and results)."""
+    return _gradients(grad_out, None, x, weight, mean, inv_std, training, False)[:3]
+
+
+def batch_norm_relu_backward(grad_out, y, x, weight, mean, inv_std, training, residual_grad):
+    """Numba version of the ``batch_norm_relu_backward`` reference (same signature and results):
+    the ReLU mask is read inside BatchNorm's two gradient passes."""
+    return _gradients(grad_out, y, x, weight, mean, inv_std, training, residual_grad)
 
 
 # ---------------------------------------------------------------------------
