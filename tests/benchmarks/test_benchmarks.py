@@ -254,21 +254,24 @@ def test_bench_upsampling_times_every_case():
     assert all(row["fwd_ms"] > 0 and row["bwd_ms"] > 0 for row in rows)
 
 
-def test_bench_conv_revision_times_a_layer_against_a_revision():
-    pytest.importorskip("numba")
+@pytest.fixture
+def git_checkout():
+    """The revision comparisons check out an earlier revision: they need a git checkout (CI
+    runs on a clone; an unpacked source archive has no history)."""
     inside_git = subprocess.run(["git", "rev-parse", "HEAD"], cwd=BENCHMARKS, capture_output=True)
     if inside_git.returncode != 0:
-        pytest.skip("not a git checkout: there is no earlier revision to load")
+        pytest.skip("not a git checkout: there is no earlier revision to check out")
+
+
+def test_bench_conv_revision_times_a_layer_against_a_revision(git_checkout):
+    pytest.importorskip("numba")
     rows = _load("bench_conv_revision").main(["--rev", "HEAD", "--rounds", "1", "--calls", "1",
                                               "--only", "shortcut"])
     assert [row["layer"] for row in rows] == ["resnet20 shortcut B 1x1 s2"]
     assert all(rows[0][key] > 0 for key in ("old_fwd_ms", "new_fwd_ms", "old_bwd_ms", "new_bwd_ms"))
 
 
-def test_bench_revisions_times_this_checkout_against_a_revision(capsys):
-    inside_git = subprocess.run(["git", "rev-parse", "HEAD"], cwd=BENCHMARKS, capture_output=True)
-    if inside_git.returncode != 0:
-        pytest.skip("not a git checkout: there is no earlier revision to check out")
+def test_bench_revisions_times_this_checkout_against_a_revision(git_checkout, capsys):
     result = _load("bench_revisions").main(["--rev", "HEAD", "--mode", "inference", "--rounds", "1",
                                             "--steps", "1"])
     assert result["old_ms"] > 0 and result["new_ms"] > 0
