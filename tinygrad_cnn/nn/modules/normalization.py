@@ -137,14 +137,21 @@ def batch_norm_relu_of_modules(bn, relu, input, residual=None):
     a ``ReLU``, and neither has forward hooks. Otherwise (``SyncBatchNorm``, a replaced
     activation, a hook that inspects or changes an output) the modules run one by one, as
     written. The models of ``tinygrad_cnn.models`` end their blocks with it."""
-    from .activation import ReLU
-    fusable = (type(bn) in (BatchNorm1d, BatchNorm2d) and type(relu) is ReLU
-               and not (bn._forward_hooks or bn._forward_pre_hooks or relu._forward_hooks
-                        or relu._forward_pre_hooks))
-    if fusable:
+    if _fusable_tail(bn, relu):
         return bn._normalise(input, residual, relu=True)
     out = bn(input)
     return relu(out if residual is None else out + residual)
+
+
+def _fusable_tail(bn, relu):
+    """bn exactly a BatchNorm1d/2d, relu exactly a ReLU, neither with forward hooks."""
+    from .activation import ReLU
+    return (type(bn) in (BatchNorm1d, BatchNorm2d) and type(relu) is ReLU
+            and not _hooked(bn) and not _hooked(relu))
+
+
+def _hooked(module):
+    return bool(module._forward_hooks or module._forward_pre_hooks)
 
 
 def conv_bn_relu_of_modules(conv, bn, relu, input, residual=None):
@@ -169,13 +176,10 @@ def conv_bn_relu_of_modules(conv, bn, relu, input, residual=None):
 
 def _foldable(conv, bn, relu, input, residual):
     """The convolution's WindowGeometry when the block can be folded, else None."""
-    from .activation import ReLU
     from .conv import Conv2d
-    if not (type(conv) is Conv2d and type(bn) is BatchNorm2d and type(relu) is ReLU):
+    if not (type(conv) is Conv2d and type(bn) is BatchNorm2d and _fusable_tail(bn, relu)):
         return None
-    if bn.training or bn.running_mean is None or bn.running_var is None:
-        return None
-    if any(m._forward_hooks or m._forward_pre_hooks for m in (conv, bn, relu)):
+    if _hooked(conv) or bn.training or bn.running_mean is None or bn.running_var is None:
         return None
     if conv.padding_mode != "zeros" or isinstance(conv.padding, str):
         return None
