@@ -34,9 +34,12 @@ LAYERS = [
     ("alexnet conv1 11x11 s4 227", (16, 3, 227, 227), (96, 3, 11, 11), 4, 0, (True, True, True)),
     ("torchvision alexnet conv1, no dx", (16, 3, 224, 224), (64, 3, 11, 11), 4, 2,
      (False, True, True)),
-    # Unit stride, whose columns come from the same kernel (im2col_wide).
+    # Unit stride 3x3: im2col_wide columns, or (since they were added) Winograd tiles.
     ("resnet20 stage1 3x3", (128, 16, 32, 32), (16, 16, 3, 3), 1, 1, (True, True, True)),
+    ("resnet20 stage2 3x3", (128, 32, 16, 16), (32, 32, 3, 3), 1, 1, (True, True, True)),
     ("resnet20 stage3 3x3", (128, 64, 8, 8), (64, 64, 3, 3), 1, 1, (True, True, True)),
+    ("vgg16 3x3 128 ch 112x112", (8, 128, 112, 112), (128, 128, 3, 3), 1, 1, (True, True, True)),
+    ("vgg16 3x3 512 ch 28x28", (8, 512, 28, 28), (512, 512, 3, 3), 1, 1, (True, True, True)),
 ]
 
 

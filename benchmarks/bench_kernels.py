@@ -9,7 +9,8 @@ reference it replaces passes them; this table shows it (marked ``SLOWER``). Each
 timed as in bench_ops.py (median of ``--repeat`` samples of about 20 ms, after warm-up), on
 the current thread count (Numba's and BLAS's defaults). Sizes are a ResNet-20 stage-1 activation (128, 16, 32, 32),
 an AlexNet LRN input and a 1000-class batch; ``--scale`` shrinks the batch dimension.
-im2col kernels appear twice: on a 2-image slice, run as a convolution's worker runs it (on
+The Winograd tile kernels run on an 8-image slice of the same activation (a worker's slice
+in the stage-1 layers); im2col kernels appear twice: on a 2-image slice, run as a convolution's worker runs it (on
 one Numba thread, so the serial loop), and on the whole batch (the differentiable path used
 with ``create_graph=True``).
 """
@@ -55,12 +56,18 @@ def cases(scale=1.0):
     down_phase_cols = reference("im2col_phases")(slice7, *down)
     conv_weight = randn(16, 16, 3, 3)
     conv_geometry = WindowGeometry.build("conv2d", x.shape, 3, 1, 1, 1)
+    # The Winograd tiles of a worker's slice of a stage-1 layer (8 images, 64 tiles each).
+    winograd_m = randn(36, 16, len(x[:8]) * 64)
     return {
         "conv2d_forward 3x3, 16 channels": ("conv2d_forward",
                                             (x, conv_weight, None, conv_geometry, 1)),
         "conv2d_backward 3x3, 16 channels": ("conv2d_backward",
                                              (randn(*x.shape), x, conv_weight, conv_geometry, 1,
                                               (True, True, False))),
+        "winograd_input_tiles, 8-image slice": ("winograd_input_tiles", (x[:8], 1, 1, 32, 32)),
+        "winograd_grad_tiles, 8-image slice": ("winograd_grad_tiles", (x[:8], 32, 32)),
+        "winograd_output_tiles, 8-image slice": ("winograd_output_tiles",
+                                                 (winograd_m, len(x[:8]), 32, 32)),
         "im2col_wide, 2-image slice": ("im2col_wide", (x[:2], 3, 3, 1, 1, 1, 1)),
         "im2col_wide, whole batch": ("im2col_wide", (x, 3, 3, 1, 1, 1, 1)),
         "im2col stride 2, 2-image slice": ("im2col", (x[:2],) + down),

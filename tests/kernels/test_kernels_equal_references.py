@@ -162,6 +162,53 @@ def conv2d_backward_case(draw):
 
 # ---------------------------------------------------------------------------- pooling
 
+# Winograd tiles: sums of a few products with small integer coefficients, in another order
+# than the reference's einsum: compared relative to the largest magnitude.
+WINOGRAD_TOL = {np.float32: (1e-5, 1e-6), np.float64: (1e-12, 1e-13)}
+
+
+@st.composite
+def _winograd_output_size(draw):
+    return draw(st.integers(1, 11)), draw(st.integers(1, 11))
+
+
+@st.composite
+def winograd_input_tiles_case(draw):
+    n, c = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    pad_h, pad_w = draw(st.integers(0, 2)), draw(st.integers(0, 2))
+    # A 3x3 kernel's output is H + 2p - 2: at least one row and column.
+    h, w = draw(st.integers(max(1, 3 - 2 * pad_h), 11)), draw(st.integers(max(1, 3 - 2 * pad_w), 11))
+    dtype = draw(dtypes)
+    x = _rng(draw(seeds)).standard_normal((n, c, h, w)).astype(dtype)
+    return Case((x, pad_h, pad_w, h + 2 * pad_h - 2, w + 2 * pad_w - 2), dtype, tol=WINOGRAD_TOL,
+                scaled=True)
+
+
+@st.composite
+def winograd_grad_tiles_case(draw):
+    n, c = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    out_h, out_w = draw(_winograd_output_size())
+    dtype = draw(dtypes)
+    g = _rng(draw(seeds)).standard_normal((n, c, out_h, out_w)).astype(dtype)
+    return Case((g, out_h, out_w), dtype, tol=WINOGRAD_TOL, scaled=True)
+
+
+@st.composite
+def winograd_output_tiles_case(draw):
+    n, c = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    out_h, out_w = draw(_winograd_output_size())
+    dtype, rng = draw(dtypes), _rng(draw(seeds))
+    tiles = n * (-(-out_h // 4)) * (-(-out_w // 4))
+    m = rng.standard_normal((36, c, tiles)).astype(dtype)
+    bias = rng.standard_normal(c).astype(dtype) if draw(st.booleans()) else None
+    residual = (rng.standard_normal((n, c, out_h, out_w)).astype(dtype) if draw(st.booleans())
+                else None)
+    # The sliced convolution passes its output slice; the result must land there.
+    out = np.full((n, c, out_h, out_w), np.nan, dtype=dtype) if draw(st.booleans()) else None
+    return Case((m, n, out_h, out_w, bias, residual, draw(st.booleans()), out), dtype,
+                tol=WINOGRAD_TOL, scaled=True, in_place=() if out is None else (7,))
+
+
 def _pool_out(s, dilation=True):
     d = s["dilation"] if dilation else (1, 1)
     return tuple(output_length(n, k, st_, p, di, s["ceil_mode"]) for n, k, st_, p, di in
@@ -448,6 +495,9 @@ CASES = {
     # im2col_phases takes im2col's arguments; its straddling columns are compared bit for bit too.
     "im2col_phases": im2col_case(), "col2im_phases": col2im_phases_case(),
     "conv2d_forward": conv2d_forward_case(), "conv2d_backward": conv2d_backward_case(),
+    "winograd_input_tiles": winograd_input_tiles_case(),
+    "winograd_grad_tiles": winograd_grad_tiles_case(),
+    "winograd_output_tiles": winograd_output_tiles_case(),
     "max_pool2d_forward": max_pool2d_forward_case(), "max_pool2d_backward": max_pool2d_backward_case(),
     "avg_pool2d_forward": avg_pool2d_forward_case(), "avg_pool2d_backward": avg_pool2d_backward_case(),
     "batch_norm_forward": batch_norm_forward_case(), "batch_norm_backward": batch_norm_backward_case(),

@@ -61,3 +61,16 @@ def test_one_worker_or_one_slice_is_a_plain_loop(monkeypatch):
     assert _workers.map_slices(lambda _: threading.current_thread().name, [0, 1], np) == [main] * 2
     monkeypatch.setattr(_workers, "slice_workers", lambda: 2)
     assert _workers.map_slices(lambda _: threading.current_thread().name, [0], np) == [main]
+
+
+def test_single_thread_blas_limits_this_threads_blas_and_restores_it():
+    def blas_threads():
+        return [info["num_threads"] for info in threadpoolctl.threadpool_info()
+                if info["user_api"] == "blas"]
+
+    before = blas_threads()
+    if not before:
+        pytest.skip("no BLAS library that threadpoolctl can see")
+    with _workers.single_thread_blas():
+        assert blas_threads() == [1] * len(before)
+    assert blas_threads() == before

@@ -20,12 +20,17 @@ They compute the same sums as the textbook references in ``tinygrad_cnn/nn/funct
   scatter-add of col2im...
 * ...and ``dW`` from the same columns of ``G``: ``Gcols @ x^T`` on the grid, with the taps
   rotated back, so the backward gathers one column matrix, not two.
+* On the CPU, ungrouped 3x3 unit-stride layers (padding 0-2) skip the columns altogether and
+  run as Winograd F(4x4, 3x3) tiles (:func:`winograd_applies`;
+  ``tinygrad_cnn/nn/functional/winograd.py``): 36 GEMMs with 4x fewer multiplications, for
+  all three of y, dx and dW.
 
 Both kernels take raw arrays and the :class:`~tinygrad_cnn._arguments.WindowGeometry` of the
 convolution; the array module of the inputs picks the im2col kernels they call.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 
 import numpy as np
@@ -33,15 +38,18 @@ import numpy as np
 from .. import backend
 from .._arguments import phase_grid_length
 from ..backend import get_array_module
+from ..nn.functional import winograd
 from .cpu import _workers
 
-__all__ = ["conv2d_forward", "conv2d_backward"]
+__all__ = ["conv2d_forward", "conv2d_backward", "winograd_applies"]
 
 
 def conv2d_forward(x, weight, bias, geometry, groups, residual=None, relu=False):
     """y = conv2d(x, weight) + bias (+ residual, then ReLU): (N, C_out, OH, OW), computed slice
     by slice. The epilogue runs on each slice's output while it is still in the cache."""
     xp = get_array_module(x)
+    if winograd_applies(geometry, groups, xp):
+        return _winograd_forward(x, weight, bias, geometry, residual, relu)
     n_batch, c_out = x.shape[0], weight.shape[0]
     weight_2d = weight.reshape(c_out, -1)
     out = xp.empty((n_batch, c_out) + geometry.out, dtype=x.dtype)
@@ -73,6 +81,8 @@ def conv2d_backward(grad_output, x, weight, geometry, groups, needs_input_grad):
     matrix, not two."""
     g = grad_output
     xp = get_array_module(x)
+    if winograd_applies(geometry, groups, xp):
+        return _winograd_backward(g, x, weight, geometry, needs_input_grad)
     c_out = g.shape[1]
     need_x, need_w, need_b = needs_input_grad
     grad_x = grad_w = grad_b = None
@@ -318,3 +328,133 @@ def _group_matmul(weight_2d, cols, groups):
     w = weight_2d.reshape(groups, c_out // groups, k_per_group)
     out = xp.matmul(w, cols.reshape(groups, k_per_group, cols.shape[1]))
     return out.reshape(c_out, cols.shape[1])
+
+
+# ---------------------------------------------------------------------------
+# Winograd F(4x4, 3x3)
+# ---------------------------------------------------------------------------
+
+def winograd_applies(geometry, groups, xp):
+    """Whether a convolution runs as Winograd tiles (``tinygrad_cnn/nn/functional/winograd.py``):
+    on the CPU, for ungrouped 3x3 kernels with unit stride and dilation and padding 0-2 (so
+    that ``dx``, a convolution with padding ``2 - p``, is one too). That is every convolution
+    of the ResNets except the strided ones, and VGG-16's. The GPU keeps im2col. The
+    environment variable ``TINYGRAD_CNN_WINOGRAD=0``, read at each call, turns it off (for
+    im2col's smaller float32 rounding error, or to compare the two)."""
+    return (xp is np and groups == 1 and geometry.kernel == (3, 3)
+            and geometry.stride == (1, 1) and geometry.dilation == (1, 1)
+            and all(0 <= p <= 2 for p in geometry.padding)
+            and os.environ.get("TINYGRAD_CNN_WINOGRAD", "1") != "0")
+
+
+def _winograd_chunks(n_batch, channels, tiles, itemsize):
+    """Batch slices whose tile matrices ``(36, channels, T)`` are about ``chunk_bytes``."""
+    per_image = winograd.WINDOW * winograd.WINDOW * channels * tiles * itemsize
+    return _image_chunks(n_batch, per_image, np)
+
+
+def _winograd_slice(x, filter_tiles, padding, dest, bias=None, residual=None, relu=False):
+    """One slice's convolution into ``dest``: input tiles, the 36 GEMMs, output tiles (and
+    epilogue)."""
+    size = dest.shape[2:]
+    tiles = backend.kernel("winograd_input_tiles", np)(x, padding[0], padding[1], *size)
+    products = np.matmul(filter_tiles, tiles)                     # (36, C_out, T)
+    backend.kernel("winograd_output_tiles", np)(products, x.shape[0], *size, bias, residual,
+                                                relu, out=dest)
+
+
+def _winograd_forward(x, weight, bias, geometry, residual, relu):
+    n_batch, c_out = x.shape[0], weight.shape[0]
+    out = np.empty((n_batch, c_out) + geometry.out, dtype=x.dtype)
+    with _workers.single_thread_blas():
+        filter_tiles = winograd.filter_tiles(weight)
+    tiles = int(np.prod(winograd.tile_counts(*geometry.out)))
+
+    def run_slice(bounds):
+        start, stop = bounds
+        _winograd_slice(x[start:stop], filter_tiles, geometry.padding, out[start:stop], bias,
+                        None if residual is None else residual[start:stop], relu)
+
+    chunks = _winograd_chunks(n_batch, max(x.shape[1], c_out), tiles, x.dtype.itemsize)
+    _workers.map_slices(run_slice, chunks, np)
+    return out
+
+
+# A slice's part of dW in the Winograd domain is (36, C_out, C_in), added to the others; with
+# fewer tiles than this per slice, that sum and the skinny GEMMs cost more than they save
+# (VGG-16's 512-channel layers: 49 tiles per image, 38 MB of partial sum per image).
+WINOGRAD_MIN_TILES_FOR_DW = 256
+
+
+def _winograd_backward(g, x, weight, geometry, needs_input_grad):
+    """``dx`` as the Winograd convolution of G with the flipped, transposed filters (padding
+    ``2 - p``); ``dW = G^T (sum over slices of dM V^T) G`` with ``dM`` the gradient tiles of
+    G and ``V`` the input tiles of x; ``db`` the sum of G."""
+    need_x, need_w, need_b = needs_input_grad
+    c_out, c_in = weight.shape[:2]
+    grad_x = grad_w = grad_b = None
+    if need_x:
+        flipped = np.ascontiguousarray(weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
+        transposed = _transposed_geometry(geometry, c_out)
+    partial_bytes = winograd.WINDOW * winograd.WINDOW * c_in * c_out * x.dtype.itemsize
+    if need_x and need_w and partial_bytes <= _workers.chunk_bytes(np):
+        # Few channels (ResNet-20's up to 64): one pass over the slices, so that each slice of
+        # G is read from memory once, for both of its transforms; the partial sums of dW are
+        # no larger than a slice's tiles.
+        grad_x = np.empty(x.shape, dtype=x.dtype)
+        with _workers.single_thread_blas():
+            flipped_tiles = winograd.filter_tiles(flipped)
+
+        def run_slice(bounds):
+            start, stop = bounds
+            _winograd_slice(g[start:stop], flipped_tiles, transposed.padding, grad_x[start:stop])
+            return _winograd_weight_grad_of_slice(g[start:stop], x[start:stop], geometry)
+
+        tiles = int(np.prod(winograd.tile_counts(*geometry.out)))
+        chunks = _winograd_chunks(x.shape[0], max(c_in, c_out), tiles, x.dtype.itemsize)
+        grad_w = _weight_grad_from_partial_sums(_workers.map_slices(run_slice, chunks, np),
+                                                weight.shape, x.dtype)
+    else:
+        if need_x:
+            grad_x = _winograd_forward(g, flipped, None, transposed, None, False)
+        if need_w:
+            grad_w = _winograd_weight_grad(g, x, geometry, weight.shape)
+    if need_b:
+        grad_b = g.sum(axis=(0, 2, 3))
+    return grad_x, grad_w, grad_b
+
+
+def _winograd_weight_grad_of_slice(g, x, geometry):
+    """A slice's ``dM V^T``: (36, C_out, C_in), its part of dW in the Winograd domain."""
+    x_tiles = backend.kernel("winograd_input_tiles", np)(
+        x, geometry.padding[0], geometry.padding[1], *geometry.out)
+    grad_tiles = backend.kernel("winograd_grad_tiles", np)(g, *geometry.out)
+    return np.matmul(grad_tiles, x_tiles.transpose(0, 2, 1))
+
+
+def _weight_grad_from_partial_sums(partial, weight_shape, dtype):
+    if not partial:                    # an empty batch: no slices, a zero gradient
+        return np.zeros(weight_shape, dtype=dtype)
+    # Summed in slice order whatever thread computed them: deterministic.
+    total = partial[0]
+    for part in partial[1:]:
+        total += part
+    with _workers.single_thread_blas():
+        return winograd.filter_tiles_adjoint(total)
+
+
+def _winograd_weight_grad(g, x, geometry, weight_shape):
+    """dW alone, slice by slice, with at least ``WINOGRAD_MIN_TILES_FOR_DW`` tiles per slice
+    where the batch has them."""
+    c_in, c_out = x.shape[1], g.shape[1]
+    tiles = int(np.prod(winograd.tile_counts(*geometry.out)))
+    per_image = winograd.WINDOW * winograd.WINDOW * max(c_in, c_out) * tiles * x.dtype.itemsize
+    # Sized as if an image were smaller, so that a slice holds enough tiles.
+    per_image = min(per_image, _workers.chunk_bytes(np) * tiles // WINOGRAD_MIN_TILES_FOR_DW or 1)
+
+    def run_slice(bounds):
+        start, stop = bounds
+        return _winograd_weight_grad_of_slice(g[start:stop], x[start:stop], geometry)
+
+    partial = _workers.map_slices(run_slice, _image_chunks(x.shape[0], per_image, np), np)
+    return _weight_grad_from_partial_sums(partial, weight_shape, x.dtype)

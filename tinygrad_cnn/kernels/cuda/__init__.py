@@ -19,4 +19,8 @@ REFERENCE_ONLY = {
                      "planes make per-row copies contiguous, which is what the CPU needed",
     "col2im_phases": "the GPU's strided convolution uses col2im, one thread per pixel gathering its "
                      "entries: no scatter to make contiguous",
+    "winograd_input_tiles": "Winograd tiles are the CPU's 3x3 convolution; the GPU keeps im2col + "
+                            "GEMM (not yet measured against it on a GPU)",
+    "winograd_grad_tiles": "Winograd tiles are the CPU's 3x3 convolution; the GPU keeps im2col + GEMM",
+    "winograd_output_tiles": "Winograd tiles are the CPU's 3x3 convolution; the GPU keeps im2col + GEMM",
 }

@@ -2,7 +2,7 @@
 import importlib as _importlib
 
 # Each op family lives in its own file; everything public in it is re-exported here.
-for _family in ("conv", "conv_transpose", "upsampling", "pooling", "normalization", "activation", "dropout", "loss", "linear"):
+for _family in ("conv", "winograd", "conv_transpose", "upsampling", "pooling", "normalization", "activation", "dropout", "loss", "linear"):
     try:
         _module = _importlib.import_module(f"{__name__}.{_family}")
     except ModuleNotFoundError as _error:  # family not written yet

@@ -1,0 +1,242 @@
+"""Numba kernels for the Winograd tiles of a 3x3 convolution, F(4x4, 3x3).
+
+The contracts (and the matrices ``B^T``, ``A^T``, ``G``) are the NumPy references in
+``tinygrad_cnn/nn/functional/winograd.py``; the sliced convolution
+(``tinygrad_cnn/kernels/sliced_conv.py``) runs the GEMMs between them.
+
+Layout: a tile ``t = (b*tiles_h + ty)*tiles_w + tx`` of a slice, and the 36 transformed
+values of a tile are 36 separate rows ``(36, C, T)``, so that every step is a loop over a
+long contiguous row ``[0, T)`` of one channel:
+
+1. gather: the 6x6 windows (stride 4) of a zero-padded copy of one image plane become 36
+   rows ``d[i*6 + j, t] = x_pad[4*ty + i, 4*tx + j]`` (an offset table, one gather per value);
+2. the two 1-D transforms, ``B^T`` along the window's columns then along its rows, each
+   output row a sum of at most four (``A^T``: five) input rows with constant coefficients.
+
+A loop that reads many rows and writes many is not vectorised by LLVM (Numba does not tell
+it that arrays do not overlap, and the run-time overlap tests it would need are too many),
+so each output row gets its own loop over ``t`` with at most five input rows: those
+vectorise. A first version that transformed one tile at a time, all 36 values in
+registers, ran 10x slower for this reason.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from ...nn.functional.winograd import A_T, B_T, TILE, WINDOW
+
+__all__ = ["winograd_input_tiles", "winograd_grad_tiles", "winograd_output_tiles", "KERNELS"]
+
+
+def _sparse_rows(matrix, width):
+    """The nonzero terms of each row of ``matrix``: (column index, coefficient), padded to
+    ``width`` terms with a zero coefficient on the row's first column (a term that adds 0)."""
+    index = np.zeros((matrix.shape[0], width), dtype=np.int64)
+    coefficient = np.zeros((matrix.shape[0], width), dtype=np.float64)
+    for row in range(matrix.shape[0]):
+        columns = np.flatnonzero(matrix[row])
+        assert len(columns) <= width
+        index[row] = columns[0]
+        index[row, :len(columns)] = columns
+        coefficient[row, :len(columns)] = matrix[row, columns]
+    return index, coefficient
+
+
+# Input tiles: d -> B^T d B, both passes with the rows of B^T (at most 4 terms each).
+_B_T_TERMS = _sparse_rows(B_T, 4)
+# Output tiles: m -> A^T m A, with the rows of A^T (at most 5 terms each).
+_A_T_TERMS = _sparse_rows(A_T, 5)
+# Gradient tiles (the adjoint of the output transform): g -> A g A^T, with the rows of A.
+_A_TERMS = _sparse_rows(A_T.T, 4)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _sum4(out, a, ca, b, cb, c, cc, d, cd):
+    for t in range(out.shape[0]):
+        out[t] = ca * a[t] + cb * b[t] + cc * c[t] + cd * d[t]
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _sum5(out, a, ca, b, cb, c, cc, d, cd, e, ce):
+    for t in range(out.shape[0]):
+        out[t] = ca * a[t] + cb * b[t] + cc * c[t] + cd * d[t] + ce * e[t]
+
+
+@njit(cache=True, nogil=True)
+def _tile_offsets(tiles_h, tiles_w, plane_w, step):
+    """Flat offset in a plane of row length ``plane_w`` of each tile's first value."""
+    offsets = np.empty(tiles_h * tiles_w, dtype=np.int64)
+    for ty in range(tiles_h):
+        for tx in range(tiles_w):
+            offsets[ty * tiles_w + tx] = ty * step * plane_w + tx * step
+    return offsets
+
+
+@njit(cache=True, nogil=True)
+def _gather_windows(x, c, pad_h, pad_w, plane, window, step, offsets, rows):
+    """rows[i*window + j, b*L + l] = x_pad[b, c, 4*ty + i, 4*tx + j] for the tiles l of every
+    image b of the slice, via the zero-padded plane buffer ``plane`` (its border stays zero)."""
+    n_batch, _, height, width = x.shape
+    tiles = offsets.shape[0]
+    plane_w = plane.shape[1]
+    flat = plane.reshape(-1)
+    copy_h = min(height, plane.shape[0] - pad_h)
+    copy_w = min(width, plane_w - pad_w)
+    for b in range(n_batch):
+        for yy in range(copy_h):
+            source = x[b, c, yy]
+            dest = plane[yy + pad_h]
+            for xx in range(copy_w):
+                dest[xx + pad_w] = source[xx]
+        for i in range(window):
+            for j in range(window):
+                row = rows[i * window + j, b * tiles:(b + 1) * tiles]
+                base = i * plane_w + j
+                for t in range(tiles):
+                    row[t] = flat[offsets[t] + base]
+
+
+@njit(cache=True, nogil=True)
+def _input_tiles(x, pad_h, pad_w, tiles_h, tiles_w, index, coefficient, out):
+    n_batch, channels = x.shape[:2]
+    coef = coefficient.astype(x.dtype)
+    tiles = n_batch * tiles_h * tiles_w
+    plane = np.zeros((tiles_h * 4 + 2, tiles_w * 4 + 2), dtype=x.dtype)
+    offsets = _tile_offsets(tiles_h, tiles_w, plane.shape[1], 4)
+    windows = np.empty((36, tiles), dtype=x.dtype)
+    half = np.empty((36, tiles), dtype=x.dtype)            # B^T applied along the columns
+    for c in range(channels):
+        _gather_windows(x, c, pad_h, pad_w, plane, 6, 4, offsets, windows)
+        for i in range(6):
+            for l in range(6):
+                _sum4(half[i * 6 + l], windows[i * 6 + index[l, 0]], coef[l, 0],
+                      windows[i * 6 + index[l, 1]], coef[l, 1], windows[i * 6 + index[l, 2]],
+                      coef[l, 2], windows[i * 6 + index[l, 3]], coef[l, 3])
+        for k in range(6):
+            for l in range(6):
+                _sum4(out[k * 6 + l, c], half[index[k, 0] * 6 + l], coef[k, 0],
+                      half[index[k, 1] * 6 + l], coef[k, 1], half[index[k, 2] * 6 + l], coef[k, 2],
+                      half[index[k, 3] * 6 + l], coef[k, 3])
+
+
+@njit(cache=True, nogil=True)
+def _grad_tiles(g, tiles_h, tiles_w, index, coefficient, out):
+    n_batch, channels = g.shape[:2]
+    coef = coefficient.astype(g.dtype)
+    tiles = n_batch * tiles_h * tiles_w
+    plane = np.zeros((tiles_h * 4, tiles_w * 4), dtype=g.dtype)
+    offsets = _tile_offsets(tiles_h, tiles_w, plane.shape[1], 4)
+    windows = np.empty((16, tiles), dtype=g.dtype)
+    half = np.empty((24, tiles), dtype=g.dtype)            # A applied along the columns
+    for c in range(channels):
+        _gather_windows(g, c, 0, 0, plane, 4, 4, offsets, windows)
+        for i in range(4):
+            for l in range(6):
+                _sum4(half[i * 6 + l], windows[i * 4 + index[l, 0]], coef[l, 0],
+                      windows[i * 4 + index[l, 1]], coef[l, 1], windows[i * 4 + index[l, 2]],
+                      coef[l, 2], windows[i * 4 + index[l, 3]], coef[l, 3])
+        for k in range(6):
+            for l in range(6):
+                _sum4(out[k * 6 + l, c], half[index[k, 0] * 6 + l], coef[k, 0],
+                      half[index[k, 1] * 6 + l], coef[k, 1], half[index[k, 2] * 6 + l], coef[k, 2],
+                      half[index[k, 3] * 6 + l], coef[k, 3])
+
+
+@njit(cache=True, nogil=True)
+def _output_tiles(m, out, bias, residual, relu, tiles_h, tiles_w, index, coefficient):
+    n_batch, channels, out_h, out_w = out.shape
+    coef = coefficient.astype(out.dtype)
+    per_image = tiles_h * tiles_w
+    tiles = n_batch * per_image
+    half = np.empty((24, tiles), dtype=out.dtype)          # A^T applied along the rows
+    tile_rows = np.empty((16, tiles), dtype=out.dtype)
+    whole = out_w // 4                                     # tiles wholly inside a row
+    for c in range(channels):
+        for i in range(4):
+            for l in range(6):
+                _sum5(half[i * 6 + l], m[index[i, 0] * 6 + l, c], coef[i, 0],
+                      m[index[i, 1] * 6 + l, c], coef[i, 1], m[index[i, 2] * 6 + l, c], coef[i, 2],
+                      m[index[i, 3] * 6 + l, c], coef[i, 3], m[index[i, 4] * 6 + l, c], coef[i, 4])
+        for i in range(4):
+            for j in range(4):
+                _sum5(tile_rows[i * 4 + j], half[i * 6 + index[j, 0]], coef[j, 0],
+                      half[i * 6 + index[j, 1]], coef[j, 1], half[i * 6 + index[j, 2]], coef[j, 2],
+                      half[i * 6 + index[j, 3]], coef[j, 3], half[i * 6 + index[j, 4]], coef[j, 4])
+        shift = bias[c]
+        for b in range(n_batch):
+            for ty in range(tiles_h):
+                t0 = b * per_image + ty * tiles_w
+                for i in range(min(4, out_h - ty * 4)):
+                    dest = out[b, c, ty * 4 + i]
+                    r0 = tile_rows[i * 4, t0:t0 + tiles_w]
+                    r1 = tile_rows[i * 4 + 1, t0:t0 + tiles_w]
+                    r2 = tile_rows[i * 4 + 2, t0:t0 + tiles_w]
+                    r3 = tile_rows[i * 4 + 3, t0:t0 + tiles_w]
+                    for tx in range(whole):
+                        dest[tx * 4] = r0[tx] + shift
+                        dest[tx * 4 + 1] = r1[tx] + shift
+                        dest[tx * 4 + 2] = r2[tx] + shift
+                        dest[tx * 4 + 3] = r3[tx] + shift
+                    for xx in range(whole * 4, out_w):
+                        dest[xx] = tile_rows[i * 4 + xx - whole * 4, t0 + whole] + shift
+                    if residual is not None:
+                        add = residual[b, c, ty * 4 + i]
+                        for xx in range(out_w):
+                            dest[xx] += add[xx]
+                    if relu:
+                        for xx in range(out_w):
+                            if dest[xx] < 0:
+                                dest[xx] = 0
+
+
+def _tile_counts(out_h, out_w):
+    return -(-out_h // TILE), -(-out_w // TILE)
+
+
+def winograd_input_tiles(x, pad_h, pad_w, out_h, out_w):
+    """x: (B, C, H, W) -> (36, C, T): ``B^T d B`` of every 6x6 window at stride 4 of the
+    padded input, T = B * ceil(out_h/4) * ceil(out_w/4)."""
+    tiles_h, tiles_w = _tile_counts(out_h, out_w)
+    x = np.ascontiguousarray(x)
+    out = np.empty((WINDOW * WINDOW, x.shape[1], x.shape[0] * tiles_h * tiles_w), dtype=x.dtype)
+    _input_tiles(x, pad_h, pad_w, tiles_h, tiles_w, *_B_T_TERMS, out)
+    return out
+
+
+def winograd_grad_tiles(g, out_h, out_w):
+    """g: (B, C, out_h, out_w) -> (36, C, T): ``A g A^T`` of every 4x4 tile (zero past the
+    edge), the adjoint of :func:`winograd_output_tiles`."""
+    tiles_h, tiles_w = _tile_counts(out_h, out_w)
+    g = np.ascontiguousarray(g)
+    out = np.empty((WINDOW * WINDOW, g.shape[1], g.shape[0] * tiles_h * tiles_w), dtype=g.dtype)
+    _grad_tiles(g, tiles_h, tiles_w, *_A_TERMS, out)
+    return out
+
+
+def winograd_output_tiles(m, n_batch, out_h, out_w, bias=None, residual=None, relu=False,
+                          out=None):
+    """m: (36, C, T) -> y: (n_batch, C, out_h, out_w), ``A^T m A`` of every tile placed at
+    stride 4 (the part past the edge dropped), then ``+ bias``, ``+ residual``, ReLU.
+    Written into ``out`` (C-contiguous, of y's shape and dtype) when given."""
+    tiles_h, tiles_w = _tile_counts(out_h, out_w)
+    m = np.ascontiguousarray(m)
+    shape = (n_batch, m.shape[1], out_h, out_w)
+    if out is None:
+        out = np.empty(shape, dtype=m.dtype)
+    elif out.shape != shape or out.dtype != m.dtype or not out.flags.c_contiguous:
+        raise ValueError(f"winograd_output_tiles: out must be a C-contiguous {m.dtype} array of "
+                         f"shape {shape}, got {out.dtype} {out.shape}")
+    if residual is not None:
+        residual = np.ascontiguousarray(residual, dtype=m.dtype)
+    bias = (np.zeros(m.shape[1], dtype=m.dtype) if bias is None
+            else np.ascontiguousarray(bias, dtype=m.dtype))
+    _output_tiles(m, out, bias, residual, bool(relu), tiles_h, tiles_w, *_A_T_TERMS)
+    return out
+
+
+# Not wrapped for float16 (the output kernel may write into an argument): the sliced
+# convolution, their only caller, already runs float16 in float32.
+KERNELS = {"winograd_input_tiles": winograd_input_tiles,
+           "winograd_grad_tiles": winograd_grad_tiles,
+           "winograd_output_tiles": winograd_output_tiles}
