@@ -55,6 +55,7 @@ def cases(scale=1.0):
     slice7 = x[:7]                         # a worker's slice of a stride-2 layer
     down_phase_cols = reference("im2col_phases")(slice7, *down)
     conv_weight = randn(16, 16, 3, 3)
+    fc_weight, fc_input = randn(4096, 9216), randn(max(2, batch // 8), 9216)
     conv_geometry = WindowGeometry.build("conv2d", x.shape, 3, 1, 1, 1)
     # The Winograd tiles of a worker's slice of a stage-1 layer (8 images, 64 tiles each).
     winograd_m = randn(36, 16, len(x[:8]) * 64)
@@ -103,6 +104,8 @@ def cases(scale=1.0):
                          (randn(*lrn_input.shape), lrn_input, lrn_scale, 5, 1e-4, 0.75)),
         "dropout_forward": ("dropout_forward",
                             (rows, rng.random(rows.shape).astype(np.float32), 0.3)),
+        "matmul_2d, AlexNet fc6 forward (transposed, 4096 x 9216 @ 9216 x batch)": (
+            "matmul_2d", (fc_weight, fc_input.T)),
         "relu_forward": ("relu_forward", (x,)),
         "relu_backward": ("relu_backward", (randn(*x.shape), np.maximum(x, 0))),
         "erf": ("erf", (x,)),

@@ -209,6 +209,20 @@ def winograd_output_tiles_case(draw):
                 tol=WINOGRAD_TOL, scaled=True, in_place=() if out is None else (7,))
 
 
+@st.composite
+def matmul_2d_case(draw):
+    # Large enough, sometimes, to be split over the workers (kernels/cpu/linear.py); operands
+    # as views too (the linear layer passes transposes).
+    rows, inner, columns = (draw(st.sampled_from([1, 7, 70, 300])), draw(st.integers(1, 90)),
+                            draw(st.sampled_from([1, 5, 64, 200])))
+    dtype, rng = draw(dtypes), _rng(draw(seeds))
+    a = rng.standard_normal((rows, inner)).astype(dtype)
+    b = rng.standard_normal((columns, inner)).astype(dtype).T if draw(st.booleans()) else \
+        rng.standard_normal((inner, columns)).astype(dtype)
+    return Case((a, b), dtype, tol={np.float32: (1e-5, 1e-5), np.float64: (1e-12, 1e-12)},
+                scaled=True)
+
+
 def _pool_out(s, dilation=True):
     d = s["dilation"] if dilation else (1, 1)
     return tuple(output_length(n, k, st_, p, di, s["ceil_mode"]) for n, k, st_, p, di in
@@ -495,6 +509,7 @@ CASES = {
     # im2col_phases takes im2col's arguments; its straddling columns are compared bit for bit too.
     "im2col_phases": im2col_case(), "col2im_phases": col2im_phases_case(),
     "conv2d_forward": conv2d_forward_case(), "conv2d_backward": conv2d_backward_case(),
+    "matmul_2d": matmul_2d_case(),
     "winograd_input_tiles": winograd_input_tiles_case(),
     "winograd_grad_tiles": winograd_grad_tiles_case(),
     "winograd_output_tiles": winograd_output_tiles_case(),

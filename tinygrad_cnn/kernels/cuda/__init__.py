@@ -19,6 +19,7 @@ REFERENCE_ONLY = {
                      "planes make per-row copies contiguous, which is what the CPU needed",
     "col2im_phases": "the GPU's strided convolution uses col2im, one thread per pixel gathering its "
                      "entries: no scatter to make contiguous",
+    "matmul_2d": "CuPy's @ is cuBLAS's GEMM",
     "winograd_input_tiles": "Winograd tiles are the CPU's 3x3 convolution; the GPU keeps im2col + "
                             "GEMM (not yet measured against it on a GPU)",
     "winograd_grad_tiles": "Winograd tiles are the CPU's 3x3 convolution; the GPU keeps im2col + GEMM",

@@ -1,9 +1,12 @@
 """The affine map of a fully connected layer: ``linear(input, weight, bias=None)``.
 
-Where the kernels live: nowhere else; it is one matrix product run by NumPy's or CuPy's BLAS.
+Where the kernels live: its products are the ``matmul_2d`` kernel, whose reference (below) is
+``a @ b`` by NumPy's or CuPy's BLAS; the CPU's splits the rows over the worker pool
+(``tinygrad_cnn/kernels/cpu/linear.py``).
 """
 from __future__ import annotations
 
+from ... import backend
 from ..._arguments import check_tensor
 from ...autograd import Function
 from ...backend import get_array_module
@@ -86,16 +89,24 @@ class _Linear(Function):
                 grad_output.sum(axis=0) if need_b else None)
 
 
+@backend.register_reference("matmul_2d")
+def _matmul_2d_reference(a, b):
+    """(M, K) @ (K, N) -> (M, N), a new C-contiguous array."""
+    return get_array_module(a).ascontiguousarray(a @ b)
+
+
 def _product(a, b):
     """``a @ b`` as a C-contiguous array, computed as ``(b^T a^T)^T`` when it has a few rows (a
-    batch) and many more columns. OpenBLAS splits a GEMM along its rows: a batch of 16 against a
+    batch) and many more columns. BLAS splits a GEMM along its rows: a batch of 16 against a
     4096 x 9216 weight ran 2-5x slower as (16 x 9216)(9216 x 4096) than as its transpose (2 cores,
     docs/performance.md). The transposed result is copied back to rows, which is cheap only while
     it is small, so weight gradients (thousands of rows) take the direct product."""
+    xp = get_array_module(a)
+    matmul = backend.kernel("matmul_2d", xp)
     rows, columns = a.shape[0], b.shape[1]
     if rows <= _FEW_ROWS and rows < columns:
-        return get_array_module(a).ascontiguousarray((b.T @ a.T).T)
-    return a @ b
+        return xp.ascontiguousarray(matmul(b.T, a.T).T)
+    return matmul(a, b)
 
 
 _FEW_ROWS = 256
