@@ -377,6 +377,11 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
 
     Backward (``G = dL/dy`` as a (C_out, N*OH*OW) matrix): ``dx = col2im(W^T G)``,
     ``dW = G im2col(x)^T``, ``db = sum of G over N, OH, OW``.
+
+    Differs from PyTorch: on the CPU, ungrouped 3x3 convolutions with stride 1, dilation 1
+    and padding 0-2 run as Winograd F(4x4, 3x3) tiles (``winograd.py``), whose float32
+    results differ from a direct convolution by about 1e-5 of their largest magnitude;
+    ``TINYGRAD_CNN_WINOGRAD=0`` turns that off.
     """
     op = "conv2d"
     check_tensor(op, "input", input, floating=True)
