@@ -118,14 +118,12 @@ def conv2d_backward(grad_output, x, weight, geometry, groups, needs_input_grad):
         return None
 
     partial_w = _workers.map_slices(run_slice, _image_chunks(geometry.n_batch, per_image, xp), xp)
-    if need_w and not partial_w:       # an empty batch: no slices, a zero gradient
-        grad_w = xp.zeros(weight.shape, dtype=weight.dtype)
-    elif need_w:
-        # Summed in slice order whatever thread computed them: deterministic.
-        grad_w = partial_w[0]
-        for part in partial_w[1:]:
-            grad_w += part
-        grad_w = _weight_grad_in_weight_layout(grad_w, weight.shape, transposed is not None)
+    if need_w:
+        grad_w = _sum_in_slice_order(partial_w)
+        if grad_w is None:             # an empty batch: no slices, a zero gradient
+            grad_w = xp.zeros(weight.shape, dtype=weight.dtype)
+        else:
+            grad_w = _weight_grad_in_weight_layout(grad_w, weight.shape, transposed is not None)
     if need_b:
         grad_b = g.sum(axis=(0, 2, 3))
     return grad_x, grad_w, grad_b
@@ -160,6 +158,17 @@ def _column_bytes(geometry, xp, dtype):
     """Bytes of column matrix per image, for sizing the slices."""
     width = _grid_width(geometry, xp)
     return geometry.rows * geometry.out[0] * width * np.dtype(dtype).itemsize
+
+
+def _sum_in_slice_order(partial):
+    """The sum of the slices' partial results (None for no slices), added in slice order
+    whatever thread computed them: deterministic. Adds into the first one."""
+    if not partial:
+        return None
+    total = partial[0]
+    for part in partial[1:]:
+        total += part
+    return total
 
 
 def _image_chunks(n_batch, per_image_bytes, xp):
@@ -347,10 +356,21 @@ def winograd_applies(geometry, groups, xp):
             and os.environ.get("TINYGRAD_CNN_WINOGRAD", "1") != "0")
 
 
-def _winograd_chunks(n_batch, channels, tiles, itemsize):
-    """Batch slices whose tile matrices ``(36, channels, T)`` are about ``chunk_bytes``."""
-    per_image = winograd.WINDOW * winograd.WINDOW * channels * tiles * itemsize
-    return _image_chunks(n_batch, per_image, np)
+def _winograd_chunks(x, c_out, out_size, min_tiles=1):
+    """Batch slices whose tile matrices ``(36, max(C_in, C_out), T)`` are about
+    ``chunk_bytes``, or larger where needed for at least ``min_tiles`` tiles per slice."""
+    tiles = int(np.prod(winograd.tile_counts(*out_size)))
+    per_image = (winograd.WINDOW * winograd.WINDOW * max(x.shape[1], c_out) * tiles
+                 * x.dtype.itemsize)
+    # Sized as if an image were smaller, so that a slice holds enough tiles.
+    per_image = min(per_image, _workers.chunk_bytes(np) * tiles // min_tiles or 1)
+    return _image_chunks(x.shape[0], per_image, np)
+
+
+def _filter_tiles(weight):
+    """winograd.filter_tiles on one BLAS thread (see :func:`_workers.single_thread_blas`)."""
+    with _workers.single_thread_blas():
+        return winograd.filter_tiles(weight)
 
 
 def _winograd_slice(x, filter_tiles, padding, dest, bias=None, residual=None, relu=False):
@@ -366,17 +386,14 @@ def _winograd_slice(x, filter_tiles, padding, dest, bias=None, residual=None, re
 def _winograd_forward(x, weight, bias, geometry, residual, relu):
     n_batch, c_out = x.shape[0], weight.shape[0]
     out = np.empty((n_batch, c_out) + geometry.out, dtype=x.dtype)
-    with _workers.single_thread_blas():
-        filter_tiles = winograd.filter_tiles(weight)
-    tiles = int(np.prod(winograd.tile_counts(*geometry.out)))
+    filter_tiles = _filter_tiles(weight)
 
     def run_slice(bounds):
         start, stop = bounds
         _winograd_slice(x[start:stop], filter_tiles, geometry.padding, out[start:stop], bias,
                         None if residual is None else residual[start:stop], relu)
 
-    chunks = _winograd_chunks(n_batch, max(x.shape[1], c_out), tiles, x.dtype.itemsize)
-    _workers.map_slices(run_slice, chunks, np)
+    _workers.map_slices(run_slice, _winograd_chunks(x, c_out, geometry.out), np)
     return out
 
 
@@ -402,18 +419,15 @@ def _winograd_backward(g, x, weight, geometry, needs_input_grad):
         # G is read from memory once, for both of its transforms; the partial sums of dW are
         # no larger than a slice's tiles.
         grad_x = np.empty(x.shape, dtype=x.dtype)
-        with _workers.single_thread_blas():
-            flipped_tiles = winograd.filter_tiles(flipped)
+        flipped_tiles = _filter_tiles(flipped)
 
         def run_slice(bounds):
             start, stop = bounds
             _winograd_slice(g[start:stop], flipped_tiles, transposed.padding, grad_x[start:stop])
             return _winograd_weight_grad_of_slice(g[start:stop], x[start:stop], geometry)
 
-        tiles = int(np.prod(winograd.tile_counts(*geometry.out)))
-        chunks = _winograd_chunks(x.shape[0], max(c_in, c_out), tiles, x.dtype.itemsize)
-        grad_w = _weight_grad_from_partial_sums(_workers.map_slices(run_slice, chunks, np),
-                                                weight.shape, x.dtype)
+        partial = _workers.map_slices(run_slice, _winograd_chunks(x, c_out, geometry.out), np)
+        grad_w = _weight_grad_from_partial_sums(partial, weight.shape, x.dtype)
     else:
         if need_x:
             grad_x = _winograd_forward(g, flipped, None, transposed, None, False)
@@ -433,12 +447,9 @@ def _winograd_weight_grad_of_slice(g, x, geometry):
 
 
 def _weight_grad_from_partial_sums(partial, weight_shape, dtype):
-    if not partial:                    # an empty batch: no slices, a zero gradient
+    total = _sum_in_slice_order(partial)
+    if total is None:                  # an empty batch: no slices, a zero gradient
         return np.zeros(weight_shape, dtype=dtype)
-    # Summed in slice order whatever thread computed them: deterministic.
-    total = partial[0]
-    for part in partial[1:]:
-        total += part
     with _workers.single_thread_blas():
         return winograd.filter_tiles_adjoint(total)
 
@@ -446,15 +457,10 @@ def _weight_grad_from_partial_sums(partial, weight_shape, dtype):
 def _winograd_weight_grad(g, x, geometry, weight_shape):
     """dW alone, slice by slice, with at least ``WINOGRAD_MIN_TILES_FOR_DW`` tiles per slice
     where the batch has them."""
-    c_in, c_out = x.shape[1], g.shape[1]
-    tiles = int(np.prod(winograd.tile_counts(*geometry.out)))
-    per_image = winograd.WINDOW * winograd.WINDOW * max(c_in, c_out) * tiles * x.dtype.itemsize
-    # Sized as if an image were smaller, so that a slice holds enough tiles.
-    per_image = min(per_image, _workers.chunk_bytes(np) * tiles // WINOGRAD_MIN_TILES_FOR_DW or 1)
-
     def run_slice(bounds):
         start, stop = bounds
         return _winograd_weight_grad_of_slice(g[start:stop], x[start:stop], geometry)
 
-    partial = _workers.map_slices(run_slice, _image_chunks(x.shape[0], per_image, np), np)
+    chunks = _winograd_chunks(x, g.shape[1], geometry.out, WINOGRAD_MIN_TILES_FOR_DW)
+    partial = _workers.map_slices(run_slice, chunks, np)
     return _weight_grad_from_partial_sums(partial, weight_shape, x.dtype)

@@ -64,6 +64,7 @@ def chunk_bytes(xp) -> int | None:
 _slice_pool = None
 _blas_controller = None
 _slice_pool_lock = threading.Lock()
+_blas_controller_lock = threading.Lock()
 
 
 def slice_workers() -> int:
@@ -90,31 +91,26 @@ def map_slices(fn, slices, xp=np):
     the slowest thread each time). Results come back in slice order, so any sum
     over them is deterministic. On the GPU, or with one slice or one core, it is a
     plain loop."""
-    global _slice_pool, _blas_controller
+    global _slice_pool
     workers = slice_workers()
     if xp is not np or workers == 1 or len(slices) < 2:
         return [fn(s) for s in slices]
     try:
-        from threadpoolctl import ThreadpoolController
+        import threadpoolctl  # noqa: F401
     except ImportError:               # without it BLAS would oversubscribe the cores
         return [fn(s) for s in slices]
     with _slice_pool_lock:
         if _slice_pool is None:
             _slice_pool = concurrent.futures.ThreadPoolExecutor(
                 workers, thread_name_prefix="tinygrad_cnn", initializer=_single_thread_worker)
-            # Finding the BLAS libraries scans every loaded library (about 1 ms); done once,
-            # a limit costs microseconds.
-            if _blas_controller is None:
-                _blas_controller = ThreadpoolController()
-        with _blas_controller.limit(limits=1, user_api="blas"):
+        with single_thread_blas():
             return _run_on_workers(fn, slices, workers)
 
 
 def single_thread_blas():
-    """A context in which BLAS calls of this thread run on one thread.
-
-    For the small products the main thread makes between parallel sections (the Winograd
-    filter transforms): with BLAS's own threads, OpenBLAS leaves its other thread spinning
+    """A context in which BLAS calls run on one thread: the workers of :func:`map_slices`,
+    and the small products the main thread makes between parallel sections (the Winograd
+    filter transforms). With BLAS's own threads, OpenBLAS leaves its other thread spinning
     for a while after the call, on the core the next :func:`map_slices` needs. Measured:
     ResNet-20 inference's stage-2 and stage-3 convolutions took 2x their isolated time, and
     so did the convolution after them, until these products ran on one thread."""
@@ -123,8 +119,10 @@ def single_thread_blas():
         from threadpoolctl import ThreadpoolController
     except ImportError:
         return contextlib.nullcontext()
-    with _slice_pool_lock:
+    with _blas_controller_lock:
         if _blas_controller is None:
+            # Finding the BLAS libraries scans every loaded library (about 1 ms); done once,
+            # a limit costs microseconds.
             _blas_controller = ThreadpoolController()
     return _blas_controller.limit(limits=1, user_api="blas")
 

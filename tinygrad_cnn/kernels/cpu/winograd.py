@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ...nn.functional.winograd import A_T, B_T, TILE, WINDOW
+from ...nn.functional.winograd import A_T, B_T, TILE, WINDOW, tile_counts
 
 __all__ = ["winograd_input_tiles", "winograd_grad_tiles", "winograd_output_tiles", "KERNELS"]
 
@@ -98,44 +98,26 @@ def _gather_windows(x, c, pad_h, pad_w, plane, window, step, offsets, rows):
 
 
 @njit(cache=True, nogil=True)
-def _input_tiles(x, pad_h, pad_w, tiles_h, tiles_w, index, coefficient, out):
+def _window_tiles(x, pad_h, pad_w, window, tiles_h, tiles_w, index, coefficient, out):
+    """out[k*6 + l, c, t] = (M d M^T)[k, l] for the ``window`` x ``window`` window d of tile t
+    (stride 4), with M the 6 x ``window`` matrix whose nonzero terms are (index, coefficient):
+    ``B^T`` on the 6x6 input windows, ``A`` on the 4x4 gradient tiles."""
     n_batch, channels = x.shape[:2]
     coef = coefficient.astype(x.dtype)
     tiles = n_batch * tiles_h * tiles_w
-    plane = np.zeros((tiles_h * 4 + 2, tiles_w * 4 + 2), dtype=x.dtype)
+    # The padded plane: the windows of the last tiles reach window - 4 past 4 * tiles.
+    plane = np.zeros((tiles_h * 4 + window - 4, tiles_w * 4 + window - 4), dtype=x.dtype)
     offsets = _tile_offsets(tiles_h, tiles_w, plane.shape[1], 4)
-    windows = np.empty((36, tiles), dtype=x.dtype)
-    half = np.empty((36, tiles), dtype=x.dtype)            # B^T applied along the columns
+    windows = np.empty((window * window, tiles), dtype=x.dtype)
+    half = np.empty((window * 6, tiles), dtype=x.dtype)     # M applied along the columns
     for c in range(channels):
-        _gather_windows(x, c, pad_h, pad_w, plane, 6, 4, offsets, windows)
-        for i in range(6):
+        _gather_windows(x, c, pad_h, pad_w, plane, window, 4, offsets, windows)
+        for i in range(window):
             for l in range(6):
-                _sum4(half[i * 6 + l], windows[i * 6 + index[l, 0]], coef[l, 0],
-                      windows[i * 6 + index[l, 1]], coef[l, 1], windows[i * 6 + index[l, 2]],
-                      coef[l, 2], windows[i * 6 + index[l, 3]], coef[l, 3])
-        for k in range(6):
-            for l in range(6):
-                _sum4(out[k * 6 + l, c], half[index[k, 0] * 6 + l], coef[k, 0],
-                      half[index[k, 1] * 6 + l], coef[k, 1], half[index[k, 2] * 6 + l], coef[k, 2],
-                      half[index[k, 3] * 6 + l], coef[k, 3])
-
-
-@njit(cache=True, nogil=True)
-def _grad_tiles(g, tiles_h, tiles_w, index, coefficient, out):
-    n_batch, channels = g.shape[:2]
-    coef = coefficient.astype(g.dtype)
-    tiles = n_batch * tiles_h * tiles_w
-    plane = np.zeros((tiles_h * 4, tiles_w * 4), dtype=g.dtype)
-    offsets = _tile_offsets(tiles_h, tiles_w, plane.shape[1], 4)
-    windows = np.empty((16, tiles), dtype=g.dtype)
-    half = np.empty((24, tiles), dtype=g.dtype)            # A applied along the columns
-    for c in range(channels):
-        _gather_windows(g, c, 0, 0, plane, 4, 4, offsets, windows)
-        for i in range(4):
-            for l in range(6):
-                _sum4(half[i * 6 + l], windows[i * 4 + index[l, 0]], coef[l, 0],
-                      windows[i * 4 + index[l, 1]], coef[l, 1], windows[i * 4 + index[l, 2]],
-                      coef[l, 2], windows[i * 4 + index[l, 3]], coef[l, 3])
+                _sum4(half[i * 6 + l], windows[i * window + index[l, 0]], coef[l, 0],
+                      windows[i * window + index[l, 1]], coef[l, 1],
+                      windows[i * window + index[l, 2]], coef[l, 2],
+                      windows[i * window + index[l, 3]], coef[l, 3])
         for k in range(6):
             for l in range(6):
                 _sum4(out[k * 6 + l, c], half[index[k, 0] * 6 + l], coef[k, 0],
@@ -190,27 +172,23 @@ def _output_tiles(m, out, bias, residual, relu, tiles_h, tiles_w, index, coeffic
                                 dest[xx] = 0
 
 
-def _tile_counts(out_h, out_w):
-    return -(-out_h // TILE), -(-out_w // TILE)
-
-
 def winograd_input_tiles(x, pad_h, pad_w, out_h, out_w):
     """x: (B, C, H, W) -> (36, C, T): ``B^T d B`` of every 6x6 window at stride 4 of the
     padded input, T = B * ceil(out_h/4) * ceil(out_w/4)."""
-    tiles_h, tiles_w = _tile_counts(out_h, out_w)
+    tiles_h, tiles_w = tile_counts(out_h, out_w)
     x = np.ascontiguousarray(x)
     out = np.empty((WINDOW * WINDOW, x.shape[1], x.shape[0] * tiles_h * tiles_w), dtype=x.dtype)
-    _input_tiles(x, pad_h, pad_w, tiles_h, tiles_w, *_B_T_TERMS, out)
+    _window_tiles(x, pad_h, pad_w, WINDOW, tiles_h, tiles_w, *_B_T_TERMS, out)
     return out
 
 
 def winograd_grad_tiles(g, out_h, out_w):
     """g: (B, C, out_h, out_w) -> (36, C, T): ``A g A^T`` of every 4x4 tile (zero past the
     edge), the adjoint of :func:`winograd_output_tiles`."""
-    tiles_h, tiles_w = _tile_counts(out_h, out_w)
+    tiles_h, tiles_w = tile_counts(out_h, out_w)
     g = np.ascontiguousarray(g)
     out = np.empty((WINDOW * WINDOW, g.shape[1], g.shape[0] * tiles_h * tiles_w), dtype=g.dtype)
-    _grad_tiles(g, tiles_h, tiles_w, *_A_TERMS, out)
+    _window_tiles(g, 0, 0, TILE, tiles_h, tiles_w, *_A_TERMS, out)
     return out
 
 
@@ -219,7 +197,7 @@ def winograd_output_tiles(m, n_batch, out_h, out_w, bias=None, residual=None, re
     """m: (36, C, T) -> y: (n_batch, C, out_h, out_w), ``A^T m A`` of every tile placed at
     stride 4 (the part past the edge dropped), then ``+ bias``, ``+ residual``, ReLU.
     Written into ``out`` (C-contiguous, of y's shape and dtype) when given."""
-    tiles_h, tiles_w = _tile_counts(out_h, out_w)
+    tiles_h, tiles_w = tile_counts(out_h, out_w)
     m = np.ascontiguousarray(m)
     shape = (n_batch, m.shape[1], out_h, out_w)
     if out is None:
