@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ...nn.functional.winograd import A_T, B_T, TILE, WINDOW, tile_counts
+from ...nn.functional.winograd import A_T, B_T, WINDOW, tile_counts
 
 __all__ = ["winograd_input_tiles", "winograd_grad_tiles", "winograd_output_tiles", "KERNELS"]
 
@@ -97,7 +97,7 @@ def _gather_windows(x, c, pad_h, pad_w, plane, window, step, offsets, rows):
                     row[t] = flat[offsets[t] + base]
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _window_tiles(x, pad_h, pad_w, window, tiles_h, tiles_w, index, coefficient, out):
     """out[k*6 + l, c, t] = (M d M^T)[k, l] for the ``window`` x ``window`` window d of tile t
     (stride 4), with M the 6 x ``window`` matrix whose nonzero terms are (index, coefficient):
@@ -123,6 +123,18 @@ def _window_tiles(x, pad_h, pad_w, window, tiles_h, tiles_w, index, coefficient,
                 _sum4(out[k * 6 + l, c], half[index[k, 0] * 6 + l], coef[k, 0],
                       half[index[k, 1] * 6 + l], coef[k, 1], half[index[k, 2] * 6 + l], coef[k, 2],
                       half[index[k, 3] * 6 + l], coef[k, 3])
+
+
+# Two compiled callers with the window size as a constant: with it as an argument LLVM left
+# the gradient tiles 35% slower.
+@njit(cache=True, nogil=True)
+def _input_tiles(x, pad_h, pad_w, tiles_h, tiles_w, index, coefficient, out):
+    _window_tiles(x, pad_h, pad_w, 6, tiles_h, tiles_w, index, coefficient, out)
+
+
+@njit(cache=True, nogil=True)
+def _grad_tiles(g, tiles_h, tiles_w, index, coefficient, out):
+    _window_tiles(g, 0, 0, 4, tiles_h, tiles_w, index, coefficient, out)
 
 
 @njit(cache=True, nogil=True)
@@ -178,7 +190,7 @@ def winograd_input_tiles(x, pad_h, pad_w, out_h, out_w):
     tiles_h, tiles_w = tile_counts(out_h, out_w)
     x = np.ascontiguousarray(x)
     out = np.empty((WINDOW * WINDOW, x.shape[1], x.shape[0] * tiles_h * tiles_w), dtype=x.dtype)
-    _window_tiles(x, pad_h, pad_w, WINDOW, tiles_h, tiles_w, *_B_T_TERMS, out)
+    _input_tiles(x, pad_h, pad_w, tiles_h, tiles_w, *_B_T_TERMS, out)
     return out
 
 
@@ -188,7 +200,7 @@ def winograd_grad_tiles(g, out_h, out_w):
     tiles_h, tiles_w = tile_counts(out_h, out_w)
     g = np.ascontiguousarray(g)
     out = np.empty((WINDOW * WINDOW, g.shape[1], g.shape[0] * tiles_h * tiles_w), dtype=g.dtype)
-    _window_tiles(g, 0, 0, TILE, tiles_h, tiles_w, *_A_TERMS, out)
+    _grad_tiles(g, tiles_h, tiles_w, *_A_TERMS, out)
     return out
 
 
