@@ -9,7 +9,9 @@ Convolutions are reported in GFLOP/s (2 * multiply-accumulates; backward = input
 gradients, twice the forward work, or once for a layer whose input needs no gradient) and as a
 fraction of the GEMM peak (NumPy float32 matmul of 2048x2048 measured in this run; the
 ``machine:`` line prints it with the CPU model and its vector width, and ``--json`` stores
-them with the rows). Memory-bound ops are reported in GB/s (bytes read plus written, counted
+them with the rows). The count is the direct convolution's, so for the 3x3 unit-stride
+layers, which run as Winograd tiles with 4x fewer multiplications, it is an effective rate
+and can exceed the GEMM peak. Memory-bound ops are reported in GB/s (bytes read plus written, counted
 once). Times are medians after warm-up of samples that each last about
 20 ms; the forward runs without a graph, the backward is timed on a graph built once and kept
 (``retain_graph=True``), for both frameworks. torch runs in the same process with the same
