@@ -2,13 +2,14 @@
 
     python benchmarks/bench_revisions.py --rev e819d66                    # ResNet-20 training
     python benchmarks/bench_revisions.py --rev e819d66 --model alexnet --mode inference
+    python benchmarks/bench_revisions.py --rev e819d66 --model resnet56 --rounds 3
 
 The earlier revision is checked out into a temporary git worktree (removed afterwards). Each
 round runs one child process per tree (this checkout's ``tinygrad_cnn`` first on its
 ``PYTHONPATH``, then the other's), each timing ``--steps`` steps after two warm-up steps, and
 the trees alternate round by round, so a machine that slows down affects both. Reported: the
 median step time of each tree over the rounds and their ratio (new / old). The models are the
-package's own (``resnet20``, ``alexnet(variant="torchvision")``) on random data, SGD with
+package's own (``resnet20``, ``resnet56``, ``alexnet(variant="torchvision")``) on random data, SGD with
 momentum 0.9 and weight decay 5e-4, as in ``bench_train.py``.
 """
 from __future__ import annotations
@@ -32,9 +33,9 @@ from tinygrad_cnn import optim
 import tinygrad_cnn.nn.functional as F
 model, mode, steps = sys.argv[1], sys.argv[2], int(sys.argv[3])
 rng = np.random.default_rng(0)
-if model == "resnet20":
-    from tinygrad_cnn.models import resnet20
-    net, shape, classes, lr = resnet20(), (128, 3, 32, 32), 10, 0.1
+if model.startswith("resnet"):
+    from tinygrad_cnn import models
+    net, shape, classes, lr = getattr(models, model)(), (128, 3, 32, 32), 10, 0.1
 else:
     from tinygrad_cnn.models import alexnet
     net, shape, classes, lr = alexnet(variant="torchvision"), (16, 3, 224, 224), 1000, 0.01
@@ -77,7 +78,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rev", required=True, help="the earlier revision (any git revision name)")
-    p.add_argument("--model", choices=["resnet20", "alexnet"], default="resnet20")
+    p.add_argument("--model", choices=["resnet20", "resnet56", "alexnet"], default="resnet20")
     p.add_argument("--mode", choices=["train", "inference"], default="train")
     p.add_argument("--rounds", type=int, default=4)
     p.add_argument("--steps", type=int, default=8, help="timed steps per child")

@@ -110,6 +110,44 @@ def test_kernels_take_the_parallel_path_on_large_inputs(dtype):
 
 
 @needs_numba
+@pytest.mark.parametrize("length", [3, 1031])
+def test_batch_norm_kernels_sum_blocks_of_a_large_batch_the_same_on_any_thread_count(length):
+    """The batch sums run over SUM_BLOCKS blocks of images in memory order (37 images: blocks of
+    2 and 3); the results equal the reference, serial (3) and parallel (1031) drivers alike,
+    and are bit for bit the same with one Numba thread as with all of them."""
+    import numba
+    from tinygrad_cnn.kernels.cpu import normalization as kernels
+    shape = (37, 4, length)
+    assert shape[0] > kernels.SUM_BLOCKS
+    assert (int(np.prod(shape)) >= kernels.PARALLEL_MIN_ELEMENTS) == (length > 3)
+    x, grad_out, weight, bias = ncl_case(5, shape, np.float32)
+    residual = np.random.default_rng(6).standard_normal(shape).astype(np.float32)
+    tol = tolerances(np.float32)
+
+    def run():
+        y, mean, var = kernels.batch_norm_relu_forward(x, weight, bias, 1e-5, residual)
+        inv_std = (1.0 / np.sqrt(var.astype(np.float64) + 1e-5)).astype(np.float32)
+        grads = kernels.batch_norm_relu_backward(grad_out, y, x, weight, mean, inv_std, True, True)
+        return (y, mean, var) + tuple(grads), inv_std
+
+    outputs, inv_std = run()
+    ref = backend.kernel("batch_norm_relu_forward", impl="numpy")(x, weight, bias, 1e-5, residual)
+    ref += tuple(backend.kernel("batch_norm_relu_backward", impl="numpy")(
+        grad_out, ref[0], x, weight, ref[1], inv_std, True, True))
+    for r, f in zip(ref, outputs):
+        scale = max(1.0, float(np.abs(r).max()))
+        assert_allclose(f / scale, r / scale, **tol)
+    threads = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        one_thread, _ = run()
+    finally:
+        numba.set_num_threads(threads)
+    for a, b in zip(outputs, one_thread):
+        np.testing.assert_array_equal(a, b)
+
+
+@needs_numba
 def test_batch_norm_kernel_constant_channel():
     # Zero variance: both implementations give y = bias exactly enough, no NaN.
     x = np.full((3, 2, 4), 7.25)
