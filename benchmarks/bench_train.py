@@ -6,6 +6,7 @@ the same machine.
     python benchmarks/bench_train.py --model alexnet      # 224x224, batch 16
     python benchmarks/bench_train.py --model vgg16 --modes train
     python benchmarks/bench_train.py --profile            # time per op and per layer of one step
+    python benchmarks/bench_train.py --isa avx2           # both frameworks limited to AVX2
 
 Models (``--model``): ``resnet`` is the CIFAR ResNet of ``--depth`` layers (option A
 shortcuts; batch 128 of 32x32 images, 10 classes); ``alexnet`` and ``vgg16`` are torchvision's
@@ -24,6 +25,10 @@ Both use ``--threads`` threads (Numba and BLAS for us, ``torch.set_num_threads``
 PyTorch). Reported: median images/s over the timed steps of all rounds, peak RSS of the
 child, and the ratio ours / torch, after a ``machine:`` line (CPU model, SIMD vector width,
 NumPy GEMM peak at ``--threads`` threads); ``--json`` stores all of it.
+
+``--isa avx2`` runs both frameworks with their libraries limited to AVX2 (the variables in
+``ISA_ENV``): the narrower vectors measured on an AVX-512 machine. Each child reports what
+it used (PyTorch's CPU capability, the CPU Numba compiles for), printed in brackets.
 
 ``--profile`` times one model's training steps in this process: time per op type, then per
 convolution and linear layer its forward and backward milliseconds, GFLOP/s and share of the
@@ -260,7 +265,18 @@ def _child(framework, model_name, depth, batch_size, steps, warmup, threads, mod
         if i >= warmup:
             times.append(timer() - start)
     return {"framework": framework, "images_per_s": [batch_size / t for t in times],
-            "peak_rss_mib": _peak_rss_mib(), "step_mib": _peak_rss_mib() - before}
+            "peak_rss_mib": _peak_rss_mib(), "step_mib": _peak_rss_mib() - before,
+            "isa": _isa_in_use(framework)}
+
+
+def _isa_in_use(framework):
+    """What the child's libraries compile or dispatch for: PyTorch's ATen CPU capability
+    ("AVX512", "AVX2"), or the CPU Numba targets ("host" unless NUMBA_CPU_NAME says)."""
+    if framework == "torch":
+        import torch
+        return torch.backends.cpu.get_cpu_capability()
+    import numba
+    return numba.config.CPU_NAME or "host"
 
 
 # ---------------------------------------------------------------------------
@@ -448,6 +464,17 @@ def _print_layers(records, steps, peak, step_ms):
 # parent side
 # ---------------------------------------------------------------------------
 
+# ``--isa avx2`` restricts every library of both frameworks to AVX2 (with FMA) on a CPU that
+# has AVX-512, so that one machine measures both vector widths: Numba compiles for Haswell,
+# OpenBLAS and MKL take their Haswell/AVX2 kernels, ATen its AVX2 kernels and oneDNN its AVX2
+# ones (8-channel blocks instead of 16). The memory system stays this machine's, so it is the
+# instruction set of an AVX2 machine, not such a machine.
+ISA_ENV = {"native": {},
+           "avx2": {"NUMBA_CPU_NAME": "haswell", "OPENBLAS_CORETYPE": "Haswell",
+                    "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ATEN_CPU_CAPABILITY": "avx2",
+                    "ONEDNN_MAX_CPU_ISA": "AVX2"}}
+
+
 def _thread_env(threads):
     """Environment that gives every thread pool (OpenMP, MKL, OpenBLAS, Numba, our slice
     workers) ``threads`` threads; read when those libraries load."""
@@ -461,22 +488,26 @@ def _run_child(args, framework, mode):
            "--depth", str(args.depth), "--batch-size", str(args.batch_size), "--steps",
            str(args.steps), "--warmup", str(args.warmup), "--threads", str(args.threads),
            "--clock", args.clock]
-    env = dict(os.environ, **_thread_env(args.threads))
+    env = dict(os.environ, **_thread_env(args.threads), **ISA_ENV[args.isa])
     out = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if out.returncode != 0:
         raise RuntimeError(f"{framework} child failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def _machine(threads):
-    """The machine's description with its GEMM peak at ``threads`` threads, measured in a
-    child process: BLAS reads its thread count from the environment when it loads."""
+def _machine(threads, isa="native"):
+    """The machine's description with its GEMM peak at ``threads`` threads (with the kernels
+    ``isa`` leaves BLAS), measured in a child process: BLAS reads its thread count and kernel
+    choice from the environment when it loads."""
     cmd = [sys.executable, os.path.join(HERE, "_machine.py"), "--json", "--threads", str(threads)]
     out = subprocess.run(cmd, capture_output=True, text=True,
-                         env=dict(os.environ, **_thread_env(threads)))
+                         env=dict(os.environ, **_thread_env(threads), **ISA_ENV[isa]))
     if out.returncode != 0:
         raise RuntimeError(f"measuring the GEMM peak failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    info = json.loads(out.stdout.strip().splitlines()[-1])
+    if isa != "native":
+        info["isa_cap"] = isa
+    return info
 
 
 def main(argv=None):
@@ -498,6 +529,9 @@ def main(argv=None):
     p.add_argument("--no-torch", action="store_true")
     p.add_argument("--profile", action="store_true",
                    help="time per op type and per convolution/linear layer of our training step")
+    p.add_argument("--isa", choices=sorted(ISA_ENV), default="native",
+                   help="avx2: restrict both frameworks' libraries to AVX2 on an AVX-512 CPU "
+                        "(environment variables of Numba, OpenBLAS, MKL, ATen and oneDNN)")
     p.add_argument("--child", choices=["ours", "torch"], help=argparse.SUPPRESS)
     p.add_argument("--mode", default="train", help=argparse.SUPPRESS)
     p.add_argument("--json", help="also write the machine, the settings and the results to this "
@@ -514,6 +548,8 @@ def main(argv=None):
         args.warmup = defaults["warmup"]
 
     if args.profile:
+        if "numpy" not in sys.modules:
+            os.environ.update(ISA_ENV[args.isa])
         profile(args.depth, args.batch_size, args.threads, steps=args.steps or 3,
                 clock=args.clock, model_name=args.model)
         return
@@ -525,8 +561,10 @@ def main(argv=None):
         return
 
     label = _label(args.model, args.depth)
-    machine = _machine(args.threads)
-    print(machine_line(machine))
+    machine = _machine(args.threads, args.isa)
+    print(machine_line(machine) + ("" if args.isa == "native" else
+                                   f"; instruction set capped at {args.isa.upper()} in both "
+                                   "frameworks (--isa)"))
     try:
         import torch  # noqa: F401
         have_torch = not args.no_torch
@@ -537,19 +575,22 @@ def main(argv=None):
     results = {"machine": machine,
                "settings": {"model": label, "batch_size": args.batch_size, "steps": args.steps,
                             "warmup": args.warmup, "rounds": args.rounds,
-                            "threads": args.threads, "clock": args.clock}}
+                            "threads": args.threads, "clock": args.clock, "isa": args.isa}}
     for mode in args.modes.split(","):
         samples = {f: [] for f in frameworks}
         rss = {f: [] for f in frameworks}
         step_mem = {f: [] for f in frameworks}
+        isa_used = {}
         for _ in range(args.rounds):
             for f in frameworks:
                 r = _run_child(args, f, mode)
                 samples[f] += r["images_per_s"]
                 rss[f].append(r["peak_rss_mib"])
                 step_mem[f].append(r["step_mib"])
+                isa_used[f] = r["isa"]
         results[mode] = {f: {"median_images_per_s": statistics.median(samples[f]),
-                             "peak_rss_mib": max(rss[f]), "step_mib": max(step_mem[f])}
+                             "peak_rss_mib": max(rss[f]), "step_mib": max(step_mem[f]),
+                             "isa": isa_used[f]}
                          for f in frameworks}
         print(f"\n{label} {mode}, batch {args.batch_size}, {args.threads} threads, "
               f"{args.rounds} rounds x {args.steps} steps")
@@ -559,7 +600,8 @@ def main(argv=None):
             rate = r["median_images_per_s"]
             # VGG-16 runs at about one image per second: one decimal would hide a 5% change.
             print(f"  {name:<22} {rate:8.{1 if rate >= 10 else 2}f} images/s   peak RSS "
-                  f"{r['peak_rss_mib']:7.0f} MiB (growth during the steps {r['step_mib']:6.0f} MiB)")
+                  f"{r['peak_rss_mib']:7.0f} MiB (growth during the steps {r['step_mib']:6.0f} MiB)"
+                  + ("" if args.isa == "native" else f"   [{r['isa']}]"))
         if have_torch:
             ours, ref = results[mode]["ours"], results[mode]["torch"]
             print(f"  ratio ours/torch: throughput {ours['median_images_per_s'] / ref['median_images_per_s']:.2f}x,"

@@ -59,8 +59,37 @@ def test_alexnet_training_step_measured_at_224(bench_train, tmp_path, capsys):
     assert MACHINE_LINE.search(printed) and "alexnet train, batch 2" in printed
     results = json.loads(out.read_text())
     assert results["settings"] == {"model": "alexnet", "batch_size": 2, "steps": 1, "warmup": 0,
-                                   "rounds": 1, "threads": 1, "clock": "wall"}
+                                   "rounds": 1, "threads": 1, "clock": "wall", "isa": "native"}
     assert results["train"]["ours"]["median_images_per_s"] > 0
+    assert results["train"]["ours"]["isa"] == "host"     # no NUMBA_CPU_NAME in the child
+
+
+def test_isa_cap_reaches_every_library_of_the_children(bench_train, monkeypatch):
+    """--isa avx2 sets the variables that make Numba compile for Haswell, OpenBLAS and MKL take
+    their AVX2 kernels and ATen and oneDNN dispatch to theirs, in every child and in the GEMM
+    peak's measurement; native sets none of them."""
+    seen = []
+
+    def fake_run(cmd, env, **kwargs):
+        seen.append(env)
+        return subprocess.CompletedProcess(cmd, 0, stdout=json.dumps({"gemm_peak_gflops": 1.0}),
+                                           stderr="")
+
+    monkeypatch.setattr(bench_train.subprocess, "run", fake_run)
+    for isa in ("avx2", "native"):
+        args = bench_train.argparse.Namespace(
+            model="resnet", depth=20, batch_size=2, steps=1, warmup=0, threads=1, clock="wall",
+            isa=isa)
+        bench_train._run_child(args, "ours", "train")
+        info = bench_train._machine(1, isa)
+        assert info.get("isa_cap") == (None if isa == "native" else isa)
+    capped, capped_peak, native, native_peak = seen
+    for env in (capped, capped_peak):
+        assert env["NUMBA_CPU_NAME"] == "haswell" and env["OPENBLAS_CORETYPE"] == "Haswell"
+        assert env["ATEN_CPU_CAPABILITY"] == "avx2" and env["ONEDNN_MAX_CPU_ISA"] == "AVX2"
+        assert env["MKL_ENABLE_INSTRUCTIONS"] == "AVX2"
+    for env in (native, native_peak):
+        assert not set(bench_train.ISA_ENV["avx2"]) & (set(env) - set(bench_train.os.environ))
 
 
 def test_each_model_has_its_defaults(bench_train):
