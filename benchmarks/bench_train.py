@@ -306,9 +306,9 @@ def _layer_flops(module, output):
     return 2 * outputs * module.in_features
 
 
-def profile(depth, batch_size, threads, steps=3, clock="wall", model_name="resnet"):
+def profile(depth, batch_size, threads, steps=3, clock="wall", model_name="resnet", isa="native"):
     """Time per op type and per layer of a training step of ``model_name``, in this process
-    (so the thread counts are set before NumPy and Numba load).
+    (so the thread counts and the ``--isa`` limit are set before NumPy and Numba load).
 
     Per op: forward time per Function class (wrapping ``apply``) and backward time per class
     (time between consecutive backward-observer calls, i.e. the node's backward plus the
@@ -322,8 +322,8 @@ def profile(depth, batch_size, threads, steps=3, clock="wall", model_name="resne
     steps, the better of the two), at the same thread count and on the same clock."""
     if "numpy" in sys.modules:
         raise RuntimeError("profile: NumPy is already imported, so --threads cannot apply")
-    os.environ.update(_thread_env(threads))
-    import numpy as np  # noqa: F401  (loads with the thread counts just set)
+    os.environ.update(_thread_env(threads), **ISA_ENV[isa])
+    import numpy as np  # noqa: F401  (loads with the thread counts and ISA limit just set)
     timer = time.process_time if clock == "cpu" else time.perf_counter
     import tinygrad_cnn as tg
     from tinygrad_cnn import autograd, nn, optim
@@ -548,10 +548,8 @@ def main(argv=None):
         args.warmup = defaults["warmup"]
 
     if args.profile:
-        if "numpy" not in sys.modules:
-            os.environ.update(ISA_ENV[args.isa])
         profile(args.depth, args.batch_size, args.threads, steps=args.steps or 3,
-                clock=args.clock, model_name=args.model)
+                clock=args.clock, model_name=args.model, isa=args.isa)
         return
     if args.steps is None:
         args.steps = defaults["steps"]

@@ -118,31 +118,19 @@ def _bn_output_row(x, mean_c, scale_c, bias_c, residual, has_residual, relu, y, 
 
 
 @numba.njit(cache=True, parallel=True, fastmath=_FASTMATH)
-def _bn_train_forward_parallel(x, weight, bias, eps, residual, has_residual, relu, y, mean_out,
-                               var_out, scale_buf, shift, partial):
+def _bn_stats_parallel(x, weight, eps, mean_out, var_out, scale_buf, shift, partial):
     for block in prange(partial.shape[0]):
         _bn_stats_block(x, shift, partial, block)
     _bn_channel_stats(partial, shift, weight, eps, x.shape[0] * x.shape[2], mean_out, var_out,
                       scale_buf)
-    channels = x.shape[1]
-    for row in prange(x.shape[0] * channels):
-        n = row // channels
-        c = row - n * channels
-        _bn_output_row(x, mean_out[c], scale_buf[c], bias[c], residual, has_residual, relu, y, n, c)
 
 
 @numba.njit(cache=True, fastmath=_FASTMATH)
-def _bn_train_forward_serial(x, weight, bias, eps, residual, has_residual, relu, y, mean_out,
-                             var_out, scale_buf, shift, partial):
+def _bn_stats_serial(x, weight, eps, mean_out, var_out, scale_buf, shift, partial):
     for block in range(partial.shape[0]):
         _bn_stats_block(x, shift, partial, block)
     _bn_channel_stats(partial, shift, weight, eps, x.shape[0] * x.shape[2], mean_out, var_out,
                       scale_buf)
-    channels = x.shape[1]
-    for row in range(x.shape[0] * channels):
-        n = row // channels
-        c = row - n * channels
-        _bn_output_row(x, mean_out[c], scale_buf[c], bias[c], residual, has_residual, relu, y, n, c)
 
 
 @numba.njit(cache=True, parallel=True, fastmath=_FASTMATH)
@@ -188,22 +176,20 @@ def _normalised(x, weight, bias, eps, residual, relu, mean, var):
     bias = np.ascontiguousarray(bias, dtype=dtype)
     has_residual = residual is not None
     residual = np.ascontiguousarray(residual, dtype=dtype) if has_residual else _stand_in(dtype)
-    y = np.empty_like(x)
     if mean is None:
         mean = np.empty(channels, dtype)
         var = np.empty(channels, dtype)
         scale = np.empty(channels, dtype)
         shift = x[0, :, 0].astype(np.float64) if x.size else np.zeros(channels)
-        partial = np.empty((SUM_BLOCKS, channels, 2))
-        run = _pick(_bn_train_forward_parallel, _bn_train_forward_serial, x.size)
-        run(x, weight, bias, float(eps), residual, has_residual, relu, y, mean, var, scale, shift,
-            partial)
+        _pick(_bn_stats_parallel, _bn_stats_serial, x.size)(
+            x, weight, float(eps), mean, var, scale, shift, np.empty((SUM_BLOCKS, channels, 2)))
     else:
         mean = np.ascontiguousarray(mean, dtype=dtype)
         var = np.ascontiguousarray(var, dtype=dtype)
         scale = (weight / np.sqrt(var.astype(np.float64) + eps)).astype(dtype)
-        _pick(_bn_apply_parallel, _bn_apply_serial, x.size)(
-            x, mean, scale, bias, residual, has_residual, relu, y)
+    y = np.empty_like(x)
+    _pick(_bn_apply_parallel, _bn_apply_serial, x.size)(
+        x, mean, scale, bias, residual, has_residual, relu, y)
     return y, mean, var
 
 

@@ -19,8 +19,9 @@ long contiguous row ``[0, T)`` of one channel:
 
 A loop that reads many rows and writes many is not vectorised by LLVM (Numba does not tell
 it that arrays do not overlap, and the run-time overlap tests it would need are too many),
-so each loop over ``t`` writes at most two rows from at most six: those vectorise. A first version that transformed one tile at a time, all 36 values in
-registers, ran 10x slower for this reason.
+so each loop over ``t`` writes at most two rows from at most six: those vectorise. A first
+version that transformed one tile at a time, all 36 values in registers, ran 10x slower for
+this reason.
 """
 from __future__ import annotations
 
